@@ -1,0 +1,424 @@
+"""Config as one typed model, merged from flags > ``ENTRYPOINT_*`` > TOML file > defaults.
+
+Every value remembers where it came from (``flag --x``, ``variable ENTRYPOINT_X`` or
+``file.toml:12``) so that an error can name it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from entrypoint import values
+from entrypoint.errors import ConfigError
+from entrypoint.secret import Secret
+from entrypoint.settings import BY_NAME, BY_VARIABLE, SECTIONS, SETTINGS, Setting
+
+ON_CHANGE_FORMS = "restart, signal:NAME, command:ARGV or none"
+
+
+@dataclass(frozen=True)
+class OnChange:
+    """What to do with the app when a file template's output changes."""
+
+    action: str  # "restart" | "signal" | "command" | "none"
+    signal: int | None = None
+    command: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> OnChange:
+        s = text.strip()
+        if s in ("restart", "none"):
+            return cls(s)
+        kind, sep, arg = s.partition(":")
+        if sep and kind == "signal":
+            return cls("signal", signal=values.parse_signal(arg))
+        if sep and kind == "command" and arg.strip():
+            import shlex
+
+            return cls("command", command=tuple(shlex.split(arg)))
+        raise ValueError(f"expected {ON_CHANGE_FORMS}, got {text!r}")
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    destination: Path
+    source: Path | None = None
+    contents: str | None = None
+    perms: int = 0o600
+    on_change: OnChange = OnChange("restart")
+    user: str | None = None
+    group: str | None = None
+    origin: str = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.source) if self.source else f"{self.origin} (contents)"
+
+
+@dataclass(frozen=True)
+class EnvTemplateSpec:
+    name: str
+    source: Path | None = None
+    contents: str | None = None
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    config: Path | None = None
+    local_secrets: Path | None = None
+    mode: str = "supervise"
+    secrets: list[str] = field(default_factory=list)
+    secrets_prefix: str = ""
+    secrets_upcase: bool = True
+    secrets_sanitize: bool = True
+    template: list[TemplateSpec] = field(default_factory=list)
+    pass_env: list[str] = field(default_factory=list)
+    vault_auth: str | None = None
+    vault_auth_mount: str | None = None
+    vault_role: str | None = None
+    vault_aws_header: str | None = None
+    vault_aws_region: str | None = None
+    vault_sts_endpoint: str | None = None
+    vault_token_file: Path | None = None
+    vault_approle_role_id: str | None = None
+    vault_approle_secret_id: Secret | None = None
+    vault_approle_secret_id_file: Path | None = None
+    vault_kubernetes_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    vault_concurrency: int = 8
+    startup_timeout: float = 60.0
+    poll_interval: float = 300.0
+    static_creds_poll_interval: float = 60.0
+    lease_check_interval: float = 30.0
+    renew_fraction: float = 0.67
+    replace_fraction: float = 0.8
+    revoke_grace: float = 30.0
+    on_expiry: str = "keep"
+    revoke_on_exit: bool = True
+    wait_min: float = 1.0
+    wait_max: float = 5.0
+    splay: float = 0.0
+    kill_timeout: float = 30.0
+    stop_signal: int = 15
+    user: str | None = None
+    signal_group: bool = True
+    rewrite_signal: dict[int, int] = field(default_factory=dict)
+    log_format: str = "text"
+    log_level: str = "info"
+    debug: bool = False
+    env_template: list[EnvTemplateSpec] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A raw value and where it came from."""
+
+    value: Any
+    origin: str
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _locate(text: str, section: str | None, key: str) -> int | None:
+    """The line of ``key`` in TOML ``text`` (tomllib keeps no positions)."""
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?", stripped)
+        if header:
+            current = header.group(1)
+            if section is None and current == key:
+                return number
+            continue
+        if current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped):
+            return number
+    return None
+
+
+class TomlFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist",
+                              hint="expected a TOML file named by --config or ENTRYPOINT_CONFIG") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.__class__.__name__}") from None
+        try:
+            self.data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    def where(self, section: str | None, key: str) -> str:
+        line = _locate(self.text, section, key)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def raw_values(self) -> dict[str, Raw]:
+        out: dict[str, Raw] = {}
+        toml_names = [s.toml_key for s in SETTINGS if s.name != "template"]
+        toml_names += ["template", "env_template"]
+        for key, value in self.data.items():
+            if key in SECTIONS and isinstance(value, dict):
+                for sub, subvalue in value.items():
+                    setting = BY_NAME.get(sub)
+                    if setting is None or setting.section != key:
+                        hint = _did_you_mean(f"{key}.{sub}", toml_names)
+                        raise ConfigError(
+                            f"{self.where(key, sub)}: unknown setting {key}.{sub}",
+                            hint=hint or "see docs/configuration.md for the settings",
+                        )
+                    out[sub] = Raw(subvalue, self.where(key, sub))
+                continue
+            setting = BY_NAME.get(key)
+            if key == "env_template" or (setting is not None and setting.section is None):
+                out[key] = Raw(value, self.where(None, key))
+                continue
+            hint = _did_you_mean(key, toml_names)
+            raise ConfigError(f"{self.where(None, key)}: unknown setting {key!r}",
+                              hint=hint or "see docs/configuration.md for the settings")
+        return out
+
+
+def _expect(setting: Setting, raw: Raw, what: str) -> ConfigError:
+    got = type(raw.value).__name__
+    return ConfigError(f"{raw.origin}: {setting.name} expects {what}, got a {got}")
+
+
+def _convert(setting: Setting, raw: Raw) -> Any:
+    """Turn a raw value (string from flag/env, native from TOML) into the setting's type."""
+    v = raw.value
+    kind = setting.kind
+    try:
+        if kind == "list":
+            if isinstance(v, str):
+                return [p.strip() for p in v.split(",") if p.strip()]
+            if isinstance(v, list) and all(isinstance(p, str) for p in v):
+                return list(v)
+            raise _expect(setting, raw, "a list of strings")
+        if kind == "bool":
+            if isinstance(v, bool):
+                return v
+            if isinstance(v, str):
+                return values.parse_bool(v)
+            raise _expect(setting, raw, "true or false")
+        if kind == "int":
+            if isinstance(v, int) and not isinstance(v, bool):
+                return values.parse_positive_int(str(v))
+            if isinstance(v, str):
+                return values.parse_positive_int(v)
+            raise _expect(setting, raw, "a whole number")
+        if kind == "duration":
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if v < 0:
+                    raise ValueError(f"expected a duration of 0 or more, got {v}")
+                return float(v)
+            if isinstance(v, str):
+                return values.parse_duration(v)
+            raise _expect(setting, raw, "a duration such as 30s")
+        if kind == "fraction":
+            if isinstance(v, int | float | str) and not isinstance(v, bool):
+                return values.parse_fraction(str(v))
+            raise _expect(setting, raw, "a number between 0 and 1")
+        if not isinstance(v, str):
+            raise _expect(setting, raw, "a string")
+        if kind == "signal":
+            return int(values.parse_signal(v))
+        if kind == "choice":
+            if v not in setting.choices:
+                hint = _did_you_mean(v, list(setting.choices))
+                raise ConfigError(
+                    f"{raw.origin}: {setting.name} must be one of {', '.join(setting.choices)},"
+                    f" got {v!r}", hint=hint)
+            return v
+        if kind == "path":
+            if not v:
+                raise ValueError("expected a path, got an empty value")
+            return Path(v)
+        if setting.secret:
+            return Secret(v)
+        return v
+    except ValueError as exc:
+        raise ConfigError(f"{raw.origin}: {setting.name}: {exc}") from None
+
+
+def _rewrite_map(items: list[str], origin: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for item in items:
+        src, sep, dst = item.partition(":")
+        if not sep:
+            raise ConfigError(f"{origin}: rewrite_signal expects FROM:TO such as TERM:QUIT, "
+                              f"got {item!r}")
+        try:
+            out[int(values.parse_signal(src))] = int(values.parse_signal(dst))
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: rewrite_signal: {exc}") from None
+    return out
+
+
+def _template_from_flag(text: str, origin: str) -> TemplateSpec:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ConfigError(f"{origin}: template expects SRC:DEST[:PERMS], got {text!r}")
+    try:
+        perms = values.parse_perms(parts[2]) if len(parts) == 3 else 0o600
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: template: {exc}") from None
+    return TemplateSpec(source=Path(parts[0]), destination=Path(parts[1]), perms=perms,
+                        origin=origin)
+
+
+_TEMPLATE_KEYS = ("source", "contents", "destination", "perms", "on_change", "user", "group")
+_ENV_TEMPLATE_KEYS = ("name", "source", "contents")
+
+
+def _table_str(table: dict[str, Any], key: str, origin: str, what: str) -> str | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{origin}: {what}.{key} expects a string, "
+                          f"got a {type(value).__name__}")
+    return value
+
+
+def _check_table(table: Any, allowed: tuple[str, ...], origin: str, what: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: each [[{what}]] must be a table, "
+                          f"got a {type(table).__name__}")
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{origin}: unknown key {key!r} in [[{what}]]",
+                              hint=_did_you_mean(key, list(allowed))
+                              or f"expected one of {', '.join(allowed)}")
+    return table
+
+
+def _source_or_contents(table: dict[str, Any], origin: str, what: str,
+                        base: Path) -> tuple[Path | None, str | None]:
+    source = _table_str(table, "source", origin, what)
+    contents = _table_str(table, "contents", origin, what)
+    if (source is None) == (contents is None):
+        raise ConfigError(f"{origin}: [[{what}]] needs exactly one of source or contents")
+    return (base / source if source is not None else None), contents
+
+
+def _templates(raw: Raw, base: Path) -> list[TemplateSpec]:
+    if isinstance(raw.value, str):
+        return [_template_from_flag(p, raw.origin) for p in raw.value.split(",") if p.strip()]
+    if not isinstance(raw.value, list):
+        raise ConfigError(f"{raw.origin}: template expects [[template]] tables")
+    specs = []
+    for item in raw.value:
+        if isinstance(item, str):
+            specs.append(_template_from_flag(item, raw.origin))
+            continue
+        table = _check_table(item, _TEMPLATE_KEYS, raw.origin, "template")
+        source, contents = _source_or_contents(table, raw.origin, "template", base)
+        dest = _table_str(table, "destination", raw.origin, "template")
+        if not dest:
+            raise ConfigError(f"{raw.origin}: [[template]] needs a destination")
+        try:
+            perms = values.parse_perms(str(table.get("perms", "0600")))
+            on_change = OnChange.parse(str(table.get("on_change", "restart")))
+        except ValueError as exc:
+            raise ConfigError(f"{raw.origin}: template: {exc}") from None
+        specs.append(TemplateSpec(
+            destination=base / dest, source=source, contents=contents, perms=perms,
+            on_change=on_change, user=_table_str(table, "user", raw.origin, "template"),
+            group=_table_str(table, "group", raw.origin, "template"), origin=raw.origin))
+    return specs
+
+
+def _env_templates(raw: Raw, base: Path) -> list[EnvTemplateSpec]:
+    if not isinstance(raw.value, list):
+        raise ConfigError(f"{raw.origin}: env_template expects [[env_template]] tables")
+    specs = []
+    for item in raw.value:
+        table = _check_table(item, _ENV_TEMPLATE_KEYS, raw.origin, "env_template")
+        name = _table_str(table, "name", raw.origin, "env_template")
+        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"{raw.origin}: [[env_template]] needs a name that is a valid "
+                              f"variable name, got {name!r}")
+        source, contents = _source_or_contents(table, raw.origin, "env_template", base)
+        specs.append(EnvTemplateSpec(name=name, source=source, contents=contents,
+                                     origin=raw.origin))
+    return specs
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Reject ``ENTRYPOINT_*`` variables that name no setting (a typo would pass silently)."""
+    for name in environ:
+        if name.startswith("ENTRYPOINT_") and name not in BY_VARIABLE:
+            raise ConfigError(f"variable {name}: unknown setting",
+                              hint=_did_you_mean(name, list(BY_VARIABLE))
+                              or "see docs/configuration.md for the settings")
+
+
+def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
+    """Merge flags, environment and the TOML file into one :class:`Config`."""
+    check_environment(environ)
+    config_raw = flags.get("config") or (
+        Raw(environ["ENTRYPOINT_CONFIG"], "variable ENTRYPOINT_CONFIG")
+        if "ENTRYPOINT_CONFIG" in environ else None)
+    file_values: dict[str, Raw] = {}
+    base = Path.cwd()
+    if config_raw is not None:
+        path = Path(str(config_raw.value))
+        toml = TomlFile(path)
+        file_values = toml.raw_values()
+        base = path.resolve().parent
+    chosen: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SETTINGS:
+        raw = flags.get(setting.name)
+        if raw is None and setting.variable in environ:
+            raw = Raw(environ[setting.variable], f"variable {setting.variable}")
+        if raw is None:
+            raw = file_values.get(setting.name)
+        if raw is None:
+            origins[setting.name] = "default"
+            continue
+        origins[setting.name] = raw.origin
+        if setting.name == "template":
+            from_file = raw is file_values.get("template")
+            chosen["template"] = _templates(raw, base if from_file else Path.cwd())
+        elif setting.name == "rewrite_signal":
+            chosen[setting.name] = _rewrite_map(_convert(setting, raw), raw.origin)
+        else:
+            chosen[setting.name] = _convert(setting, raw)
+    if "env_template" in file_values:
+        chosen["env_template"] = _env_templates(file_values["env_template"], base)
+        origins["env_template"] = file_values["env_template"].origin
+    config = Config(**chosen, origins=origins)
+    _cross_check(config)
+    return config
+
+
+def _cross_check(config: Config) -> None:
+    if config.wait_max < config.wait_min:
+        raise ConfigError(f"{config.origins['wait_max']}: wait_max ({config.wait_max:g}s) is "
+                          f"shorter than wait_min ({config.wait_min:g}s)",
+                          hint="expected wait_max >= wait_min")
+    if config.local_secrets is not None and not config.local_secrets.is_dir():
+        raise ConfigError(f"{config.origins['local_secrets']}: local secrets directory "
+                          f"{config.local_secrets} does not exist or is not a directory")
+
+
+def is_bootstrap_variable(name: str) -> bool:
+    """Variables that configure the entrypoint itself, stripped from the app's environment."""
+    return name.startswith("ENTRYPOINT_") or name in BOOTSTRAP_VARIABLES
+
+
+BOOTSTRAP_VARIABLES = frozenset({
+    "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "CONSUL_HTTP_TOKEN",
+})
+

@@ -1,0 +1,7 @@
+"""Shared fixtures live in plugin modules, one per area, so that they can grow apart."""
+
+pytest_plugins = [
+    "tests.services.fixtures",
+    "tests.vaultserver.fixtures",
+    "tests.helpers.fixtures",
+]
