@@ -1,0 +1,43 @@
+"""``file:PATH`` (the whole file) and ``file:PATH#KEY`` (one key of a JSON/TOML object)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
+from entrypoint.secret import Secret
+from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.local import load_object
+
+WHOLE_FILE = ""  # the key under which file:PATH without #KEY is stored
+
+
+class FileSource:
+    name = "file"
+
+    def describe(self, path: str) -> str:
+        return f"file {path}"
+
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        file = Path(path)
+        if not file.exists():
+            raise SecretNotFound(f"file {path} does not exist",
+                                 hint="expected a readable file for a file: reference")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except PermissionError:
+            raise PermissionDenied(f"file {path} is not readable") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"file {path} cannot be read as UTF-8 text: "
+                              f"{exc.__class__.__name__}") from None
+        data: dict[str, Secret] = {WHOLE_FILE: Secret(text)}
+        if file.suffix in (".json", ".toml") or text.lstrip().startswith("{"):
+            try:
+                data.update(to_secrets(load_object(file)))
+            except ConfigError:
+                pass  # only an error if a #KEY is asked for; the resolver says so
+        return Fetched(data=data, kind="file", fetched_at=time.monotonic())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,39 @@
+"""``consul:KEY`` answered from the local secrets directory: ``DIR/consul/KEY`` (a text file)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from entrypoint.errors import ConfigError, SecretNotFound
+from entrypoint.secret import Secret
+from entrypoint.sources.base import Fetched
+
+
+class LocalConsulSource:
+    name = "consul (local)"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "consul"
+
+    def describe(self, path: str) -> str:
+        return f"local consul folder {self.root}"
+
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        clean = path.strip("/")
+        if ".." in Path(clean).parts:
+            raise ConfigError(f"consul key {path!r} leaves the local secrets directory")
+        file = self.root / clean
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SecretNotFound(f"consul key {clean} not found in {self.root}",
+                                 hint=f"expected a file {file}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"consul key file {file} cannot be read: "
+                              f"{exc.__class__.__name__}") from None
+        return Fetched(data={"": Secret(text.rstrip("\n"))}, kind="consul",
+                       fetched_at=time.monotonic())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,93 @@
+"""Which source answers which reference scheme, created lazily so unused clients never load."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+
+from entrypoint.config import Config
+from entrypoint.errors import ConfigError
+from entrypoint.sources.base import Source
+
+log = logging.getLogger("entrypoint")
+
+
+class Sources:
+    """Scheme -> source, each built on first use."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], Source]],
+                 missing: Mapping[str, str]) -> None:
+        self._factories = dict(factories)
+        self._missing = dict(missing)
+        self._built: dict[str, Source] = {}
+
+    def get(self, scheme: str) -> Source:
+        source = self._built.get(scheme)
+        if source is None:
+            factory = self._factories.get(scheme)
+            if factory is None:
+                raise ConfigError(self._missing.get(scheme, f"no source for {scheme}: references"))
+            source = self._built[scheme] = factory()
+        return source
+
+    def built(self) -> Mapping[str, Source]:
+        return dict(self._built)
+
+    def close(self) -> None:
+        for source in self._built.values():
+            source.close()
+
+
+def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sources:
+    factories: dict[str, Callable[[], Source]] = {}
+    missing: dict[str, str] = {}
+
+    def file_source() -> Source:
+        from entrypoint.sources.files import FileSource
+
+        return FileSource()
+
+    factories["file"] = file_source
+    if config.local_secrets is not None:
+        root = config.local_secrets
+
+        def local_source() -> Source:
+            from entrypoint.sources.local import LocalSource
+
+            log.info("vault: references answered by local secrets directory %s", root)
+            return LocalSource(root)
+
+        factories["vault"] = local_source
+    elif environ.get("VAULT_ADDR"):
+
+        def vault_source() -> Source:
+            from entrypoint.vault.source import VaultSource
+
+            return VaultSource.from_config(config, environ)
+
+        factories["vault"] = vault_source
+    else:
+        missing["vault"] = ("a vault: reference needs VAULT_ADDR (a Vault server) or "
+                            "ENTRYPOINT_LOCAL_SECRETS (a local secrets directory); neither is set")
+    if environ.get("CONSUL_HTTP_ADDR"):
+
+        def consul_source() -> Source:
+            from entrypoint.consul_source import ConsulSource
+
+            return ConsulSource.from_environment(environ)
+
+        factories["consul"] = consul_source
+    elif config.local_secrets is not None:
+        root = config.local_secrets
+
+        def local_consul() -> Source:
+            from entrypoint.sources.local_consul import LocalConsulSource
+
+            return LocalConsulSource(root)
+
+        factories["consul"] = local_consul
+    else:
+        missing["consul"] = ("a consul: reference needs CONSUL_HTTP_ADDR (a Consul agent) or "
+                             "ENTRYPOINT_LOCAL_SECRETS; neither is set")
+    return Sources(factories, missing)
