@@ -151,10 +151,12 @@ class TomlFile:
         try:
             self.text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist",
-                              hint="expected a TOML file named by --config or ENTRYPOINT_CONFIG") from None
+            raise ConfigError(
+                f"config file {path} does not exist",
+                hint="expected a TOML file named by --config or ENTRYPOINT_CONFIG") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.__class__.__name__}") from None
+            raise ConfigError(
+                f"config file {path} cannot be read: {exc.__class__.__name__}") from None
         try:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:
@@ -184,6 +186,11 @@ class TomlFile:
             if key == "env_template" or (setting is not None and setting.section is None):
                 out[key] = Raw(value, self.where(None, key))
                 continue
+            if setting is not None:
+                raise ConfigError(f"{self.where(None, key)}: setting {key!r} belongs in the "
+                                  f"[{setting.section}] table",
+                                  hint=f"expected [{setting.section}] then {key} = ..., "
+                                       f"i.e. {setting.toml_key}")
             hint = _did_you_mean(key, toml_names)
             raise ConfigError(f"{self.where(None, key)}: unknown setting {key!r}",
                               hint=hint or "see docs/configuration.md for the settings")

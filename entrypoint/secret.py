@@ -19,8 +19,9 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
-        # One- and two-character values would scrub ordinary words out of every log line.
-        if len(value) >= 3:
+        # Short values (a username such as "app") would scrub ordinary words out of log lines;
+        # the scrubber is a safety net, the rule is that code never logs a value.
+        if len(value) >= 8:
             _known.add(value)
 
     def reveal(self) -> str:

@@ -56,7 +56,8 @@ def parse_signal(text: str) -> signal.Signals:
     try:
         return signal.Signals[name]
     except KeyError:
-        raise ValueError(f"expected a signal name such as SIGHUP or SIGTERM, got {text!r}") from None
+        raise ValueError(
+            f"expected a signal name such as SIGHUP or SIGTERM, got {text!r}") from None
 
 
 def parse_bool(text: str) -> bool:

@@ -1,1 +1,1 @@
-"""Secret sources: one module per kind behind the :class:`~entrypoint.sources.base.Source` protocol."""
+"""Secret sources: one module per kind behind one protocol (``sources.base.Source``)."""

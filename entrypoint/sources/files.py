@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -33,10 +34,9 @@ class FileSource:
                               f"{exc.__class__.__name__}") from None
         data: dict[str, Secret] = {WHOLE_FILE: Secret(text)}
         if file.suffix in (".json", ".toml") or text.lstrip().startswith("{"):
-            try:
+            # Only an error if a #KEY is asked for; the resolver says so then.
+            with contextlib.suppress(ConfigError):
                 data.update(to_secrets(load_object(file)))
-            except ConfigError:
-                pass  # only an error if a #KEY is asked for; the resolver says so
         return Fetched(data=data, kind="file", fetched_at=time.monotonic())
 
     def close(self) -> None:

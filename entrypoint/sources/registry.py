@@ -73,7 +73,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
     if environ.get("CONSUL_HTTP_ADDR"):
 
         def consul_source() -> Source:
-            from entrypoint.consul_source import ConsulSource
+            from entrypoint.sources.consul import ConsulSource
 
             return ConsulSource.from_environment(environ)
 

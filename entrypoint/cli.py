@@ -1,0 +1,242 @@
+"""Command line: parse, load config, dispatch to a subcommand. Only :func:`main` exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from entrypoint import __version__, logs
+from entrypoint.config import Config, Raw, load
+from entrypoint.errors import EX_USAGE, EntrypointError, UsageError
+from entrypoint.settings import SETTINGS, Setting
+
+SUBCOMMANDS = ("run", "render", "check", "rotate", "version")
+DESCRIPTIONS = {
+    "run": "resolve references, render templates, then run and supervise CMD (the default)",
+    "render": "resolve and write templates once, print the app's environment as dotenv "
+              "(values redacted unless --reveal)",
+    "check": "validate config, reach the servers, log in and confirm every referenced path "
+             "is readable; print a table; exit non-zero on any failure",
+    "rotate": "ask the running entrypoint in this container to re-fetch every dynamic "
+              "secret now and act once",
+    "version": "print the version",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+
+def _add_setting(group: argparse._ArgumentGroup, setting: Setting) -> None:
+    help_text = setting.help
+    if setting.default not in (None, [], ""):
+        help_text += f" (default: {setting.default})"
+    help_text += f" [{setting.variable}]"
+    if setting.kind == "bool":
+        group.add_argument(setting.flag, dest=setting.name, default=None,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+    elif setting.kind == "list":
+        group.add_argument(setting.flag, dest=setting.name, default=None, action="append",
+                           metavar=setting.name.upper(), help=help_text + "; repeatable")
+    else:
+        metavar = "|".join(setting.choices) if setting.choices else setting.kind.upper()
+        group.add_argument(setting.flag, dest=setting.name, default=None, metavar=metavar,
+                           help=help_text)
+
+
+def build_parser(sub: str) -> argparse.ArgumentParser:
+    prog = "entrypoint" if sub == "run" else f"entrypoint {sub}"
+    usage = {
+        "run": "entrypoint [run] [OPTIONS] -- CMD [ARGS...]",
+        "render": "entrypoint render [OPTIONS] [--reveal] [--format dotenv|json]",
+        "check": "entrypoint check [OPTIONS] [--format table|json]",
+        "rotate": "entrypoint rotate [OPTIONS]",
+        "version": "entrypoint version",
+    }[sub]
+    parser = _Parser(prog=prog, usage=usage, description=DESCRIPTIONS[sub],
+                     epilog="Every option is also an ENTRYPOINT_* variable and a TOML key; "
+                            "see docs/configuration.md. Subcommands: " + ", ".join(SUBCOMMANDS))
+    if sub == "version":
+        return parser
+    if sub == "run":
+        parser.add_argument("--exec", dest="exec_mode", action="store_true",
+                            help="resolve once, then replace this process with CMD "
+                                 "(same as --mode exec)")
+    if sub == "render":
+        parser.add_argument("--reveal", action="store_true",
+                            help="print secret values instead of <redacted>")
+        parser.add_argument("--format", dest="output_format", choices=("dotenv", "json"),
+                            default="dotenv", help="output format (default: dotenv)")
+    if sub == "check":
+        parser.add_argument("--format", dest="output_format", choices=("table", "json"),
+                            default="table", help="output format (default: table)")
+    group = parser.add_argument_group("settings")
+    for setting in SETTINGS:
+        _add_setting(group, setting)
+    return parser
+
+
+def _takes_value(token: str) -> bool:
+    name = token[2:].split("=", 1)[0].replace("-", "_")
+    return "=" not in token and any(s.name == name and s.kind != "bool" for s in SETTINGS)
+
+
+def split_argv(argv: Sequence[str]) -> tuple[str, list[str], list[str]]:
+    """-> (subcommand, its options, the app's command)."""
+    args = list(argv)
+    command: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, command = args[:cut], args[cut + 1 :]
+    sub = "run"
+    skip = False
+    for i, token in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if token.startswith("--"):
+            skip = _takes_value(token)
+            continue
+        if token in SUBCOMMANDS:
+            sub = token
+            args = args[:i] + args[i + 1 :]
+        break
+    return sub, args, command
+
+
+def flags_of(namespace: argparse.Namespace) -> dict[str, Raw]:
+    out: dict[str, Raw] = {}
+    for setting in SETTINGS:
+        value = getattr(namespace, setting.name, None)
+        if value is not None:
+            out[setting.name] = Raw(value, f"flag {setting.flag}")
+    if getattr(namespace, "exec_mode", False):
+        out["mode"] = Raw("exec", "flag --exec")
+    return out
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    log = logs.setup(env.get("ENTRYPOINT_LOG_FORMAT", "text")
+                     if env.get("ENTRYPOINT_LOG_FORMAT") in ("text", "json") else "text")
+    debug = "--debug" in argv or env.get("ENTRYPOINT_DEBUG", "").lower() in ("1", "true", "yes")
+    try:
+        return _main(argv, env, log)
+    except EntrypointError as exc:
+        log.error("%s", exc, exc_info=debug)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception:
+        log.error("internal error, please report it:\n%s", traceback.format_exc())
+        return 70
+
+
+def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> int:
+    sub, options, command = split_argv(argv)
+    parser = build_parser(sub)
+    if sub == "version":
+        parser.parse_args(options)
+        print(f"vault-entrypoint {__version__} (Python {sys.version.split()[0]})")
+        return 0
+    namespace = parser.parse_args(options)
+    config = load(flags_of(namespace), env)
+    log = logs.setup(config.log_format, config.log_level)
+    if sub == "render":
+        return render(config, env, log, reveal=namespace.reveal, fmt=namespace.output_format)
+    if sub == "check":
+        from entrypoint.check import main as check_main
+
+        return check_main(config, env, log, fmt=namespace.output_format)
+    if sub == "rotate":
+        from entrypoint.control import request_rotation
+
+        return request_rotation(config, env, log)
+    if not command:
+        raise UsageError("no command to run",
+                         hint="expected: entrypoint [OPTIONS] -- CMD [ARGS...]")
+    if config.mode == "exec":
+        return exec_app(config, env, log, command)
+    from entrypoint.app import supervise
+
+    return supervise(config, env, log, command)
+
+
+def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, reveal: bool,
+           fmt: str) -> int:
+    from entrypoint.runtime import Runtime
+
+    runtime = Runtime(config, env, log)
+    try:
+        resolution = runtime.resolve()
+        from entrypoint.app import render_outputs
+
+        render_outputs(config, runtime, resolution)
+    finally:
+        runtime.close()
+    shown = {name: value.reveal() if reveal else str(value)
+             for name, value in sorted(resolution.managed.items())}
+    if fmt == "json":
+        print(json.dumps(shown, indent=2, sort_keys=True))
+    else:
+        for name, value in shown.items():
+            print(f"{name}={dotenv_quote(value)}")
+    return 0
+
+
+def dotenv_quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "_-./:@%+,<>" for c in value):
+        return value
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+               .replace("\n", "\\n"))
+    return f'"{escaped}"'
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
+             command: list[str]) -> int:
+    """Resolve once, then ``execve`` the app: same PID, nothing resident."""
+    from entrypoint.runtime import Runtime
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted(signum)
+
+    # As PID 1 a default disposition ignores SIGTERM: make it end the resolution instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupted)
+    try:
+        runtime = Runtime(config, env, log)
+        try:
+            resolution = runtime.resolve()
+            from entrypoint.app import render_outputs
+
+            render_outputs(config, runtime, resolution)
+        finally:
+            runtime.close()
+    except _Interrupted as exc:
+        log.info("stopped by %s before the app started", signal.Signals(exc.signum).name)
+        return 128 + exc.signum
+    child_env = resolution.child_env()
+    from entrypoint.execapp import exec_command
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    log.info("exec %s", command[0])
+    logging.shutdown()
+    return exec_command(command, child_env, config.user)
+
+
+__all__ = ["EX_USAGE", "main"]

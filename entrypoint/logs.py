@@ -1,0 +1,68 @@
+"""Logging to stderr, one line per event, as text or JSON.
+
+Every line passes through :func:`entrypoint.secret.scrub` before it is written: code is
+meant never to hand a secret to the logger, and this makes a slip harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from entrypoint.secret import scrub
+
+LOGGER_NAME = "entrypoint"
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    ms = int(record.msecs)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{ms:03d}Z"
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        line = f"{_timestamp(record)} entrypoint {record.levelname.lower()}: {record.getMessage()}"
+        if fields:
+            line += " " + fields
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return scrub(line)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        event.update({k: v if isinstance(v, int | float | bool) or v is None else str(v)
+                      for k, v in _extras(record).items()})
+        if record.exc_info:
+            event["traceback"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(event, ensure_ascii=False))
+
+
+def setup(fmt: str = "text", level: str = "info") -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    return logger
+
+
+def get() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
