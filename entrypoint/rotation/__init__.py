@@ -1,0 +1,1 @@
+"""The rotation engine: keep the app on valid values and act once when they change."""

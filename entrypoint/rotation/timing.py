@@ -1,0 +1,77 @@
+"""Pure lease and poll maths, with the clock and random source passed in.
+
+These decide *when*: renew a lease, replace one that cannot be extended, re-read a
+static secret. They never sleep and never read a clock themselves, so they are tested
+exhaustively with plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Rng = Callable[[], float]  # uniform in [0, 1)
+
+# Never act closer to expiry than this: the app needs time to restart onto the successor.
+MIN_MARGIN = 1.0
+# A lease with no duration (Vault says 0) is checked again after this long.
+DEFAULT_CHECK = 60.0
+
+
+def jittered(base: float, rng: Rng, spread: float = 0.1) -> float:
+    """``base`` moved by up to ``spread`` of itself either way, never below zero."""
+    return max(0.0, base * (1.0 - spread + 2.0 * spread * rng()))
+
+
+@dataclass(frozen=True)
+class LeaseTimes:
+    """When a lease was last extended and until when it is valid (monotonic seconds)."""
+
+    updated_at: float
+    expires_at: float
+    renewable: bool
+
+    @property
+    def duration(self) -> float:
+        return self.expires_at - self.updated_at
+
+
+def renew_at(lease: LeaseTimes, fraction: float, rng: Rng) -> float:
+    """When to renew: after ``fraction`` of its current duration, jittered, before expiry."""
+    if lease.duration <= 0:
+        return lease.updated_at + DEFAULT_CHECK
+    delay = jittered(lease.duration * fraction, rng)
+    latest = max(0.0, lease.duration - MIN_MARGIN)
+    return lease.updated_at + min(delay, latest)
+
+
+def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng) -> float:
+    """When to fetch a successor for a lease that cannot be extended any further.
+
+    After ``fraction`` of its *remaining* life (jittered by 5 %), and never later than
+    ``MIN_MARGIN`` before it expires — never after it has expired.
+    """
+    remaining = lease.expires_at - now
+    if remaining <= MIN_MARGIN:
+        return now
+    delay = jittered(remaining * fraction, rng, spread=0.05)
+    return now + min(delay, remaining - MIN_MARGIN)
+
+
+def is_capped(requested: float, granted: float) -> bool:
+    """Vault caps a renewal at the lease's max TTL: less than asked means no more room."""
+    return granted + 1.0 < requested
+
+
+def poll_at(now: float, interval: float, rng: Rng) -> float:
+    """Next re-read of a static secret: ``interval`` jittered by 10 %."""
+    return now + jittered(interval, rng)
+
+
+def static_creds_poll_at(now: float, interval: float, ttl: float | None, rng: Rng) -> float:
+    """Re-read a database static role just after Vault rotates it, or at ``interval``."""
+    base = interval
+    if ttl is not None and ttl > 0:
+        # A second after the rotation Vault announced: the new password is in place.
+        base = min(interval, ttl + 1.0)
+    return now + jittered(base, rng, spread=0.05)
