@@ -7,6 +7,7 @@
     │   ├── SecretNotFound              a path or key that does not exist
     │   └── TemplateError               a template that does not parse or render
     ├── UnavailableError (69)           a server cannot be reached in time
+    ├── LeaseGone (69)                  a lease was revoked or is unknown to the server
     ├── PermissionDenied (77)           the server or the OS said no
     │   └── AuthError                   a login was refused
     ├── RenderError (73)                a destination cannot be written
@@ -65,6 +66,12 @@ class TemplateError(ConfigError):
 
 
 class UnavailableError(EntrypointError):
+    exit_code = EX_UNAVAILABLE
+
+
+class LeaseGone(EntrypointError):
+    """A lease the server no longer knows (revoked by ops, expired): fetch a successor."""
+
     exit_code = EX_UNAVAILABLE
 
 

@@ -146,10 +146,10 @@ def format(parts: list[Part]) -> str:
             if not _INLINE_START.search(text):
                 return text
         else:
-            if _ESCAPED.match(only) or _WHOLE.match(only):
-                return "\\" + only
             if _INLINE_START.search(only):
                 return only.replace("$", "$$")
+            if _ESCAPED.match(only) or _WHOLE.match(only):
+                return "\\" + only
             return only
     return "".join(
         "${" + p.format() + "}" if isinstance(p, Ref) else p.replace("$", "$$") for p in parts

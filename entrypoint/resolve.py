@@ -7,8 +7,10 @@ credential always come from the same lease.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,10 +56,12 @@ def plan_environment(environ: Mapping[str, str], keep: Iterable[str] = ()) -> En
 class Generation:
     """A cache of fetches for one generation; safe to use from several threads."""
 
-    def __init__(self, sources: Sources, concurrency: int = 8) -> None:
+    def __init__(self, sources: Sources, concurrency: int = 8,
+                 seed: Mapping[SourceKey, Fetched] | None = None) -> None:
         self.sources = sources
         self.concurrency = concurrency
-        self.fetched: dict[SourceKey, Fetched] = {}
+        # A successor generation starts from what has not changed: no re-read, no new lease.
+        self.fetched: dict[SourceKey, Fetched] = dict(seed or {})
         self._locks: dict[SourceKey, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -70,6 +74,8 @@ class Generation:
             if key not in self.fetched:
                 scheme, path, version = key
                 fetched = self.sources.get(scheme).fetch(path, version)
+                if not fetched.fetched_at:
+                    fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
                 with self._guard:
                     self.fetched[key] = fetched
             return self.fetched[key]
