@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from entrypoint.config import Config
+from entrypoint.config import Config, OnChange
 from entrypoint.runtime import Resolution, Runtime
 
+if TYPE_CHECKING:
+    from entrypoint.rotation.engine import Engine
+    from entrypoint.rotation.watch import FileWatch
 
-def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> None:
-    """Render env templates into the app's environment and file templates to disk."""
+
+def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
+    """Render env templates into the app's environment and file templates to disk.
+
+    Returns the ``on_change`` of every file whose content changed.
+    """
     if not (config.template or config.env_template):
-        return
+        return []
     from entrypoint.templates import render_all
 
-    render_all(config, runtime, resolution)
+    result = render_all(config, runtime, resolution)
+    return [spec.on_change for spec in result.changed]
 
 
 def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
@@ -29,11 +38,57 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     # Built first so that its signal handlers are in place while secrets are resolved.
     supervisor = Supervisor(command, options, log)
     runtime = Runtime(config, env, log)
+    keeper: dict[str, Any] = {}
 
     def prepare() -> Mapping[str, str]:
         resolution = runtime.resolve()
         render_outputs(config, runtime, resolution)
+        engine, watch = start_rotation(config, runtime, resolution, supervisor.post, log)
+        keeper.update(engine=engine, watch=watch)
         return resolution.child_env()
 
-    supervisor.on_shutdown(runtime.close)
+    def child_started(pid: int) -> None:
+        if "engine" in keeper:
+            keeper["engine"].child_started(pid)
+
+    def shutdown() -> None:
+        if "watch" in keeper:
+            keeper["watch"].stop()
+        if "engine" in keeper:
+            keeper["engine"].stop()
+        runtime.close()
+
+    supervisor.on_child_started(child_started)
+    supervisor.on_shutdown(shutdown)
     return supervisor.run(prepare)
+
+
+def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
+                   post: Any, log: logging.Logger) -> tuple[Engine, FileWatch]:
+    """Start the engine and the watchers that feed it."""
+    from entrypoint.rotation.engine import Engine
+    from entrypoint.rotation.watch import FileWatch
+    from entrypoint.sources.local import LocalSource
+
+    engine = Engine(config, runtime, post, log,
+                    render=lambda res: render_outputs(config, runtime, res))
+    watch = FileWatch(lambda reason, keys, rerender: engine.notify(reason, keys,
+                                                                   rerender=rerender), log)
+    sources = runtime.sources.built()
+    for key, fetched in resolution.generation.fetched.items():
+        source = sources.get(key[0])
+        if fetched.kind == "local" and isinstance(source, LocalSource):
+            watch.add_key(key, [source.file_for(key[1])])
+        elif fetched.kind == "file":
+            from pathlib import Path
+
+            watch.add_key(key, [Path(key[1])])
+    for spec in config.template:
+        if spec.source is not None:
+            watch.add_template(spec.source)
+    for env_spec in config.env_template:
+        if env_spec.source is not None:
+            watch.add_template(env_spec.source)
+    engine.start(resolution)
+    watch.start()
+    return engine, watch

@@ -62,6 +62,7 @@ class Generation:
         self.concurrency = concurrency
         # A successor generation starts from what has not changed: no re-read, no new lease.
         self.fetched: dict[SourceKey, Fetched] = dict(seed or {})
+        self.seeded = frozenset(self.fetched)
         self._locks: dict[SourceKey, threading.Lock] = {}
         self._guard = threading.Lock()
 

@@ -67,6 +67,8 @@ class Runtime:
                                   hint="rename one, or set secrets_prefix")
         managed.update(explicit)
         for path_key, fetched in sorted(generation.fetched.items(), key=lambda kv: kv[0][1]):
+            if path_key in generation.seeded:
+                continue
             scheme, path, _ = path_key
             detail = ""
             if fetched.version is not None:

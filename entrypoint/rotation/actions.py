@@ -1,0 +1,48 @@
+"""Decide what to do with the app when a new generation differs from the last one.
+
+Pure: compares old and new outputs and returns the actions, so that "five changes, one
+action" and "env changes always restart" are tested without processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from entrypoint.config import OnChange
+
+
+@dataclass(frozen=True)
+class Plan:
+    restart: bool = False
+    signals: tuple[int, ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
+    reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.restart or self.signals or self.commands)
+
+
+def decide(old_env: Mapping[str, str], new_env: Mapping[str, str],
+           changed_files: Iterable[OnChange], reasons: Sequence[str]) -> Plan:
+    """Anything that feeds the environment restarts: env cannot change inside a process."""
+    changes = list(changed_files)
+    restart = dict(old_env) != dict(new_env) or any(c.action == "restart" for c in changes)
+    if restart:
+        return Plan(restart=True, reasons=tuple(reasons))
+    signals: list[int] = []
+    commands: list[tuple[str, ...]] = []
+    for change in changes:
+        if change.action == "signal" and change.signal is not None:
+            if change.signal not in signals:
+                signals.append(change.signal)
+        elif change.action == "command" and change.command not in commands:
+            commands.append(change.command)
+    return Plan(signals=tuple(signals), commands=tuple(commands), reasons=tuple(reasons))
+
+
+def changed_names(old_env: Mapping[str, str], new_env: Mapping[str, str]) -> list[str]:
+    """Names (never values) of variables that differ, for the log line."""
+    names = set(old_env) | set(new_env)
+    return sorted(n for n in names if old_env.get(n) != new_env.get(n))

@@ -1,0 +1,433 @@
+"""The rotation engine: one thread that keeps the app's values current.
+
+It owns the secret side of the state (the current generation, the leases held, what is
+due when) and does all network I/O for it, so that the supervisor's main loop never
+blocks on a server. It talks to the supervisor only by posting events (restart, signal,
+run a command, fatal) and hears back through :meth:`Engine.child_started`.
+
+When something changes (a lease cannot be extended, a poll finds a new version, a file is
+edited, ops revoke a lease), the paths concerned are marked dirty and the change goes into
+the coalescer. When the burst is over, one successor generation is built from the
+unchanged fetches plus fresh reads of the dirty paths, outputs are rendered, and **one**
+action is taken. Old leases are revoked once the app runs on their successors.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from entrypoint.config import Config
+from entrypoint.errors import EntrypointError, LeaseGone, UnavailableError
+from entrypoint.resolve import Generation
+from entrypoint.rotation import timing
+from entrypoint.rotation.actions import changed_names, decide
+from entrypoint.rotation.coalesce import Coalescer
+from entrypoint.rotation.leases import HeldLease, LeaseOps, SourceKey
+from entrypoint.runtime import Resolution, Runtime
+from entrypoint.sources.base import Fetched
+
+RETRY_BASE = 1.0
+RETRY_CAP = 30.0
+POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
+WATCHED_KINDS = frozenset({"local", "file", "consul"})
+
+Post = Callable[[Any], None]
+RenderFn = Callable[[Resolution], list[Any]]
+
+
+@dataclass(frozen=True)
+class _Change:
+    reason: str
+    keys: frozenset[SourceKey]
+    rerender: bool = False
+
+
+@dataclass(frozen=True)
+class _ChildStarted:
+    pid: int
+
+
+class _Stop:
+    pass
+
+
+def retry_delay(attempt: int, rng: Callable[[], float]) -> float:
+    """Capped exponential backoff with full jitter (attempt counts from 1)."""
+    return rng() * min(RETRY_CAP, RETRY_BASE * float(2 ** min(attempt, 16)))
+
+
+class Engine:
+    def __init__(self, config: Config, runtime: Runtime, post: Post, log: logging.Logger,
+                 render: RenderFn, *, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.post = post
+        self.log = log
+        self.render = render
+        self.clock = clock
+        self.rng = rng
+        self.inbox: queue.SimpleQueue[_Change | _ChildStarted | _Stop] = queue.SimpleQueue()
+        self.coalescer = Coalescer(config.wait_min, config.wait_max)
+        self._tasks: list[tuple[float, int, tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._poll_token: dict[SourceKey, int] = {}
+        self.dirty: set[SourceKey] = set()
+        self.fresh: dict[SourceKey, Fetched] = {}
+        self.leases: dict[SourceKey, HeldLease] = {}
+        self.revoke_on_start: list[HeldLease] = []
+        self.failures: dict[str, int] = {}
+        self.resolution: Resolution | None = None
+        self.env: dict[str, str] = {}
+        self.act_failures = 0
+        self.not_before = 0.0  # backoff after a failed successor
+        self.generations = 0
+        self._thread: threading.Thread | None = None
+
+    # -- entry points, safe from any thread -------------------------------------------
+
+    def start(self, resolution: Resolution) -> None:
+        """Begin keeping ``resolution`` (the values the app was started with) current."""
+        self._adopt(resolution)
+        self._thread = threading.Thread(target=self._run, name="rotation", daemon=True)
+        self._thread.start()
+
+    def notify(self, reason: str, keys: Iterable[SourceKey] = (), *,
+               rerender: bool = False) -> None:
+        self.inbox.put(_Change(reason, frozenset(keys), rerender))
+
+    def rotate_all(self, reason: str) -> None:
+        """Force a fresh read of every dynamic secret (``entrypoint rotate``)."""
+        resolution = self.resolution
+        keys = [k for k, f in resolution.generation.fetched.items()
+                if f.kind in ("leased", "static-creds")] if resolution else []
+        self.notify(reason, keys, rerender=True)
+
+    def child_started(self, pid: int) -> None:
+        self.inbox.put(_ChildStarted(pid))
+
+    def stop(self) -> None:
+        """End the thread; then revoke this process's leases if so configured."""
+        if self._thread is not None:
+            self.inbox.put(_Stop())
+            self._thread.join(timeout=10)
+        if self.config.revoke_on_exit:
+            self._revoke([*self.revoke_on_start, *self.leases.values()], "shutdown")
+            self.leases.clear()
+            self.revoke_on_start.clear()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            timeout = self._next_wake()
+            try:
+                message = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            if isinstance(message, _Stop):
+                return
+            try:
+                if message is not None:
+                    self._handle(message)
+                self._run_due()
+            except Exception:  # the engine must never stop watching silently
+                self.log.exception("rotation engine error; it keeps running")
+
+    def _next_wake(self) -> float:
+        now = self.clock()
+        wakes = [t[0] for t in self._tasks[:1]]
+        due = self.coalescer.due_at()
+        if due is not None:
+            wakes.append(max(due, self.not_before))
+        if not wakes:
+            return 60.0
+        return max(0.0, min(60.0, min(wakes) - now))
+
+    def _handle(self, message: _Change | _ChildStarted) -> None:
+        if isinstance(message, _ChildStarted):
+            if self.revoke_on_start:
+                pending, self.revoke_on_start = self.revoke_on_start, []
+                self._revoke(pending, "the app runs on their successors")
+            return
+        self.dirty |= message.keys
+        if message.keys or message.rerender:
+            self.coalescer.add(self.clock(), message.reason)
+
+    def _run_due(self) -> None:
+        now = self.clock()
+        while self._tasks and self._tasks[0][0] <= now:
+            _, _, task = heapq.heappop(self._tasks)
+            getattr(self, f"_task_{task[0]}")(*task[1:])
+        self._check_expiry(self.clock())
+        now = self.clock()
+        if self.coalescer.due(now) and now >= self.not_before:
+            self._act()
+
+    def _schedule(self, when: float, *task: Any) -> None:
+        heapq.heappush(self._tasks, (when, next(self._seq), task))
+
+    # -- adopting a generation ---------------------------------------------------------
+
+    def _adopt(self, resolution: Resolution, only: Iterable[SourceKey] | None = None) -> None:
+        """Track the leases and polls of ``resolution`` (of the keys in ``only``, if given)."""
+        self.resolution = resolution
+        self.env = resolution.child_env()
+        now = self.clock()
+        fetched = resolution.generation.fetched
+        keys = list(fetched) if only is None else [k for k in only if k in fetched]
+        for key in keys:
+            item = fetched[key]
+            lease = HeldLease.from_fetched(key, item)
+            self.leases.pop(key, None)
+            if lease is not None:
+                self.leases[key] = lease
+                when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
+                        if lease.times.renewable else
+                        timing.replace_at(lease.times, now, self.config.replace_fraction,
+                                          self.rng))
+                self._schedule(when, "renew" if lease.times.renewable else "replace",
+                               key, lease.lease_id)
+            elif item.kind in POLLED_KINDS or item.kind == "static-creds":
+                self._schedule_poll(key, item, now)
+        for key in [k for k, lease in self.leases.items()
+                    if k not in fetched or fetched[k].lease_id != lease.lease_id]:
+            del self.leases[key]
+        if self.leases and self.config.lease_check_interval > 0 and only is None:
+            self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng),
+                           "check")
+
+    def _schedule_poll(self, key: SourceKey, item: Fetched, now: float) -> None:
+        token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
+        if item.kind == "static-creds":
+            when = timing.static_creds_poll_at(now, self.config.static_creds_poll_interval,
+                                               item.ttl, self.rng)
+        else:
+            when = timing.poll_at(now, self.config.poll_interval, self.rng)
+        self._schedule(when, "poll", key, token)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def _ops(self, key: SourceKey) -> LeaseOps | None:
+        source = self.runtime.sources.get(key[0])
+        return source if isinstance(source, LeaseOps) else None
+
+    def _current(self, key: SourceKey, lease_id: str) -> HeldLease | None:
+        lease = self.leases.get(key)
+        return lease if lease is not None and lease.lease_id == lease_id else None
+
+    def _task_renew(self, key: SourceKey, lease_id: str) -> None:
+        lease = self._current(key, lease_id)
+        ops = self._ops(key)
+        if lease is None or ops is None or key in self.dirty:
+            return
+        now = self.clock()
+        try:
+            granted, renewable, _ = ops.renew_lease(lease_id, lease.requested)
+        except LeaseGone:
+            self.log.warning("lease of %s is gone (revoked or expired); fetching a new one",
+                             lease.label)
+            self._mark(key, f"lease of {lease.label} revoked")
+            return
+        except EntrypointError as exc:
+            lease.failures += 1
+            delay = min(retry_delay(lease.failures, self.rng),
+                        max(0.0, lease.times.expires_at - now))
+            self.log.warning("renewing lease of %s failed: %s; retry in %.1fs",
+                             lease.label, exc, delay, extra={"attempt": lease.failures})
+            self._schedule(now + delay, "renew", key, lease_id)
+            return
+        if lease.failures:
+            self.log.info("recovered: renewed lease of %s after %d failed attempts",
+                          lease.label, lease.failures)
+        lease.failures = 0
+        lease.times = timing.LeaseTimes(now, now + granted, renewable)
+        if not renewable or timing.is_capped(lease.requested, granted):
+            when = timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng)
+            self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.0fs",
+                          lease.label, granted, when - now)
+            self._schedule(when, "replace", key, lease_id)
+        else:
+            self.log.info("renewed lease of %s ttl=%.0fs", lease.label, granted)
+            self._schedule(timing.renew_at(lease.times, self.config.renew_fraction, self.rng),
+                           "renew", key, lease_id)
+
+    def _task_replace(self, key: SourceKey, lease_id: str) -> None:
+        lease = self._current(key, lease_id)
+        if lease is not None:
+            self._mark(key, f"lease of {lease.label} nearing its end")
+
+    def _task_poll(self, key: SourceKey, token: int) -> None:
+        if self._poll_token.get(key) != token or self.resolution is None:
+            return
+        old = self.resolution.generation.fetched.get(key)
+        if old is None:
+            return
+        now = self.clock()
+        label = f"{key[0]}:{key[1]}"
+        try:
+            new = self.runtime.sources.get(key[0]).fetch(key[1], key[2])
+        except EntrypointError as exc:
+            attempt = self.failures[label] = self.failures.get(label, 0) + 1
+            delay = retry_delay(attempt, self.rng)
+            self.log.warning("re-reading %s failed: %s; retry in %.1fs", label, exc, delay,
+                             extra={"attempt": attempt})
+            self._schedule(now + delay, "poll", key, token)
+            return
+        if self.failures.pop(label, 0):
+            self.log.info("recovered: re-read %s", label)
+        if new.data != old.data or new.version != old.version:
+            self.fresh[key] = new
+            detail = (f" (v{old.version} -> v{new.version})"
+                      if new.version != old.version and new.version is not None else "")
+            self._mark(key, f"{label} changed{detail}")
+            return
+        if new.lease_id and new.lease_id != old.lease_id:
+            # A poll of a leased path created a lease we do not need: give it back.
+            self._revoke_ids(key, [new.lease_id])
+        self._schedule_poll(key, new, now)
+
+    def _task_check(self) -> None:
+        now = self.clock()
+        for key, lease in list(self.leases.items()):
+            ops = self._ops(key)
+            if ops is None or key in self.dirty:
+                continue
+            try:
+                remaining = ops.lookup_lease(lease.lease_id)
+            except EntrypointError as exc:
+                self.log.debug("lease lookup of %s failed: %s", lease.label, exc)
+                continue
+            if remaining is None:
+                self.log.warning("lease of %s was revoked; fetching a new one", lease.label)
+                self._mark(key, f"lease of {lease.label} revoked")
+        self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng), "check")
+
+    def _mark(self, key: SourceKey, reason: str) -> None:
+        self.dirty.add(key)
+        self.coalescer.add(self.clock(), reason)
+
+    def _check_expiry(self, now: float) -> None:
+        for lease in self.leases.values():
+            if now < lease.times.expires_at or lease.expired_reported:
+                continue
+            lease.expired_reported = True
+            if self.config.on_expiry == "exit":
+                self.post(_fatal(UnavailableError(
+                    f"lease of {lease.label} expired and no successor could be fetched",
+                    hint="on_expiry = exit")))
+            else:
+                self.log.error("lease of %s expired and no successor could be fetched; the "
+                               "app keeps running on the last values (on_expiry = keep)",
+                               lease.label)
+            self._mark(lease.key, f"lease of {lease.label} expired")
+
+    # -- acting -----------------------------------------------------------------------
+
+    def _act(self) -> None:
+        assert self.resolution is not None
+        old = self.resolution
+        dirty = set(self.dirty)
+        seed = {k: v for k, v in old.generation.fetched.items() if k not in dirty}
+        seed.update({k: v for k, v in self.fresh.items() if k in dirty})
+        generation = Generation(self.runtime.sources, self.config.vault_concurrency, seed)
+        try:
+            resolution = self.runtime.resolve(generation)
+            changed_files = self.render(resolution)
+        except EntrypointError as exc:
+            self.act_failures += 1
+            delay = retry_delay(self.act_failures, self.rng)
+            self.log.warning("could not fetch new values: %s; the app keeps the last good "
+                             "values; retry in %.1fs", exc, delay,
+                             extra={"attempt": self.act_failures})
+            self._revoke_new(old.generation, generation)
+            self.not_before = self.clock() + delay
+            return
+        if self.act_failures:
+            self.log.info("recovered: new values fetched after %d failed attempts",
+                          self.act_failures)
+        self.act_failures = 0
+        reasons = self.coalescer.take()
+        self.dirty.clear()
+        self.fresh.clear()
+        self.generations += 1
+        new_env = resolution.child_env()
+        plan = decide(self.env, new_env, changed_files, reasons)
+        stale = self._stale_leases(old.generation, generation)
+        reason = "; ".join(reasons)
+        self._adopt(resolution, only=[k for k in generation.fetched
+                                      if k in dirty or k not in old.generation.fetched])
+        self._post_plan(plan, new_env, reason, changed_names(old.child_env(), new_env))
+        if plan.restart:
+            self.revoke_on_start.extend(stale)
+        elif stale:
+            grace = self.config.revoke_grace
+            self.log.info("old leases revoked in %.0fs (revoke_grace)", grace)
+            self._schedule(self.clock() + grace, "revoke_later", tuple(stale))
+
+    def _post_plan(self, plan: Any, env: dict[str, str], reason: str,
+                   names: list[str]) -> None:
+        from entrypoint import events
+
+        if plan.nothing:
+            self.log.info("values re-read, nothing the app sees changed (%s)", reason)
+            return
+        if plan.restart:
+            self.log.info("rotation: restarting the app (%s); changed: %s", reason,
+                          ", ".join(names) or "files")
+            self.post(events.Restart(env=env, reason=reason))
+            return
+        for signum in plan.signals:
+            self.post(events.SignalChild(signum=signum, reason=reason))
+        for argv in plan.commands:
+            self.post(events.RunCommand(argv=argv, reason=reason))
+
+    def _stale_leases(self, old: Generation, new: Generation) -> list[HeldLease]:
+        stale = []
+        for key, fetched in old.fetched.items():
+            successor = new.fetched.get(key)
+            if fetched.lease_id and (successor is None or successor.lease_id != fetched.lease_id):
+                lease = HeldLease.from_fetched(key, fetched)
+                if lease is not None:
+                    stale.append(lease)
+        return stale
+
+    def _revoke_new(self, old: Generation, new: Generation) -> None:
+        """A failed successor must not leak the leases it did obtain."""
+        for key, fetched in new.fetched.items():
+            kept = old.fetched.get(key)
+            if fetched.lease_id and (kept is None or kept.lease_id != fetched.lease_id):
+                self._revoke_ids(key, [fetched.lease_id])
+
+    def _task_revoke_later(self, leases: tuple[HeldLease, ...]) -> None:
+        self._revoke(list(leases), "grace period over")
+
+    def _revoke(self, leases: list[HeldLease], why: str) -> None:
+        for lease in leases:
+            self._revoke_ids(lease.key, [lease.lease_id], why=why)
+
+    def _revoke_ids(self, key: SourceKey, lease_ids: list[str], why: str = "unused") -> None:
+        ops = self._ops(key)
+        if ops is None:
+            return
+        for lease_id in lease_ids:
+            try:
+                ops.revoke_lease(lease_id)
+                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
+            except EntrypointError as exc:
+                self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
+
+
+def _fatal(error: EntrypointError) -> Any:
+    from entrypoint import events
+
+    return events.Fatal(error=error)

@@ -1,0 +1,50 @@
+"""The leases this process holds, and the lease operations a source may offer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from entrypoint.rotation.timing import LeaseTimes
+from entrypoint.sources.base import Fetched
+
+SourceKey = tuple[str, str, int | None]
+
+
+@runtime_checkable
+class LeaseOps(Protocol):
+    """What a source with leases (Vault) offers the engine."""
+
+    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
+        """-> (granted duration, still renewable, warnings). Raises LeaseGone when revoked."""
+        ...
+
+    def revoke_lease(self, lease_id: str) -> None: ...
+
+    def lookup_lease(self, lease_id: str) -> float | None:
+        """Remaining seconds, or None when the server no longer knows the lease."""
+        ...
+
+
+@dataclass
+class HeldLease:
+    key: SourceKey
+    lease_id: str = field(repr=False)
+    requested: float
+    times: LeaseTimes
+    failures: int = 0
+    expired_reported: bool = False
+
+    @classmethod
+    def from_fetched(cls, key: SourceKey, fetched: Fetched) -> HeldLease | None:
+        if not fetched.lease_id or fetched.lease_duration is None:
+            return None
+        start = fetched.fetched_at
+        return cls(key=key, lease_id=fetched.lease_id, requested=fetched.lease_duration,
+                   times=LeaseTimes(updated_at=start,
+                                    expires_at=start + fetched.lease_duration,
+                                    renewable=fetched.renewable))
+
+    @property
+    def label(self) -> str:
+        return f"{self.key[0]}:{self.key[1]}"
