@@ -45,6 +45,12 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
         render_outputs(config, runtime, resolution)
         engine, watch = start_rotation(config, runtime, resolution, supervisor.post, log)
         keeper.update(engine=engine, watch=watch)
+        if config.control_socket:
+            from entrypoint.control import ControlServer
+
+            control = ControlServer(config.control_socket, engine.rotate_all, log)
+            control.start()
+            keeper["control"] = control
         return resolution.child_env()
 
     def child_started(pid: int) -> None:
@@ -52,6 +58,8 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
             keeper["engine"].child_started(pid)
 
     def shutdown() -> None:
+        if "control" in keeper:
+            keeper["control"].stop()
         if "watch" in keeper:
             keeper["watch"].stop()
         if "engine" in keeper:

@@ -109,6 +109,7 @@ class Config:
     user: str | None = None
     signal_group: bool = True
     rewrite_signal: dict[int, int] = field(default_factory=dict)
+    control_socket: str = "@entrypoint"
     log_format: str = "text"
     log_level: str = "info"
     debug: bool = False
