@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import Config, OnChange
+from entrypoint.errors import EntrypointError
 from entrypoint.runtime import Resolution, Runtime
 
 if TYPE_CHECKING:
@@ -48,9 +49,14 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
         if config.control_socket:
             from entrypoint.control import ControlServer
 
-            control = ControlServer(config.control_socket, engine.rotate_all, log)
-            control.start()
-            keeper["control"] = control
+            try:
+                control = ControlServer(config.control_socket, engine.rotate_all, log)
+            except EntrypointError as exc:
+                # Not worth failing the app over: only the manual trigger is lost.
+                log.warning("'entrypoint rotate' will not reach this process: %s", exc)
+            else:
+                control.start()
+                keeper["control"] = control
         return resolution.child_env()
 
     def child_started(pid: int) -> None:
