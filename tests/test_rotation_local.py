@@ -1,0 +1,99 @@
+"""Rotation on the local secrets directory: editing a file acts like a rotation."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import ENTRYPOINT, REPO, clean_env
+from tests.helpers.journal import events, wait_for
+
+PROBE = str(REPO / "tests/helpers/app_probe.py")
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    root = tmp_path / "secrets"
+    (root / "kv/app").mkdir(parents=True)
+    (root / "kv/app/db.json").write_text(json.dumps({"password": "value-1"}))
+    (root / "kv/app/other.json").write_text(json.dumps({"x": "unchanged"}))
+    return root
+
+
+def start(secrets: Path, journal: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    full = clean_env({
+        "ENTRYPOINT_LOCAL_SECRETS": str(secrets),
+        "ENTRYPOINT_CONTROL_SOCKET": "",
+        "DB_PASSWORD": "vault:kv/app/db#password",
+        "OTHER": "vault:kv/app/other#x",
+        **env,
+    })
+    return subprocess.Popen([*ENTRYPOINT, "--kill-timeout", "5s", *args, "--", sys.executable,
+                             PROBE, str(journal), "DB_PASSWORD", "OTHER"],
+                            env=full, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    return stderr
+
+
+def write_secret(secrets: Path, value: str) -> None:
+    target = secrets / "kv/app/db.json"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"password": value}))
+    tmp.replace(target)  # as editors and config management do: atomically
+
+
+def test_editing_a_secret_restarts_the_app_with_the_new_value(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    journal = tmp_path / "journal"
+    proc = start(secrets, journal, "--wait-min", "100ms", "--wait-max", "1s")
+    stop_after.append(proc)
+    first = wait_for(journal, "start")[0]
+    assert first["env"] == {"DB_PASSWORD": "value-1", "OTHER": "unchanged"}
+    write_secret(secrets, "value-2")
+    second = wait_for(journal, "start", 2)[1]
+    assert second["env"]["DB_PASSWORD"] == "value-2"
+    assert second["pid"] != first["pid"]
+    assert [e["pid"] for e in events(journal, "stop")] == [first["pid"]]
+    stderr = finish(proc)
+    assert "rotation: restarting the app" in stderr
+    assert "value-2" not in stderr and "value-1" not in stderr
+
+
+def test_five_changes_in_one_window_are_one_restart(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    journal = tmp_path / "journal"
+    proc = start(secrets, journal, "--wait-min", "1s", "--wait-max", "4s")
+    stop_after.append(proc)
+    wait_for(journal, "start")
+    for n in range(2, 7):
+        write_secret(secrets, f"value-{n}")
+    second = wait_for(journal, "start", 2)[1]
+    assert second["env"]["DB_PASSWORD"] == "value-6"
+    # A later change is the next start: had the burst caused two restarts, the third start
+    # would carry value-6 again, not value-7.
+    write_secret(secrets, "value-7")
+    starts = wait_for(journal, "start", 3)
+    assert [s["env"]["DB_PASSWORD"] for s in starts] == ["value-1", "value-6", "value-7"]
+    finish(proc)
+    assert len(events(journal, "start")) == 3
