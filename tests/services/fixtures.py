@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.services.ecs_credentials import EcsCredentialsServer, task_role_credentials
 from tests.services.moto_sts import MotoServer
 from tests.services.postgres import PostgresCluster
 
@@ -21,4 +22,18 @@ def postgres() -> Iterator[PostgresCluster]:
 def moto_sts() -> Iterator[MotoServer]:
     """A moto server (STS, IAM, ...) that checks SigV4 signatures; see create_iam_user()."""
     with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def ecs_credentials(moto_sts: MotoServer) -> Iterator[EcsCredentialsServer]:
+    """An ECS credentials endpoint handing out a new moto task role's temporary credentials.
+
+    Point AWS_CONTAINER_CREDENTIALS_FULL_URI at `.url` (or use `.env()`); `.arn` is the
+    identity those keys prove to moto's STS (arn:aws:sts::123456789012:assumed-role/R/task)
+    and `.role_arn` the role's IAM ARN. No Authorization token is required unless a test
+    builds its own EcsCredentialsServer with one; for an IAM user's keys, build one with
+    iam_user_credentials().
+    """
+    with EcsCredentialsServer(task_role_credentials(moto_sts)) as server:
         yield server

@@ -233,6 +233,42 @@ def create_iam_user(server: MotoServer, user_name: str) -> tuple[str, str, str]:
     return key["AccessKeyId"], key["SecretAccessKey"], arn
 
 
+def assume_new_role(
+    server: MotoServer, role_name: str, session_name: str = "task"
+) -> dict[str, Any]:
+    """Create an IAM role and assume it as the admin, as ECS does for a task role.
+
+    Returns STS's Credentials (AccessKeyId "ASIA...", SecretAccessKey, SessionToken,
+    Expiration) plus "Arn" (the assumed-role ARN GetCallerIdentity answers with) and
+    "RoleArn" (the IAM role's). moto checks the session token of such keys on every
+    request, so a client that forgets to send it is refused, as on AWS.
+    """
+    iam = server.admin_client("iam")
+    admin_arn = iam.get_user(UserName=ADMIN_USER)["User"]["Arn"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com", "AWS": admin_arn},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role_arn: str = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]
+    iam.put_role_policy(
+        RoleName=role_name, PolicyName="whoami", PolicyDocument=json.dumps(ALLOW_WHOAMI)
+    )
+    assumed = server.admin_client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+    return {
+        **assumed["Credentials"],
+        "Arn": assumed["AssumedRoleUser"]["Arn"],
+        "RoleArn": role_arn,
+    }
+
+
 def unique_user_name(prefix: str = "user") -> str:
     """An IAM user name not used before in this (session-long) server."""
     return f"{prefix}-{secrets.token_hex(4)}"
