@@ -1,0 +1,163 @@
+"""``entrypoint check``: is everything in place for the app to start? Values never shown.
+
+It validates the config, reaches Vault, logs in and reads every referenced path once,
+then gives one row per step: what, kind, version or TTL, status. Leases obtained by the
+check are revoked right away and its own token at the end: a check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+from entrypoint.config import Config
+from entrypoint.errors import EntrypointError
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.registry import Sources, for_config
+
+SourceKey = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    path: str  # "vault:kv/app/db", or a step: "config", "vault", "login"
+    kind: str  # kv1, kv2, leased, static-creds, local, file, consul; server, login, config
+    detail: str  # "v3", "ttl 3600s", a server version, policies
+    status: str  # "ok", or what is wrong
+    ok: bool = True
+    code: int = 0  # the exit status of the error, for the command's own exit status
+
+
+def _ref(key: SourceKey) -> str:
+    scheme, path, version = key
+    return f"{scheme}:{path}" + (f"?version={version}" if version is not None else "")
+
+
+def _detail(fetched: Fetched) -> str:
+    if fetched.version is not None:
+        return f"v{fetched.version}"
+    if fetched.kind == "static-creds" and fetched.ttl is not None:
+        return f"rotates in {fetched.ttl:g}s"
+    if fetched.lease_duration:
+        return f"ttl {fetched.lease_duration:g}s" + (" renewable" if fetched.renewable else "")
+    return ""
+
+
+def _failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
+    return CheckRow(path, kind, "", f"{type(exc).__name__}: {exc}", ok=False,
+                    code=exc.exit_code)
+
+
+def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
+    """Reach Vault and log in; False when reading paths is pointless."""
+    from entrypoint.vault.source import VaultSource
+
+    if not isinstance(source, VaultSource):
+        return True
+    # The check's token and leases are its own: revoke them whatever revoke_on_exit says.
+    source.revoke_on_close = True
+    source.keeper.revoke_on_exit = True
+    addr = source.client.connection.addr
+    try:
+        health = source.health()
+        version = health.get("version")
+        rows.append(CheckRow("vault", "server", f"{addr}" + (f" ({version})" if version else ""),
+                             "ok"))
+    except EntrypointError as exc:
+        rows.append(_failed("vault", "server", exc))
+        return False
+    try:
+        source.login()
+        current = source.keeper.current
+        detail = source.method.describe()
+        if current is not None:
+            ttl = f"ttl {current.ttl:g}s" if current.ttl else "no expiry"
+            detail += f"; {ttl}; policies {','.join(current.policies) or 'none'}"
+        rows.append(CheckRow("login", "login", detail, "ok"))
+    except EntrypointError as exc:
+        rows.append(_failed("login", "login", exc))
+        return False
+    return True
+
+
+def run_check(config: Config, environ: Mapping[str, str],
+              paths: Iterable[SourceKey]) -> list[CheckRow]:
+    """Rows for config, server, login and every path in ``paths`` plus ``config.secrets``."""
+    keys = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
+    rows = [CheckRow("config", "config", config.origins.get("config", "") if
+                     config.config else "", "ok")]
+    try:
+        sources: Sources = for_config(config, environ)
+    except EntrypointError as exc:
+        return [*rows, _failed("config", "config", exc)]
+    try:
+        usable: dict[str, bool] = {}
+        for key in sorted(keys, key=lambda k: (k[0], k[1], k[2] or 0)):
+            scheme = key[0]
+            try:
+                source = sources.get(scheme)
+            except EntrypointError as exc:
+                rows.append(_failed(_ref(key), "-", exc))
+                continue
+            if scheme not in usable:
+                usable[scheme] = _vault_rows(source, rows)
+            if not usable[scheme]:
+                rows.append(CheckRow(_ref(key), "-", "", "skipped (see above)", ok=False))
+                continue
+            try:
+                fetched = source.fetch(key[1], key[2])
+            except EntrypointError as exc:
+                rows.append(_failed(_ref(key), "-", exc))
+                continue
+            rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched), "ok"))
+            if fetched.lease_id:
+                revoke = getattr(source, "revoke_lease", None)
+                if revoke is not None:
+                    try:
+                        revoke(fetched.lease_id)
+                    except EntrypointError as exc:
+                        rows.append(_failed(_ref(key), "revoke", exc))
+    finally:
+        sources.close()
+    return rows
+
+
+def render_table(rows: list[CheckRow]) -> str:
+    header = ("PATH", "KIND", "VERSION/TTL", "STATUS")
+    table = [header] + [(r.path, r.kind, r.detail, r.status) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:3])) + "  " + line[3]
+             for line in table]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_json(rows: list[CheckRow]) -> str:
+    return json.dumps({"ok": all(r.ok for r in rows), "rows": [asdict(r) for r in rows]},
+                      indent=2)
+
+
+def main(config: Config, environ: Mapping[str, str] = os.environ,
+         log: logging.Logger | None = None, fmt: str = "table") -> int:
+    """``entrypoint check [--format table|json]``: 0 when every row is ok, else the exit
+    status of the first failure (69 unavailable, 77 denied, 78 config)."""
+    from entrypoint.resolve import plan_environment
+
+    try:
+        plan = plan_environment(environ, keep=config.pass_env)
+        keys: set[SourceKey] = plan.source_keys()
+    except EntrypointError as exc:
+        rows = [_failed("config", "config", exc)]
+    else:
+        rows = run_check(config, environ, keys)
+    print(render_json(rows) if fmt == "json" else render_table(rows))
+    return exit_code(rows)
+
+
+def exit_code(rows: list[CheckRow]) -> int:
+    for row in rows:
+        if not row.ok:
+            return row.code or 78  # a skipped row follows the failure that caused it
+    return 0

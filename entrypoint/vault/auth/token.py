@@ -1,0 +1,82 @@
+"""A token the user gave: ``VAULT_TOKEN``, or a file such as a Vault Agent sink.
+
+The file is read again at every "login", which is how a token that stopped working is
+replaced by the one the agent wrote since. Such a token is never revoked by us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from entrypoint.config import Config
+from entrypoint.errors import AuthError, ConfigError
+from entrypoint.secret import Secret
+from entrypoint.vault.auth import LoginResult
+
+if TYPE_CHECKING:
+    from entrypoint.vault.client import VaultClient
+
+
+@dataclass
+class TokenLogin:
+    env_token: Secret | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    name: str = "token"
+    mount: str = "token"
+
+    @classmethod
+    def from_config(cls, config: Config, environ: Mapping[str, str]) -> TokenLogin:
+        value = environ.get("VAULT_TOKEN", "").strip()
+        login = cls(env_token=Secret(value) if value else None,
+                    token_file=config.vault_token_file)
+        if login.env_token is None and login.token_file is None:
+            raise ConfigError("vault_auth token needs VAULT_TOKEN or vault_token_file",
+                              hint="set VAULT_TOKEN, or ENTRYPOINT_VAULT_TOKEN_FILE to a "
+                                   "Vault Agent sink")
+        return login
+
+    def _origin(self) -> str:
+        return f"token file {self.token_file}" if self.token_file else "VAULT_TOKEN"
+
+    def _read(self) -> str:
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise AuthError(f"token file {self.token_file} cannot be read: "
+                                f"{exc.strerror}") from None
+            if not token:
+                raise AuthError(f"token file {self.token_file} is empty")
+            return token
+        assert self.env_token is not None
+        return self.env_token.reveal()
+
+    def login(self, client: VaultClient) -> LoginResult:
+        import hvac.exceptions as hx
+
+        token = self._read()
+        try:
+            response = client.call("token lookup at auth/token/lookup-self", lambda: (
+                client.anonymous.adapter.get("/v1/auth/token/lookup-self",
+                                             headers={"X-Vault-Token": token})))
+        except hx.Forbidden:
+            raise AuthError(f"the token from {self._origin()} is not valid (expired, revoked "
+                            "or from another Vault)",
+                            hint="give a current token, or use another vault_auth method"
+                            ) from None
+        except hx.VaultError as exc:
+            from entrypoint.vault.client import vault_message
+
+            raise AuthError(f"token lookup for {self._origin()} failed: "
+                            f"{vault_message(exc)}") from None
+        data = response.get("data") or {} if isinstance(response, dict) else {}
+        policies = data.get("policies") or []
+        return LoginResult(token=Secret(token), ttl=float(data.get("ttl") or 0),
+                           renewable=bool(data.get("renewable")),
+                           policies=tuple(str(p) for p in policies), created=False)
+
+    def describe(self) -> str:
+        return f"token ({self._origin()})"

@@ -1,0 +1,133 @@
+"""What kind of mount a path lives on, and how each kind is read.
+
+KV v1 and v2 are told apart by asking Vault (``sys/internal/ui/mounts/<path>``), never by
+guessing from the path; the answer is cached per mount. For v2 the ``data/`` segment is
+added here, so users write ``kv/app/db`` whatever the version.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from entrypoint.errors import ConfigError, SecretNotFound
+from entrypoint.sources.base import Fetched, to_secrets
+
+
+@dataclass(frozen=True)
+class Mount:
+    path: str  # with a trailing slash, as Vault writes it: "kv/"
+    type: str  # "kv", "database", "aws", ... ("" when Vault would not say)
+    version: int | None = None  # 1 or 2 for KV mounts
+
+    @property
+    def label(self) -> str:
+        if self.version:
+            return f"KV v{self.version} mount {self.path}"
+        return f"{self.type or 'unknown'} mount {self.path}"
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], path: str) -> Mount:
+        mount_path = str(data.get("path") or "")
+        if not mount_path or not (path + "/").startswith(mount_path):
+            # Old servers without the field: treat the first segment as the mount.
+            mount_path = path.split("/", 1)[0] + "/"
+        kind = str(data.get("type") or "")
+        version = None
+        if kind in ("kv", "generic"):
+            options = data.get("options") or {}
+            # options.version is a string; null or empty means v1.
+            version = 2 if str(options.get("version") or "1") == "2" else 1
+        return cls(path=mount_path, type=kind, version=version)
+
+
+class MountTable:
+    """Mounts seen so far; one question to Vault per mount, not per path."""
+
+    def __init__(self) -> None:
+        self._mounts: dict[str, Mount] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, path: str) -> Mount | None:
+        candidates = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
+        return max(candidates, key=lambda m: len(m.path)) if candidates else None
+
+    def find(self, path: str, ask: Callable[[str], Mapping[str, Any] | None]) -> Mount:
+        """``ask(path)`` returns the data of sys/internal/ui/mounts/<path>, or None when the
+        server does not have that endpoint (then the path is read as a generic secret)."""
+        with self._lock:  # concurrent first reads of one mount ask once
+            mount = self.cached(path)
+            if mount is not None:
+                return mount
+            data = ask(path)
+            if data is None:
+                return Mount(path=path.split("/", 1)[0] + "/", type="")
+            mount = Mount.from_data(data, path)
+            self._mounts[mount.path] = mount
+            return mount
+
+
+def api_path(path: str) -> str:
+    return "/v1/" + quote(path, safe="/")
+
+
+def v2_data_path(mount: Mount, rest: str) -> str:
+    return f"{mount.path}data/{rest}"
+
+
+def deleted_version_error(path: str, version: int | None, body: Any) -> ConfigError | None:
+    """A KV v2 404 whose body says the version exists but was deleted or destroyed."""
+    data = body.get("data") if isinstance(body, dict) else None
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    number = metadata.get("version", version)
+    which = f"version {number}" if version is not None else f"the latest version ({number})"
+    ref = f"vault:{path}" + (f"?version={version}" if version is not None else "")
+    if metadata.get("destroyed"):
+        return ConfigError(f"{ref}: {which} of {path} was destroyed",
+                           hint="pin another version with ?version=N, or write a new one")
+    if metadata.get("deletion_time"):
+        return ConfigError(f"{ref}: {which} of {path} was deleted",
+                           hint="undelete it (vault kv undelete) or pin another version")
+    return None
+
+
+def kv2_fetched(path: str, response: Any, started: float) -> Fetched:
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+        raise SecretNotFound(f"vault:{path}: Vault returned no data")
+    metadata = data.get("metadata") or {}
+    version = metadata.get("version")
+    return Fetched(data=to_secrets(data["data"]), kind="kv2",
+                   version=int(version) if version is not None else None, fetched_at=started)
+
+
+def kv1_fetched(path: str, response: Any, started: float) -> Fetched:
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise SecretNotFound(f"vault:{path}: Vault returned no data")
+    return Fetched(data=to_secrets(data), kind="kv1", fetched_at=started)
+
+
+def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fetched:
+    """Anything else readable: dynamic credentials (a lease) or database static roles."""
+    data = response.get("data") if isinstance(response, dict) else None
+    if not isinstance(data, dict):
+        raise SecretNotFound(f"vault:{path}: Vault returned no data")
+    rest = path[len(mount.path):]
+    if mount.type == "database" and rest.startswith("static-creds/"):
+        ttl = data.get("ttl")
+        return Fetched(data=to_secrets(data), kind="static-creds",
+                       ttl=float(ttl) if isinstance(ttl, int | float) else None,
+                       fetched_at=started)
+    lease_id = str(response.get("lease_id") or "") or None
+    if lease_id is None:
+        # Readable but not leased (a generic or unknown mount): static, like KV v1.
+        return Fetched(data=to_secrets(data), kind="kv1", fetched_at=started)
+    return Fetched(data=to_secrets(data), kind="leased", lease_id=lease_id,
+                   lease_duration=float(response.get("lease_duration") or 0),
+                   renewable=bool(response.get("renewable")), fetched_at=started)

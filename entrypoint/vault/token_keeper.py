@@ -1,0 +1,192 @@
+"""Keeps one Vault token usable: login, renewal ahead of expiry, login again, revoke.
+
+A small daemon thread sleeps until the next renewal (on an Event, so that ``close`` wakes
+it at once). The decisions -- when to renew, when a renewal hit the max TTL, when to log
+in again -- are the pure functions of :mod:`entrypoint.backoff`; the clock and the random
+source are injected, and :meth:`TokenKeeper.tick` runs one step for tests.
+
+A new token alone re-issues no secret: leases already held stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from entrypoint import backoff
+from entrypoint.errors import AuthError, EntrypointError, UnavailableError
+from entrypoint.vault.auth import LoginMethod, LoginResult
+from entrypoint.vault.client import VaultClient, transient_reason, vault_message
+
+RENEW_FRACTION = 0.67
+
+
+class TokenKeeper:
+    def __init__(self, client: VaultClient, method: LoginMethod, *, log: logging.Logger,
+                 revoke_on_exit: bool = True, renew_fraction: float = RENEW_FRACTION,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.client = client
+        self.method = method
+        self.log = log
+        self.revoke_on_exit = revoke_on_exit
+        self.renew_fraction = renew_fraction
+        self.clock = clock
+        self.rng = rng
+        self.generation = 0  # bumped at every login; lets concurrent callers relogin once
+        self.current: LoginResult | None = None
+        self.expires_at = math.inf
+        self.next_at = math.inf
+        self.capped = False
+        self.failures = 0
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- login --------------------------------------------------------------------------
+    def ensure(self) -> int:
+        """Log in if there is no token yet; the generation of the token in use."""
+        with self._lock:
+            if self.current is None:
+                self._login("logged in")
+            return self.generation
+
+    def relogin(self, seen: int, why: str) -> int:
+        """Log in again unless another thread already did since generation ``seen``."""
+        with self._lock:
+            if self.generation == seen:
+                self.log.warning("vault: %s; logging in again with %s", why,
+                                 self.method.describe())
+                self._login("logged in again")
+            return self.generation
+
+    def _login(self, verb: str) -> None:
+        result = self.method.login(self.client)
+        self.client.set_token(result.token.reveal())
+        self.current = result
+        self.generation += 1
+        self.capped = False
+        self.failures = 0
+        now = self.clock()
+        self.expires_at = now + result.ttl if result.ttl > 0 else math.inf
+        if result.renewable:
+            self.next_at = now + backoff.renew_delay(result.ttl, self.renew_fraction, self.rng)
+        else:
+            self.next_at = now + backoff.relogin_delay(result.ttl, self.rng) \
+                if result.ttl > 0 else math.inf
+        ttl = f"{result.ttl:g}s" if result.ttl > 0 else "no expiry"
+        self.log.info("vault: %s with %s; token ttl %s, renewable %s, policies %s", verb,
+                      self.method.describe(), ttl, "yes" if result.renewable else "no",
+                      ",".join(result.policies) or "none")
+        self._wake.set()
+
+    # -- renewal ------------------------------------------------------------------------
+    def tick(self) -> float:
+        """Renew or log in again if due; the monotonic time of the next step."""
+        with self._lock:
+            if self.current is None or self.clock() < self.next_at:
+                return self.next_at
+            try:
+                if self.current.renewable and not self.capped:
+                    self._renew()
+                else:
+                    self._relogin_due("token cannot be extended further")
+            except EntrypointError as exc:
+                self._failed(exc)
+            return self.next_at
+
+    def _renew(self) -> None:
+        import hvac.exceptions as hx
+
+        assert self.current is not None
+        requested = self.current.ttl
+        try:
+            response = self.client.call("token renewal", lambda: (
+                self.client.hvac.auth.token.renew_self()))
+        except hx.VaultError as exc:
+            if transient_reason(exc) is None:
+                # 400 (not renewable, past max TTL) or 403 (revoked): only a login helps.
+                self._relogin_due(f"token renewal refused ({vault_message(exc)})")
+                return
+            raise UnavailableError(f"token renewal: {vault_message(exc)}") from None
+        except Exception as exc:
+            if transient_reason(exc) is None:
+                raise
+            raise UnavailableError(f"token renewal: {transient_reason(exc)}") from None
+        auth = response.get("auth") or {} if isinstance(response, dict) else {}
+        granted = float(auth.get("lease_duration") or 0)
+        now = self.clock()
+        self.failures = 0
+        self.expires_at = now + granted if granted > 0 else math.inf
+        if backoff.is_capped(requested, granted) or not auth.get("renewable", True):
+            self.capped = True
+            self.next_at = now + backoff.relogin_delay(granted, self.rng)
+            self.log.info("vault: token renewed up to its max TTL (%gs left); logging in "
+                          "again in %.0fs", granted, self.next_at - now)
+        else:
+            self.next_at = now + backoff.renew_delay(granted, self.renew_fraction, self.rng)
+            self.log.info("vault: token renewed, ttl %gs", granted)
+
+    def _relogin_due(self, why: str) -> None:
+        self.log.info("vault: %s; logging in again with %s", why, self.method.describe())
+        self._login("logged in again")
+
+    def _failed(self, exc: EntrypointError) -> None:
+        self.failures += 1
+        now = self.clock()
+        delay = backoff.retry_delay(self.failures, 1.0, 30.0, self.rng)
+        if self.expires_at != math.inf:
+            # Keep trying before the token expires, not after.
+            delay = min(delay, max(0.5, (self.expires_at - now) / 2))
+        self.next_at = now + delay
+        self.log.warning("vault: keeping the token alive failed: %s; retry in %.1fs", exc, delay,
+                         extra={"attempt": self.failures})
+
+    # -- thread -------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop:
+                return
+            self._thread = threading.Thread(target=self._run, name="vault-token",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            next_at = self.tick()
+            wait = next_at - self.clock()
+            self._wake.clear()
+            if wait > 0:
+                # A long sleep is cut into pieces so that a suspended host (clock jump)
+                # is noticed within a minute.
+                self._wake.wait(min(wait, 60.0))
+
+    # -- end ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop renewing; revoke the token if we created it and revoke_on_exit is set."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        with self._lock:
+            current = self.current
+            if current is None or not current.created or not self.revoke_on_exit:
+                return
+            try:
+                self.client.hvac.auth.token.revoke_self()
+                self.log.info("vault: revoked our token (revoke_on_exit)")
+            except Exception as exc:
+                self.log.warning("vault: could not revoke our token: %s",
+                                 transient_reason(exc) or vault_message(exc))
+            self.current = None
+
+    def policies(self) -> tuple[str, ...]:
+        return self.current.policies if self.current else ()
+
+
+__all__ = ["AuthError", "TokenKeeper"]
