@@ -1,0 +1,455 @@
+"""The resident supervisor: PID 1 for the app.
+
+One main loop owns all state (the child, timers, held signals). Everything else talks to
+it through one queue: signal handlers put signal numbers, other threads put events.
+
+- Signals in ``signals.FORWARDED`` go to the child, or to its process group, rewritten
+  if ``rewrite_signal`` says so. SIGTERM and SIGINT also start a shutdown: the app gets
+  ``stop_signal`` for SIGTERM (``docker stop`` means "stop") and SIGINT as is; after
+  ``kill_timeout`` it gets SIGKILL, and a second SIGTERM/SIGINT sends SIGKILL at once.
+- Every zombie is reaped; when not PID 1 we register as child subreaper.
+- The exit status is the app's: its code, or 128+N when it died of signal N.
+- A restart stops the app completely (stop signal, wait, SIGKILL) before the next one
+  starts: two generations never run at once. Signals that arrive meanwhile are held for
+  the new child; SIGTERM/SIGINT during a restart cancels it and exits 128+N.
+- When the app exits by itself, what remains of its process group gets ``stop_signal``
+  and up to ``kill_timeout`` before we exit (tini#180, dumb-init#212).
+
+Example::
+
+    supervisor = Supervisor(["gunicorn", "app:wsgi"], ProcessOptions(), log)
+    supervisor.on_shutdown(runtime.close)
+    sys.exit(supervisor.run(resolve_environment))
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from entrypoint import reaper, signals
+from entrypoint.child import Child, controlling_terminal, give_terminal, spawn
+from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError
+from entrypoint.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.identity import Identity, resolve_user
+
+TICK = 1.0  # the loop reaps at least this often even if a SIGCHLD is somehow missed
+HELD_POLL = 0.05  # how often held signals check whether the new child is ready for them
+READY_GRACE = 5.0  # after this, a held signal is delivered even to a child without handler
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    kill_timeout: float = 30.0
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = True
+    rewrite_signal: Mapping[int, int] = field(default_factory=dict)  # to 0: drop it
+    user: str | None = None
+    splay: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    env: Mapping[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _PrepareFailed:
+    error: BaseException
+
+
+_Item = Event | int | _Prepared | _PrepareFailed
+
+
+class _Exit(Exception):
+    """Leave the main loop with this status (the child is gone by then)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Supervisor:
+    def __init__(self, argv: Sequence[str], options: ProcessOptions,
+                 log: logging.Logger) -> None:
+        self._argv = list(argv)
+        self._options = options
+        self._log = log
+        # Resolved now: a bad user is a config error (78) before any secret is fetched.
+        self._identity: Identity | None = resolve_user(options.user) if options.user else None
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._started_callbacks: list[Callable[[int], None]] = []
+        self._shutdown_callbacks: list[Callable[[], None]] = []
+        self._child: Child | None = None
+        self._env: Mapping[str, str] = {}
+        self._commands: dict[int, RunCommand] = {}  # side processes by pid
+        self._held: list[tuple[int, str]] = []  # (signal, log line) waiting for a child
+        self._deferred: list[Event] = []  # actions that arrived while no child could take them
+        self._restart_due: tuple[float, Restart] | None = None
+        self._signals_due: list[tuple[float, SignalChild]] = []
+        self._exit_code: int | None = None  # set when a stop must end in exit, not restart
+        self._tty = controlling_terminal()
+        # Installed at once, so that a SIGTERM while secrets resolve is not lost.
+        signals.install(self._queue.put_nowait)
+        reaper.become_subreaper(log)
+
+    # -- the API other components use -------------------------------------------------
+
+    def post(self, event: Event) -> None:
+        """Hand ``event`` to the main loop; safe from any thread."""
+        self._queue.put(event)
+
+    def on_child_started(self, callback: Callable[[int], None]) -> None:
+        self._started_callbacks.append(callback)
+
+    def on_shutdown(self, callback: Callable[[], None]) -> None:
+        self._shutdown_callbacks.append(callback)
+
+    def run(self, prepare: Callable[[], Mapping[str, str]]) -> int:
+        """Resolve with ``prepare`` (in a worker thread), start the app, supervise it.
+
+        Returns the app's exit status, 128+N when a SIGTERM/SIGINT came before it started,
+        or the exit code of the error that stopped it.
+        """
+        try:
+            self._supervise(prepare)
+        except _Exit as done:
+            code = done.code
+        except Exception:
+            self._log.exception("internal error in the supervisor; killing the app")
+            self._kill_everything()
+            code = EX_SOFTWARE
+        self._kill_commands()
+        for callback in self._shutdown_callbacks:
+            try:
+                callback()
+            except Exception as exc:
+                self._log.error("shutdown step failed: %s", exc)
+        return code
+
+    # -- phases ------------------------------------------------------------------------
+
+    def _supervise(self, prepare: Callable[[], Mapping[str, str]]) -> None:
+        self._start(self._await_prepared(prepare))
+        while True:
+            self._dispatch(self._get(self._timeout()))
+            self._run_due()
+            self._release_held()
+            self._reap()
+            child = self._running_child()
+            if child.status is not None:
+                self._child_exited(child)
+
+    def _await_prepared(self, prepare: Callable[[], Mapping[str, str]]) -> Mapping[str, str]:
+        def work() -> None:
+            signals.block_in_this_thread()
+            try:
+                self._queue.put(_Prepared(prepare()))
+            except BaseException as exc:
+                self._queue.put(_PrepareFailed(exc))
+
+        threading.Thread(target=work, name="entrypoint-prepare", daemon=True).start()
+        while True:
+            item = self._get(TICK)
+            if isinstance(item, _Prepared):
+                return item.env
+            if isinstance(item, _PrepareFailed):
+                raise _Exit(self._report(item.error))
+            if isinstance(item, int) and item in signals.SHUTDOWN:
+                self._log.info("received %s before the app started; not starting it",
+                               signals.name(item))
+                raise _Exit(128 + item)
+            if isinstance(item, int) and item in signals.FORWARDED:
+                self._forward(item, later=True)  # once the app runs and can take it
+            elif isinstance(item, Fatal):
+                raise _Exit(self._report(item.error))
+            elif isinstance(item, Call):
+                self._call(item)
+            elif isinstance(item, Restart | SignalChild | RunCommand):
+                self._deferred.append(item)
+            self._reap()
+
+    def _start(self, env: Mapping[str, str]) -> None:
+        try:
+            child = spawn(self._argv, env, self._identity)
+        except ChildStartError as exc:
+            raise _Exit(self._report(exc)) from None
+        self._child, self._env = child, env
+        if self._tty is not None:
+            give_terminal(self._tty, child.pid)
+        as_user = f" user={self._identity}" if self._identity else ""
+        self._log.info("child started pid=%d%s", child.pid, as_user)
+        for callback in self._started_callbacks:
+            self._guarded(functools.partial(callback, child.pid))
+        deferred, self._deferred = self._deferred, []
+        for event in deferred:
+            self._dispatch(event)
+
+    def _child_exited(self, child: Child) -> None:
+        """The app ended by itself: settle the rest of its group, then exit with its code."""
+        code = child.status
+        assert code is not None
+        if self._options.signal_group and signals.group_alive(child.pid):
+            self._log.info("stopping what is left of the child's process group")
+            self._stop(child, self._options.stop_signal, restart=False)
+        raise _Exit(code if self._exit_code is None else self._exit_code)
+
+    # -- the loop's inputs -------------------------------------------------------------
+
+    def _get(self, timeout: float) -> _Item | None:
+        try:
+            return self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        due = [when for when, _ in self._signals_due]
+        if self._restart_due is not None:
+            due.append(self._restart_due[0])
+        timeout = min([TICK, *(when - now for when in due)])
+        return min(timeout, HELD_POLL) if self._held else timeout
+
+    def _dispatch(self, item: _Item | None) -> None:
+        if isinstance(item, int):
+            self._on_signal(item)
+        elif isinstance(item, Restart):
+            self._schedule_restart(item)
+        elif isinstance(item, SignalChild):
+            delay = self._splay()
+            self._signals_due.append((time.monotonic() + delay, item))
+        elif isinstance(item, RunCommand):
+            self._run_command(item)
+        elif isinstance(item, Call):
+            self._call(item)
+        elif isinstance(item, Fatal):
+            code = self._report(item.error)
+            self._exit_code = code
+            if self._child is not None and self._child.running:
+                self._stop(self._child, self._options.stop_signal, restart=False)
+            raise _Exit(code)
+
+    def _on_signal(self, signum: int) -> None:
+        if signum not in signals.FORWARDED:
+            return  # SIGCHLD: the reap after every item does the work
+        child = self._running_child()
+        if signum not in signals.SHUTDOWN:
+            self._forward(signum)
+            return
+        default = self._options.stop_signal if signum == signal.SIGTERM else signum
+        sent = self._options.rewrite_signal.get(signum, default)
+        if not sent:
+            self._log.info("received %s: dropped (rewrite_signal)", signals.name(signum))
+            return
+        self._log.info("received %s: stopping the child with %s (SIGKILL in %gs)",
+                       signals.name(signum), signals.name(sent), self._options.kill_timeout)
+        self._stop(child, sent, restart=False)
+        assert child.status is not None
+        raise _Exit(child.status if self._exit_code is None else self._exit_code)
+
+    # -- acting on the child -----------------------------------------------------------
+
+    def _forward(self, signum: int, *, later: bool = False) -> None:
+        sent = self._options.rewrite_signal.get(signum, signum)
+        if not sent:
+            self._log.debug("dropped %s (rewrite_signal)", signals.name(signum))
+            return
+        what = "forwarded " + signals.name(signum)
+        if sent != signum:
+            what += " as " + signals.name(sent)
+        if later:
+            self._held.append((sent, what))
+        else:
+            self._deliver(sent, what)
+
+    def _deliver(self, signum: int, what: str) -> None:
+        child = self._running_child()
+        if self._must_hold(child, signum):
+            self._log.debug("holding %s until the child can take it", signals.name(signum))
+            self._held.append((signum, what))
+            return
+        signals.send(child.pid, signum, group=self._options.signal_group)
+        # Window resizes and SIGCONT are routine; do not flood the log with them.
+        level = logging.DEBUG if signum in (signal.SIGWINCH, signal.SIGCONT) else logging.INFO
+        self._log.log(level, "%s", what)
+
+    def _must_hold(self, child: Child, signum: int) -> bool:
+        """A fresh child may not have installed its handler yet: sending it a signal whose
+        default action kills would kill it (dumb-init#136). Wait until it takes it."""
+        if signum not in signals.FATAL_BY_DEFAULT or signum in signals.SHUTDOWN:
+            return False
+        if time.monotonic() - child.started > READY_GRACE:
+            return False
+        return signals.handles(child.pid, signum) is False
+
+    def _release_held(self) -> None:
+        if not self._held or self._child is None or not self._child.running:
+            return
+        held, self._held = self._held, []
+        for signum, what in held:
+            self._deliver(signum, what)
+
+    def _stop(self, child: Child, signum: int, *, restart: bool) -> None:
+        """Send ``signum``, wait up to kill_timeout, then SIGKILL. Returns when the child
+        and (with signal_group) its whole process group are gone."""
+        child.stopping = True
+        group = self._options.signal_group
+        if child.running or group:
+            signals.send(child.pid, signum, group=group)
+        deadline = time.monotonic() + self._options.kill_timeout
+        killed = False
+        while child.running or (group and signals.group_alive(child.pid)):
+            left = deadline - time.monotonic()
+            if left <= 0 and not killed:
+                self._log.warning("child did not stop within %gs of %s; sending SIGKILL",
+                                  self._options.kill_timeout, signals.name(signum))
+                killed = self._kill(child)
+            item = self._get(TICK if killed else min(TICK, left))
+            if isinstance(item, int) and item in signals.SHUTDOWN:
+                if restart:
+                    self._log.info("received %s during a restart: the child will not be "
+                                   "started again", signals.name(item))
+                    self._exit_code, restart = 128 + item, False
+                elif not killed:
+                    self._log.warning("received %s again: killing the child now",
+                                      signals.name(item))
+                    killed = self._kill(child)
+            elif isinstance(item, int) and item in signals.FORWARDED:
+                if restart:
+                    self._forward(item, later=True)  # for the new child
+                elif child.running:
+                    self._forward(item)
+            elif isinstance(item, Fatal):
+                self._exit_code, restart = self._report(item.error), False
+            elif isinstance(item, Call):
+                self._call(item)
+            elif isinstance(item, Restart | SignalChild | RunCommand):
+                self._deferred.append(item)
+            self._reap()
+
+    def _kill(self, child: Child) -> bool:
+        # Never kill() a reaped pid: it may belong to someone else by now.
+        if child.running or self._options.signal_group:
+            signals.send(child.pid, signal.SIGKILL, group=self._options.signal_group)
+        return True
+
+    def _schedule_restart(self, event: Restart) -> None:
+        if self._restart_due is not None:
+            # One restart already waits out its splay: it will use the newest env.
+            self._restart_due = (self._restart_due[0], event)
+            return
+        delay = self._splay()
+        if delay:
+            self._log.info("restart in %.1fs (splay): %s", delay, event.reason)
+        self._restart_due = (time.monotonic() + delay, event)
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        for due in [d for d in self._signals_due if d[0] <= now]:
+            self._signals_due.remove(due)
+            signum, reason = due[1].signum, due[1].reason
+            self._deliver(signum, f"signalled child {signals.name(signum)}: {reason}")
+        if self._restart_due is not None and self._restart_due[0] <= now:
+            restart = self._restart_due[1]
+            self._restart_due = None
+            self._restart(restart)
+
+    def _restart(self, event: Restart) -> None:
+        self._log.info("restarting: %s", event.reason)
+        self._stop(self._running_child(), self._options.stop_signal, restart=True)
+        if self._exit_code is not None:
+            raise _Exit(self._exit_code)
+        env = event.env
+        newer = [e for e in self._deferred if isinstance(e, Restart)]
+        if newer:
+            # A later change arrived while we stopped: start straight on its environment.
+            self._log.info("restarting with the newer change instead: %s", newer[-1].reason)
+            env = newer[-1].env
+            self._deferred = [e for e in self._deferred if not isinstance(e, Restart)]
+        self._start(env)
+
+    def _run_command(self, event: RunCommand) -> None:
+        try:
+            command = spawn(event.argv, self._env, self._identity)
+        except ChildStartError as exc:
+            self._log.error("command for %s could not start: %s", event.reason, exc)
+            return
+        self._commands[command.pid] = event
+        self._log.info("command %s started pid=%d: %s", event.argv[0], command.pid,
+                       event.reason)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for pid, status in reaper.reap():
+            child = self._child
+            if child is not None and pid == child.pid:
+                child.reaped(status)
+                self._log_child_end(child, status)
+            elif pid in self._commands:
+                event = self._commands.pop(pid)
+                level = logging.INFO if reaper.exit_code(status) == 0 else logging.WARNING
+                self._log.log(level, "command %s exited %s", event.argv[0],
+                              reaper.describe(status))
+            else:
+                self._log.debug("reaped orphan pid=%d %s", pid, reaper.describe(status))
+
+    def _log_child_end(self, child: Child, status: int) -> None:
+        described = reaper.describe(status)
+        if child.stopping:
+            self._log.info("child stopped %s", described)
+        elif child.status == 0:
+            self._log.info("child exited %s", described)
+        elif child.status == 128 + signal.SIGKILL:
+            self._log.error("child exited %s: out of memory?", described)
+        else:
+            self._log.warning("child exited %s", described)
+
+    def _running_child(self) -> Child:
+        assert self._child is not None, "the main loop runs only once a child was started"
+        return self._child
+
+    def _splay(self) -> float:
+        return random.uniform(0, self._options.splay) if self._options.splay > 0 else 0.0
+
+    def _call(self, event: Call) -> None:
+        self._guarded(event.fn)
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        """Run another component's code on the loop: its EntrypointError is fatal, any
+        other exception is a bug that is logged without taking the app down."""
+        try:
+            fn()
+        except EntrypointError as exc:
+            self._dispatch(Fatal(exc))
+        except Exception:
+            self._log.exception("a callback on the supervisor's loop failed")
+
+    def _report(self, error: BaseException) -> int:
+        if isinstance(error, EntrypointError):
+            self._log.error("%s", error)
+            return error.exit_code
+        self._log.error("internal error: %r", error, exc_info=error)
+        return EX_SOFTWARE
+
+    def _kill_everything(self) -> None:
+        child = self._child
+        if child is not None:
+            self._kill(child)
+            deadline = time.monotonic() + 5.0
+            while child.running and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.01)
+
+    def _kill_commands(self) -> None:
+        for pid, event in list(self._commands.items()):
+            if signals.send(pid, signal.SIGKILL, group=True):
+                self._log.warning("killed command %s, still running at exit", event.argv[0])
+        self._reap()
