@@ -85,6 +85,11 @@ class Connection:
 
         session = requests.Session()
         session.verify = self.verify
+        if self.verify is False:
+            import urllib3
+
+            # Warned once, loudly, at start; not again on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         session.cert = self.client_cert
         session.headers["User-Agent"] = USER_AGENT
         session.trust_env = False  # HTTP(S)_PROXY still apply: see proxies below.
