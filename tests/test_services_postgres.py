@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.services.postgres import PostgresCluster
+from tests.services.postgres import PostgresCluster, find_bindir
 
 
 def test_superuser_logs_in_over_tcp_and_durability_is_off(postgres: PostgresCluster) -> None:
@@ -53,3 +54,11 @@ def test_stop_shuts_the_server_down_and_removes_its_folder() -> None:
     assert not root.exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=2)
+
+
+def test_the_newest_installed_version_is_used(tmp_path: Path) -> None:
+    for version in ("9.6", "15", "10", "16"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        (tmp_path / version / "bin" / "initdb").touch()
+    (tmp_path / "17" / "bin").mkdir(parents=True)  # client only: no initdb
+    assert find_bindir(str(tmp_path)) == tmp_path / "16" / "bin"

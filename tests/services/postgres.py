@@ -54,10 +54,12 @@ class PostgresError(RuntimeError):
     """The cluster could not be created or started."""
 
 
-def find_bindir() -> Path:
+def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
     """The newest PostgreSQL server binaries: Debian's /usr/lib/postgresql/N/bin, else PATH."""
     candidates = [
-        Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin") if Path(p, "initdb").exists()
+        Path(p)
+        for p in glob.glob(f"{glob.escape(debian_root)}/*/bin")
+        if Path(p, "initdb").exists()
     ]
 
     def version(path: Path) -> tuple[int, ...]:
