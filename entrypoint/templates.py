@@ -14,6 +14,9 @@ How the rotation engine calls it for a new generation::
     new_env = resolution.child_env()                   # now includes env templates
     plan = decide(old_env, new_env, result.actions, reasons)
 
+or, holding on to actions owed after a partial write, ``Renderer(config, runtime)``
+as the engine's ``render`` callback: ``actions = renderer(resolution)``.
+
 ``render_all`` is ``render_env`` + ``render_files`` + ``write_changed``; a caller that
 wants to look before writing uses the three pieces. :func:`template_sources` lists the
 files to watch (an edit to one is a reason to render again).
@@ -93,6 +96,35 @@ def render_all(config: Config, runtime: Runtime, resolution: Resolution, *,
     _log_fetches(runtime.log, resolution, before)
     written = write_changed(rendered, runtime.log)
     return RenderResult(env=tuple(names), changed=written.changed, unchanged=written.unchanged)
+
+
+class Renderer:
+    """:func:`render_all` for a long-lived caller such as the rotation engine.
+
+    Called with each new resolution, it returns the ``on_change`` actions to take, once
+    each. If moving files into place fails halfway (:class:`PartialRenderError`), the
+    actions of the files already in place are remembered and returned by the next
+    successful call, since those files will then look unchanged on disk.
+    """
+
+    def __init__(self, config: Config, runtime: Runtime, *, allowed: Iterable[Path] = ()) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.allowed = tuple(allowed)
+        self.owed: list[FileChange] = []
+
+    def __call__(self, resolution: Resolution) -> list[OnChange]:
+        try:
+            result = render_all(self.config, self.runtime, resolution, allowed=self.allowed)
+        except PartialRenderError as exc:
+            self.owed.extend(exc.changed)
+            raise
+        changes, self.owed = [*self.owed, *result.changed], []
+        actions: list[OnChange] = []
+        for change in changes:
+            if change.on_change not in actions:
+                actions.append(change.on_change)
+        return actions
 
 
 def render_env(config: Config, runtime: Runtime, resolution: Resolution, *,

@@ -287,3 +287,37 @@ def test_render_error_names_destination_only(tmp_path: Path) -> None:
     assert str(tmp_path / "file/under/x") in str(caught.value)
     assert "content-Secret-Kk01" not in str(caught.value)
 
+
+
+def test_renderer_owes_actions_after_a_partial_write(root: Path, tmp_path: Path) -> None:
+    """The engine's callback: files moved into place before a failure are acted on later."""
+    from entrypoint.templates import Renderer
+
+    hup = OnChange("signal", signal=1)
+    (tmp_path / "blocked").mkdir()
+    config = Config(template=[
+        TemplateSpec(destination=tmp_path / "first", contents="one", on_change=hup),
+        TemplateSpec(destination=tmp_path / "blocked", contents="two",
+                     on_change=OnChange("none")),
+    ])
+    runtime, _ = make_runtime(config, Counting(root), root)
+    renderer = Renderer(config, runtime)
+    with pytest.raises(PartialRenderError):
+        renderer(runtime.resolve())
+    (tmp_path / "blocked").rmdir()  # the operator fixes the destination
+    assert renderer(runtime.resolve()) == [hup, OnChange("none")]
+    assert renderer(runtime.resolve()) == []
+
+
+def test_filters(root: Path, tmp_path: Path) -> None:
+    """tojson (a whole secret too), b64encode/b64decode round trip, quote for sh."""
+    config = Config(template=[TemplateSpec(destination=tmp_path / "f", contents=(
+        "{{ secret('database/creds/app') | tojson }}\n"
+        "{{ secret('database/creds/app').password | b64encode | b64decode }}\n"
+        "{{ \"it's $HOME\" | quote }}\n"))])
+    runtime, _ = make_runtime(config, Counting(root), root)
+    render_all(config, runtime, runtime.resolve())
+    lines = (tmp_path / "f").read_text().splitlines()
+    assert json.loads(lines[0]) == {"username": DB_USER, "password": DB_PASSWORD}
+    assert lines[1] == DB_PASSWORD
+    assert lines[2] == "'it'\"'\"'s $HOME'"
