@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import Config, OnChange
@@ -84,8 +84,12 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     from entrypoint.rotation.watch import FileWatch
     from entrypoint.sources.local import LocalSource
 
-    engine = Engine(config, runtime, post, log,
-                    render=lambda res: render_outputs(config, runtime, res))
+    render: Callable[[Resolution], list[OnChange]] = lambda res: []  # noqa: E731
+    if config.template or config.env_template:
+        from entrypoint.templates import Renderer
+
+        render = Renderer(config, runtime)
+    engine = Engine(config, runtime, post, log, render=render)
     watch = FileWatch(lambda reason, keys, rerender: engine.notify(reason, keys,
                                                                    rerender=rerender), log)
     sources = runtime.sources.built()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from entrypoint import backoff
 from entrypoint.config import Config
 from entrypoint.errors import EntrypointError, LeaseGone, UnavailableError
 from entrypoint.resolve import Generation
@@ -35,6 +36,7 @@ from entrypoint.rotation.leases import HeldLease, LeaseOps, SourceKey
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
+# While running (unlike at start-up) there is no hurry: back off to half a minute.
 RETRY_BASE = 1.0
 RETRY_CAP = 30.0
 POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
@@ -61,8 +63,7 @@ class _Stop:
 
 
 def retry_delay(attempt: int, rng: Callable[[], float]) -> float:
-    """Capped exponential backoff with full jitter (attempt counts from 1)."""
-    return rng() * min(RETRY_CAP, RETRY_BASE * float(2 ** min(attempt, 16)))
+    return backoff.retry_delay(attempt, RETRY_BASE, RETRY_CAP, rng)
 
 
 class Engine:
@@ -251,7 +252,7 @@ class Engine:
                           lease.label, lease.failures)
         lease.failures = 0
         lease.times = timing.LeaseTimes(now, now + granted, renewable)
-        if not renewable or timing.is_capped(lease.requested, granted):
+        if not renewable or backoff.is_capped(lease.requested, granted):
             when = timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng)
             self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.0fs",
                           lease.label, granted, when - now)

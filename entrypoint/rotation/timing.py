@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from entrypoint import backoff
+
 Rng = Callable[[], float]  # uniform in [0, 1)
 
 # Never act closer to expiry than this: the app needs time to restart onto the successor.
-MIN_MARGIN = 1.0
+MIN_MARGIN = backoff.RENEW_MARGIN
 # A lease with no duration (Vault says 0) is checked again after this long.
 DEFAULT_CHECK = 60.0
 
@@ -37,12 +39,10 @@ class LeaseTimes:
 
 
 def renew_at(lease: LeaseTimes, fraction: float, rng: Rng) -> float:
-    """When to renew: after ``fraction`` of its current duration, jittered, before expiry."""
+    """When to renew: after ``fraction`` of its current duration (``backoff.renew_delay``)."""
     if lease.duration <= 0:
         return lease.updated_at + DEFAULT_CHECK
-    delay = jittered(lease.duration * fraction, rng)
-    latest = max(0.0, lease.duration - MIN_MARGIN)
-    return lease.updated_at + min(delay, latest)
+    return lease.updated_at + backoff.renew_delay(lease.duration, fraction, rng)
 
 
 def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng) -> float:
@@ -56,11 +56,6 @@ def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng) -> floa
         return now
     delay = jittered(remaining * fraction, rng, spread=0.05)
     return now + min(delay, remaining - MIN_MARGIN)
-
-
-def is_capped(requested: float, granted: float) -> bool:
-    """Vault caps a renewal at the lease's max TTL: less than asked means no more room."""
-    return granted + 1.0 < requested
 
 
 def poll_at(now: float, interval: float, rng: Rng) -> float:
