@@ -97,3 +97,31 @@ def test_five_changes_in_one_window_are_one_restart(
     assert [s["env"]["DB_PASSWORD"] for s in starts] == ["value-1", "value-6", "value-7"]
     finish(proc)
     assert len(events(journal, "start")) == 3
+
+
+def test_file_template_change_signals_the_app_without_a_restart(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    journal = tmp_path / "journal"
+    rendered = tmp_path / "run/db.conf"
+    config = tmp_path / "entrypoint.toml"
+    config.write_text(
+        "[[template]]\n"
+        "contents = \"password={{ secret('kv/app/db').password }}\\n\"\n"
+        f'destination = "{rendered}"\n'
+        'on_change = "signal:SIGHUP"\n'
+        "[rotation]\nwait_min = \"100ms\"\nwait_max = \"1s\"\n")
+    full = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
+                      "ENTRYPOINT_CONFIG": str(config)})
+    proc = subprocess.Popen([*ENTRYPOINT, "--", sys.executable, PROBE, str(journal),
+                             "--file", str(rendered)], env=full, stderr=subprocess.PIPE,
+                            text=True)
+    stop_after.append(proc)
+    first = wait_for(journal, "start")[0]
+    assert first["file"] == "password=value-1\n"
+    assert oct(rendered.stat().st_mode & 0o777) == "0o600"
+    write_secret(secrets, "value-2")
+    hup = wait_for(journal, "hup")[0]
+    assert hup["file"] == "password=value-2\n"  # the file was in place before the signal
+    assert hup["pid"] == first["pid"]
+    finish(proc)
+    assert len(events(journal, "start")) == 1  # signalled, not restarted
