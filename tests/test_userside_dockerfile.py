@@ -195,6 +195,6 @@ def test_healthcheck_if_present_is_in_exec_form(instructions: list[Instruction])
 def test_production_references_are_shown_in_comments() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     comments = "\n".join(line for line in text.splitlines() if line.lstrip().startswith("#"))
-    for needed in ("VAULT_ADDR=", "ENTRYPOINT_VAULT_ROLE=", "vault:secret/app/db#password",
+    for needed in ("VAULT_ADDR=", "ENTRYPOINT_VAULT_ROLE=", "vault:secret/app/api#token",
                    "${vault:database/creds/app#username}"):
         assert needed in comments, needed
