@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -302,3 +304,66 @@ def test_a_watch_loop_sees_each_change_once(consul_server: ConsulServer) -> None
     stop.set()
     watcher.join(5)
     assert seen == ["b", "c"]
+
+
+# -- the engine's watcher ------------------------------------------------------------------
+
+class Notes:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, str, int | None]], bool]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, reason: str, keys: Iterable[tuple[str, str, int | None]],
+                 rerender: bool) -> None:
+        with self.lock:
+            self.calls.append((reason, list(keys), rerender))
+
+
+def test_consul_watch_notifies_each_change_and_deletion(consul_server: ConsulServer) -> None:
+    """ConsulWatch: a put and a delete each reach notify once, with the key, no value."""
+    from entrypoint.rotation.consul_watch import ConsulWatch
+
+    consul_server.put("config/app/feature_x", "off")
+    source = source_for(consul_server)
+    key = ("consul", "config/app/feature_x", None)
+    notes = Notes()
+    watch = ConsulWatch(source, notes, logging.getLogger("test-consul-watch"), wait=5)
+    watch.add_key(key, source.fetch("config/app/feature_x"))
+    watch.start()
+    consul_server.wait_for_blocked_queries(1)
+    consul_server.put("config/app/feature_x", "off")  # same value: Consul wakes, no change
+    consul_server.wait_for_blocked_queries(1)
+    consul_server.put("config/app/feature_x", VALUE)
+    wait_until(lambda: notes.calls, what="notify after a put")
+    consul_server.wait_for_blocked_queries(1)
+    consul_server.delete("config/app/feature_x")
+    wait_until(lambda: len(notes.calls) == 2, what="notify after a delete")
+    assert notes.calls == [("consul:config/app/feature_x changed", [key], False),
+                           ("consul:config/app/feature_x was deleted", [key], False)]
+    watch.stop()
+
+
+def test_consul_watch_backs_off_and_recovers(consul_server: ConsulServer,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """An agent outage is logged with its retry delay; after it the change still arrives."""
+    from entrypoint.rotation.consul_watch import ConsulWatch
+
+    consul_server.put("k", "one")
+    source = source_for(consul_server)
+    key = ("consul", "k", None)
+    notes = Notes()
+    log = logging.getLogger("test-consul-watch-outage")
+    watch = ConsulWatch(source, notes, log, wait=5, rng=lambda: 0.01)
+    watch.add_key(key, source.fetch("k"))
+    watch.start()
+    consul_server.wait_for_blocked_queries(1)
+    with caplog.at_level(logging.INFO, logger=log.name):
+        consul_server.stop()
+        wait_until(lambda: "watching consul:k failed" in caplog.text, what="a failure logged")
+        consul_server.start()
+        consul_server.put("k", "two")
+        wait_until(lambda: notes.calls, what="the change after the outage")
+        wait_until(lambda: "recovered: watching consul:k" in caplog.text, what="recovery")
+    assert notes.calls == [("consul:k changed", [key], False)]
+    assert watch.watching == [key]
+    watch.stop()
