@@ -362,3 +362,19 @@ def test_each_path_is_read_once_per_render(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out").read_text() == "first/first/first"
     assert proc.stderr.count("fetched file:") == 1
+
+
+def test_supervised_app_finds_its_files_in_place(secrets_dir: Path, tmp_path: Path) -> None:
+    """Supervise mode: files are rendered before the app starts; debug logs carry no value."""
+    src = write(tmp_path / "t.j2", "{{ secret('database/creds/app').password }}")
+    dest = tmp_path / "run/creds"
+    copy = tmp_path / "seen"
+    app = ("import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2])")
+    proc = run_cli(["--log-level", "debug", "--template", f"{src}:{dest}", "--",
+                    sys.executable, "-c", app, str(dest), str(copy)],
+                   {"ENTRYPOINT_LOCAL_SECRETS": str(secrets_dir)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert copy.read_text() == DB_PASSWORD
+    assert f"rendered {dest}" in proc.stderr
+    assert_no_secret(proc.stderr)
+    assert_no_secret(proc.stdout)
