@@ -74,7 +74,7 @@ class _Undefined(StrictUndefined):
 class Located:
     """Where a template came from, to name it in errors as ``file:line``."""
 
-    label: str          # "templates/db.yml.j2" or "app.toml:4: [[template]] → /run/x"
+    label: str          # "templates/db.yml.j2" or "app.toml:4: contents of [[template]] for …"
     is_file: bool       # False for inline ``contents``
     folder: Path        # relative file() paths start here
 
@@ -105,6 +105,12 @@ class Scope:
         if match:
             version = int(match.group(1))
             path = path[: match.start()]
+            if version < 1:
+                raise TemplateError("secret(): ?version= counts from 1")
+        if "#" in path or "?" in path:
+            raise TemplateError("secret() takes a path and an optional ?version=N; pick a "
+                                "key with .key or ['key']",
+                                hint="expected secret('kv/app/db').password")
         clean = path.strip("/")
         fetched = self.generation.get(("vault", clean, version))
         data = fetched.plain()
@@ -137,7 +143,8 @@ class Scope:
             raise TemplateError(f"file({path!r}): {target} is outside the allowed folders",
                                 hint=f"allowed: {roots}")
         value = self.generation.get(("file", str(target), None)).value("")
-        assert value is not None  # the file source always stores the whole text under ""
+        if value is None:  # the file source stores the whole text under ""
+            raise TemplateError(f"file({path!r}): {target} gave no text")
         return self._hand(value.reveal())
 
     def functions(self, folder: Path) -> dict[str, Callable[..., Any]]:

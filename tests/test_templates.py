@@ -269,6 +269,9 @@ def test_missing_key_names_file_and_line_and_writes_nothing(
     ("ok\n{{ secret('kv/app/nothing').x }}\n", 2, "secret kv/app/nothing not found"),
     ("{{ undefined_name }}", 1, "'undefined_name' is undefined"),
     ("\n\n\n{{ env('NOT_SET_ANYWHERE') }}", 4, "NOT_SET_ANYWHERE is not set"),
+    ("{{ secret('kv/app/db#password') }}", 1, "pick a key with .key or ['key']"),
+    ("{% macro m() %}\n{{ secret('kv/app/db').nope }}\n{% endmacro %}\n{{ m() }}", 2,
+     "secret kv/app/db has no key 'nope'"),
 ])
 def test_template_errors_name_the_line(secrets_dir: Path, tmp_path: Path, text: str,
                                        line: int, expected: str) -> None:
