@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 
 from entrypoint import reaper, signals
 from entrypoint.child import Child, controlling_terminal, give_terminal, spawn
+from entrypoint.commands import SideCommands
 from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError
 from entrypoint.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.forward import Forwarder
 from entrypoint.identity import Identity, resolve_user
 
 TICK = 1.0  # the loop reaps at least this often even if a SIGCHLD is somehow missed
 HELD_POLL = 0.05  # how often held signals check whether the new child is ready for them
-READY_GRACE = 5.0  # after this, a held signal is delivered even to a child without handler
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ class Supervisor:
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._child: Child | None = None
         self._env: Mapping[str, str] = {}
-        self._commands: dict[int, RunCommand] = {}  # side processes by pid
-        self._held: list[tuple[int, str]] = []  # (signal, log line) waiting for a child
+        self._commands = SideCommands(log)
+        self._forwarder = Forwarder(options.rewrite_signal, options.signal_group, log)
         self._deferred: list[Event] = []  # actions that arrived while no child could take them
         self._restart_due: tuple[float, Restart] | None = None
         self._signals_due: list[tuple[float, SignalChild]] = []
@@ -126,7 +127,8 @@ class Supervisor:
             self._log.exception("internal error in the supervisor; killing the app")
             self._kill_everything()
             code = EX_SOFTWARE
-        self._kill_commands()
+        self._commands.kill_all()
+        self._reap()
         for callback in self._shutdown_callbacks:
             try:
                 callback()
@@ -141,10 +143,11 @@ class Supervisor:
         while True:
             self._dispatch(self._get(self._timeout()))
             self._run_due()
-            self._release_held()
+            child = self._running_child()  # after a restart, the new one
+            if child.running and self._forwarder.holding:
+                self._forwarder.release(child)
             self._reap()
-            child = self._running_child()
-            if child.status is not None:
+            if not child.running:
                 self._child_exited(child)
 
     def _await_prepared(self, prepare: Callable[[], Mapping[str, str]]) -> Mapping[str, str]:
@@ -167,7 +170,7 @@ class Supervisor:
                                signals.name(item))
                 raise _Exit(128 + item)
             if isinstance(item, int) and item in signals.FORWARDED:
-                self._forward(item, later=True)  # once the app runs and can take it
+                self._forwarder.forward(None, item)  # held until the app runs
             elif isinstance(item, Fatal):
                 raise _Exit(self._report(item.error))
             elif isinstance(item, Call):
@@ -215,7 +218,7 @@ class Supervisor:
         if self._restart_due is not None:
             due.append(self._restart_due[0])
         timeout = min([TICK, *(when - now for when in due)])
-        return min(timeout, HELD_POLL) if self._held else timeout
+        return min(timeout, HELD_POLL) if self._forwarder.holding else timeout
 
     def _dispatch(self, item: _Item | None) -> None:
         if isinstance(item, int):
@@ -226,7 +229,7 @@ class Supervisor:
             delay = self._splay()
             self._signals_due.append((time.monotonic() + delay, item))
         elif isinstance(item, RunCommand):
-            self._run_command(item)
+            self._commands.start(item, self._env, self._identity)
         elif isinstance(item, Call):
             self._call(item)
         elif isinstance(item, Fatal):
@@ -241,7 +244,7 @@ class Supervisor:
             return  # SIGCHLD: the reap after every item does the work
         child = self._running_child()
         if signum not in signals.SHUTDOWN:
-            self._forward(signum)
+            self._forwarder.forward(child, signum)
             return
         default = self._options.stop_signal if signum == signal.SIGTERM else signum
         sent = self._options.rewrite_signal.get(signum, default)
@@ -255,46 +258,6 @@ class Supervisor:
         raise _Exit(child.status if self._exit_code is None else self._exit_code)
 
     # -- acting on the child -----------------------------------------------------------
-
-    def _forward(self, signum: int, *, later: bool = False) -> None:
-        sent = self._options.rewrite_signal.get(signum, signum)
-        if not sent:
-            self._log.debug("dropped %s (rewrite_signal)", signals.name(signum))
-            return
-        what = "forwarded " + signals.name(signum)
-        if sent != signum:
-            what += " as " + signals.name(sent)
-        if later:
-            self._held.append((sent, what))
-        else:
-            self._deliver(sent, what)
-
-    def _deliver(self, signum: int, what: str) -> None:
-        child = self._running_child()
-        if self._must_hold(child, signum):
-            self._log.debug("holding %s until the child can take it", signals.name(signum))
-            self._held.append((signum, what))
-            return
-        signals.send(child.pid, signum, group=self._options.signal_group)
-        # Window resizes and SIGCONT are routine; do not flood the log with them.
-        level = logging.DEBUG if signum in (signal.SIGWINCH, signal.SIGCONT) else logging.INFO
-        self._log.log(level, "%s", what)
-
-    def _must_hold(self, child: Child, signum: int) -> bool:
-        """A fresh child may not have installed its handler yet: sending it a signal whose
-        default action kills would kill it (dumb-init#136). Wait until it takes it."""
-        if signum not in signals.FATAL_BY_DEFAULT or signum in signals.SHUTDOWN:
-            return False
-        if time.monotonic() - child.started > READY_GRACE:
-            return False
-        return signals.handles(child.pid, signum) is False
-
-    def _release_held(self) -> None:
-        if not self._held or self._child is None or not self._child.running:
-            return
-        held, self._held = self._held, []
-        for signum, what in held:
-            self._deliver(signum, what)
 
     def _stop(self, child: Child, signum: int, *, restart: bool) -> None:
         """Send ``signum``, wait up to kill_timeout, then SIGKILL. Returns when the child
@@ -322,10 +285,8 @@ class Supervisor:
                                       signals.name(item))
                     killed = self._kill(child)
             elif isinstance(item, int) and item in signals.FORWARDED:
-                if restart:
-                    self._forward(item, later=True)  # for the new child
-                elif child.running:
-                    self._forward(item)
+                if restart or child.running:  # during a restart: held for the new child
+                    self._forwarder.forward(None if restart else child, item)
             elif isinstance(item, Fatal):
                 self._exit_code, restart = self._report(item.error), False
             elif isinstance(item, Call):
@@ -355,7 +316,8 @@ class Supervisor:
         for due in [d for d in self._signals_due if d[0] <= now]:
             self._signals_due.remove(due)
             signum, reason = due[1].signum, due[1].reason
-            self._deliver(signum, f"signalled child {signals.name(signum)}: {reason}")
+            self._forwarder.deliver(self._running_child(), signum,
+                                    f"signalled child {signals.name(signum)}: {reason}")
         if self._restart_due is not None and self._restart_due[0] <= now:
             restart = self._restart_due[1]
             self._restart_due = None
@@ -375,16 +337,6 @@ class Supervisor:
             self._deferred = [e for e in self._deferred if not isinstance(e, Restart)]
         self._start(env)
 
-    def _run_command(self, event: RunCommand) -> None:
-        try:
-            command = spawn(event.argv, self._env, self._identity)
-        except ChildStartError as exc:
-            self._log.error("command for %s could not start: %s", event.reason, exc)
-            return
-        self._commands[command.pid] = event
-        self._log.info("command %s started pid=%d: %s", event.argv[0], command.pid,
-                       event.reason)
-
     # -- housekeeping ------------------------------------------------------------------
 
     def _reap(self) -> None:
@@ -393,12 +345,7 @@ class Supervisor:
             if child is not None and pid == child.pid:
                 child.reaped(status)
                 self._log_child_end(child, status)
-            elif pid in self._commands:
-                event = self._commands.pop(pid)
-                level = logging.INFO if reaper.exit_code(status) == 0 else logging.WARNING
-                self._log.log(level, "command %s exited %s", event.argv[0],
-                              reaper.describe(status))
-            else:
+            elif not self._commands.reaped(pid, status):
                 self._log.debug("reaped orphan pid=%d %s", pid, reaper.describe(status))
 
     def _log_child_end(self, child: Child, status: int) -> None:
@@ -447,9 +394,3 @@ class Supervisor:
             while child.running and time.monotonic() < deadline:
                 self._reap()
                 time.sleep(0.01)
-
-    def _kill_commands(self) -> None:
-        for pid, event in list(self._commands.items()):
-            if signals.send(pid, signal.SIGKILL, group=True):
-                self._log.warning("killed command %s, still running at exit", event.argv[0])
-        self._reap()
