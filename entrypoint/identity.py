@@ -17,7 +17,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from entrypoint.errors import ConfigError
+from entrypoint.errors import EX_NOT_EXECUTABLE, ChildStartError, ConfigError
 
 _MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel, so it is not an id
 
@@ -54,6 +54,21 @@ def resolve_user(spec: str) -> Identity:
         gid = uid
         groups = (gid,)
     return Identity(uid=uid, gid=gid, groups=groups, spec=spec)
+
+
+def become(identity: Identity) -> None:
+    """Switch this process to ``identity`` for good: exec mode, just before ``execve``.
+
+    Groups first and uid last: once the uid is dropped, the groups can no longer change.
+    """
+    try:
+        os.setgroups(list(identity.groups))
+        os.setgid(identity.gid)
+        os.setuid(identity.uid)
+    except PermissionError as exc:
+        raise ChildStartError(f"cannot switch to user {identity}: {exc.strerror}",
+                              EX_NOT_EXECUTABLE,
+                              hint="the entrypoint must run as root to use user") from None
 
 
 def _passwd_entry(user: str, spec: str) -> pwd.struct_passwd | None:

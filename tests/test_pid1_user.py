@@ -10,6 +10,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 
 from entrypoint.errors import ConfigError
 from entrypoint.identity import resolve_user
+from tests.helpers.cli import REPO, clean_env
 from tests.helpers.pid1 import Supervised
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by any user, unlike a pyenv under /root
@@ -140,6 +142,17 @@ def test_bad_user_or_group_is_a_config_error(tmp_path: Path, spec: str, named: s
     assert not run.lines()
     with pytest.raises(ConfigError, match=named):
         resolve_user(spec)
+
+
+def test_become_switches_this_process(throwaway: Throwaway) -> None:
+    """Exec mode's switch: groups, gid, then uid, for good."""
+    code = ("import os; from entrypoint.identity import become, resolve_user; "
+            f"become(resolve_user({throwaway.name!r})); "
+            "print(os.getuid(), os.getgid(), sorted(os.getgroups()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=clean_env(), cwd=REPO, check=True)
+    groups = sorted([throwaway.gid, throwaway.extra_gid])
+    assert done.stdout.split(" ", 2) == [str(throwaway.uid), str(throwaway.gid), f"{groups}\n"]
 
 
 def test_resolve_user_root() -> None:
