@@ -16,7 +16,8 @@ def test_restart_stops_then_starts_with_the_new_env(tmp_path: Path) -> None:
     """Restart: the old child gets SIGTERM and is gone before the new one starts."""
     with Supervised(tmp_path) as run:
         old = run.ready()
-        run.post(restart={"GENERATION": "2"}, reason="database/creds/app rotated")
+        run.post(restart={"GENERATION": "2", "DB_PASSWORD": "pw-Zq81-never-logged"},
+                 reason="database/creds/app rotated")
         new = run.ready("2")
         assert new["pid"] != old["pid"]
         assert not is_alive(int(old["pid"]))
@@ -29,6 +30,7 @@ def test_restart_stops_then_starts_with_the_new_env(tmp_path: Path) -> None:
     assert "child stopped code=0" in run.log()
     assert "child exited" not in run.log()
     assert [ln.split()[-1] for ln in started(run)] == ["live_children=1"] * 2
+    assert "pw-Zq81-never-logged" not in run.log()  # the env holds secrets: never logged
 
 
 def test_restart_uses_the_configured_stop_signal(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ several processes can share the file:
     worker-ready pid=..    /  worker-signal 10     (with --worker: a second process in its group)
     orphans pid1,pid2,...  (with --orphans N: N grandchildren that exit once orphaned)
 
+--read-stdin notes one line read from stdin.
 --late-handlers S waits S seconds before installing its handlers, like a slow app.
 It exits 0 on SIGTERM/SIGINT unless told --stay (then it only notes them) or --ignore-term
 (SIG_IGN: it never even sees them). --exit N exits with N right after "ready"; --die SIG
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--orphans", type=int, default=0)
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--sleep-on-term", type=float, default=0.0)
+    parser.add_argument("--read-stdin", action="store_true",
+                        help="read one line from stdin (a terminal: only as its foreground)")
     parser.add_argument("--late-handlers", type=float, default=0.0,
                         help="start slowly: no handler for this long (default actions apply)")
     args = parser.parse_args()
@@ -92,6 +95,8 @@ def main() -> None:
     if args.orphans:
         orphans = orphan_pids(args.orphans)
         note(out, "orphans " + ",".join(str(p) for p in orphans))
+    if args.read_stdin:
+        note(out, "read " + sys.stdin.readline().strip())
     if args.exit is not None:
         sys.exit(args.exit)
     if args.die:

@@ -1,0 +1,72 @@
+"""On a terminal (docker run -it): the app's group gets the foreground, so it can read
+the terminal and ^C reaches it once, from the terminal, not a second time from us."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers.cli import REPO, clean_env
+from tests.helpers.pid1 import PRINT_SIGNALS, fields
+
+
+def drain(master: int, into: bytearray, until: float) -> None:
+    """Keep the terminal's output moving so nobody blocks writing to it."""
+    while time.monotonic() < until:
+        ready, _, _ = select.select([master], [], [], 0.02)
+        if not ready:
+            return
+        try:
+            into += os.read(master, 4096)
+        except OSError:
+            return
+
+
+def wait_for(out: Path, prefix: str, master: int, seen: bytearray) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        drain(master, seen, deadline)
+        lines = out.read_text().splitlines() if out.exists() else []
+        for line in lines:
+            if line == prefix or line.startswith(prefix + " "):
+                return line
+    raise AssertionError(f"no {prefix!r} in {out}; terminal:\n{seen.decode(errors='replace')}")
+
+
+def test_child_owns_the_terminal_and_gets_ctrl_c_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    argv = [sys.executable, "-m", "tests.helpers.run_supervisor", "--kill-timeout", "5", "--",
+            *PRINT_SIGNALS, "--out", str(out), "--read-stdin"]
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child of pty.fork
+        os.chdir(REPO)
+        os.execve(argv[0], argv, clean_env())
+    seen = bytearray()
+    try:
+        child = fields(wait_for(out, "ready", master, seen))
+        assert child["tty_fg"] == "yes"
+        os.write(master, b"hello\n")
+        assert wait_for(out, "read", master, seen) == "read hello"
+        os.write(master, b"\x03")  # ^C: SIGINT to the terminal's foreground group
+        assert wait_for(out, f"signal {signal.SIGINT}", master, seen)
+        deadline = time.monotonic() + 10
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            drain(master, seen, deadline)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status[1]) == 0
+        drain(master, seen, time.monotonic() + 1)
+        log = seen.decode(errors="replace")
+        assert "child exited code=0" in log
+        assert "received SIGINT" not in log  # the terminal delivered it; we did not repeat it
+        assert out.read_text().splitlines().count(f"signal {signal.SIGINT}") == 1
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
