@@ -154,12 +154,15 @@ class Scope:
         return {"secret": self.secret, "consul": self.consul, "env": self.env, "file": file}
 
     def scrub(self, text: str, source: str) -> str:
-        """Remove every handed-out value from ``text``, and quoted names the template never
-        wrote (a key looked up by a computed value is that value)."""
+        """Remove every handed-out value from ``text`` (unless the template's own text
+        holds it), and quoted names the template never wrote (a key looked up by a
+        computed value is that value)."""
         known = set(self.handed) | {v.reveal() for f in self.generation.fetched.values()
                                     for v in f.data.values()}
         for value in sorted(known, key=len, reverse=True):
-            if len(value) >= MIN_SCRUB and value in text:
+            # A value the template itself spells out (a username "app" in "kv/app/db") is
+            # no secret from its reader, and scrubbing it would garble paths in messages.
+            if len(value) >= MIN_SCRUB and value in text and value not in source:
                 text = text.replace(value, REDACTED)
 
         def keep_if_written(match: re.Match[str]) -> str:
