@@ -381,3 +381,15 @@ def test_supervised_app_finds_its_files_in_place(secrets_dir: Path, tmp_path: Pa
     assert f"rendered {dest}" in proc.stderr
     assert_no_secret(proc.stderr)
     assert_no_secret(proc.stdout)
+
+
+def test_destination_in_a_folder_even_root_cannot_write(secrets_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """/proc refuses new files to everyone, root included: 73, the old file untouched."""
+    before = Path("/proc/version").read_text()
+    src = write(tmp_path / "t.j2", "not a kernel version\n")
+    proc = run_cli(["render", "--local-secrets", str(secrets_dir),
+                    "--template", f"{src}:/proc/version"])
+    assert proc.returncode == 73
+    assert "cannot write /proc/version: cannot create a file in /proc" in proc.stderr
+    assert Path("/proc/version").read_text() == before
