@@ -108,6 +108,10 @@ class VaultClient:
     def set_token(self, token: str) -> None:
         self.hvac.token = token
 
+    def end_startup(self) -> None:
+        """From now on fail at once (shutdown must not wait out the start-up window)."""
+        self.deadline = self.clock()
+
     def in_startup(self) -> bool:
         return self.clock() < self.deadline
 

@@ -98,6 +98,7 @@ class VaultSource:
         if self._closed:
             return
         self._closed = True
+        self.client.end_startup()
         if self.revoke_on_close:
             with self._leases_lock:
                 leases = sorted(self._leases)
