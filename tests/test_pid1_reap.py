@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import wait_until
-from tests.helpers.pid1 import Supervised, is_alive, zombies_of
+from tests.helpers.pid1 import Supervised, children_of, is_alive, zombies_of
 
 
 def orphans_reaped(run: Supervised, supervisor_pid: int) -> list[int]:
@@ -38,18 +38,6 @@ def test_reaps_100_orphans_as_subreaper(tmp_path: Path) -> None:
     assert "registered as child subreaper" in run.log()
 
 
-def child_of(parent: int) -> int | None:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == parent:
-                        return int(entry)
-            except (OSError, IndexError):
-                continue
-    return None
-
-
 def can_unshare() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
@@ -65,8 +53,9 @@ def test_reaps_100_orphans_as_pid_1(tmp_path: Path) -> None:
     with Supervised(tmp_path, child_args=["--orphans", "100"], prefix=prefix) as run:
         child = run.ready()
         assert child["ppid"] == "1"
-        pid1 = wait_until(lambda: child_of(run.proc.pid), what="the supervisor under unshare")
-        assert isinstance(pid1, int)
+        found = wait_until(lambda: children_of(run.proc.pid), what="the supervisor under unshare")
+        assert isinstance(found, list)
+        pid1 = found[0]
         orphans = orphans_reaped(run, pid1)  # pids inside the namespace
         assert {int(ln.split("pid=")[1].split()[0]) for ln in run.log().splitlines()
                 if "reaped orphan" in ln} == set(orphans)

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -114,29 +114,36 @@ def fields(line: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in line.split() if "=" in word)
 
 
-def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+def stat_of(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of ``pid`` from /proc, or None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+            state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
+    except (OSError, IndexError, ValueError):
+        return None
+    return state, int(ppid)
+
+
+def processes() -> Iterator[tuple[int, str, int]]:
+    """(pid, state, ppid) of every process, as dumb-init's tests walk /proc."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (found := stat_of(int(entry))) is not None:
+            yield int(entry), *found
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    found = stat_of(pid)
+    return found is not None and found[0] != "Z"
 
 
 def zombies_of(parent: int) -> list[int]:
-    """Pids of zombies whose parent is ``parent`` (from /proc, as dumb-init's tests do)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        if state == "Z" and int(ppid) == parent:
-            found.append(int(entry))
-    return found
+    return [pid for pid, state, ppid in processes() if state == "Z" and ppid == parent]
+
+
+def children_of(parent: int) -> list[int]:
+    """Live (non-zombie) children of ``parent``."""
+    return [pid for pid, state, ppid in processes() if state != "Z" and ppid == parent]
 
 
 def elapsed(since: float) -> float:

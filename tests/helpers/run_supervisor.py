@@ -30,6 +30,7 @@ from entrypoint.errors import EntrypointError, UnavailableError
 from entrypoint.events import Event, Fatal, Restart, RunCommand, SignalChild
 from entrypoint.supervisor import ProcessOptions, Supervisor
 from entrypoint.values import parse_signal
+from tests.helpers.pid1 import children_of
 
 
 def note(path: str | None, line: str) -> None:
@@ -41,19 +42,6 @@ def note(path: str | None, line: str) -> None:
 def wait_for(path: str | None) -> None:
     while path and not os.path.exists(path):
         time.sleep(0.01)
-
-
-def live_children() -> int:
-    """Our children that are not zombies: proves that two generations never overlap."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
-        except (OSError, IndexError):
-            continue
-        count += state != "Z" and int(ppid) == os.getpid()
-    return count
 
 
 def tail(path: str, supervisor: Supervisor) -> None:
@@ -118,8 +106,9 @@ def main() -> int:
         print(f"entrypoint: {exc}", file=sys.stderr)
         return exc.exit_code
     note(args.marker, "constructed")
-    supervisor.on_child_started(
-        lambda pid: note(args.marker, f"started {pid} live_children={live_children()}"))
+    # Our live children right after each start: proves two generations never overlap.
+    supervisor.on_child_started(lambda pid: note(
+        args.marker, f"started {pid} live_children={len(children_of(os.getpid()))}"))
     supervisor.on_shutdown(lambda: note(args.marker, "shutdown"))
     if args.control:
         threading.Thread(target=tail, args=(args.control, supervisor), daemon=True).start()
