@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import Config, OnChange
@@ -12,7 +14,8 @@ from entrypoint.runtime import Resolution, Runtime
 
 if TYPE_CHECKING:
     from entrypoint.rotation.engine import Engine
-    from entrypoint.rotation.watch import FileWatch
+    from entrypoint.rotation.leases import SourceKey
+    from entrypoint.sources.base import Fetched
 
 
 def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
@@ -24,7 +27,8 @@ def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> 
         return []
     from entrypoint.templates import render_all
 
-    result = render_all(config, runtime, resolution)
+    result = render_all(config, runtime, resolution,
+                        allowed=[Path(p) for p in config.template_allowed_dirs])
     return [spec.on_change for spec in result.changed]
 
 
@@ -44,8 +48,9 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     def prepare() -> Mapping[str, str]:
         resolution = runtime.resolve()
         render_outputs(config, runtime, resolution)
-        engine, watch = start_rotation(config, runtime, resolution, supervisor.post, log)
-        keeper.update(engine=engine, watch=watch)
+        rotation = start_rotation(config, runtime, resolution, supervisor.post, log)
+        keeper["rotation"] = rotation
+        engine = rotation.engine
         if config.control_socket:
             from entrypoint.control import ControlServer
 
@@ -60,16 +65,14 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
         return resolution.child_env()
 
     def child_started(pid: int) -> None:
-        if "engine" in keeper:
-            keeper["engine"].child_started(pid)
+        if "rotation" in keeper:
+            keeper["rotation"].engine.child_started(pid)
 
     def shutdown() -> None:
         if "control" in keeper:
             keeper["control"].stop()
-        if "watch" in keeper:
-            keeper["watch"].stop()
-        if "engine" in keeper:
-            keeper["engine"].stop()
+        if "rotation" in keeper:
+            keeper["rotation"].stop()
         runtime.close()
 
     supervisor.on_child_started(child_started)
@@ -77,36 +80,63 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     return supervisor.run(prepare)
 
 
+@dataclass
+class Rotation:
+    """The engine and everything that feeds it, stopped together."""
+
+    engine: Engine
+    watchers: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.engine.stop()
+
+
 def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
-                   post: Any, log: logging.Logger) -> tuple[Engine, FileWatch]:
+                   post: Any, log: logging.Logger) -> Rotation:
     """Start the engine and the watchers that feed it."""
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.watch import FileWatch
     from entrypoint.sources.local import LocalSource
+    from entrypoint.sources.local_consul import LocalConsulSource
 
     render: Callable[[Resolution], list[OnChange]] = lambda res: []  # noqa: E731
     if config.template or config.env_template:
         from entrypoint.templates import Renderer
 
-        render = Renderer(config, runtime)
+        render = Renderer(config, runtime,
+                          allowed=[Path(p) for p in config.template_allowed_dirs])
     engine = Engine(config, runtime, post, log, render=render)
-    watch = FileWatch(lambda reason, keys, rerender: engine.notify(reason, keys,
-                                                                   rerender=rerender), log)
+
+    def notify(reason: str, keys: Iterable[SourceKey], rerender: bool) -> None:
+        engine.notify(reason, keys, rerender=rerender)
+
+    files = FileWatch(notify, log)
+    consul_keys: list[tuple[SourceKey, Fetched]] = []
     sources = runtime.sources.built()
     for key, fetched in resolution.generation.fetched.items():
         source = sources.get(key[0])
         if fetched.kind == "local" and isinstance(source, LocalSource):
-            watch.add_key(key, [source.file_for(key[1])])
+            files.add_key(key, [source.file_for(key[1])])
         elif fetched.kind == "file":
-            from pathlib import Path
+            files.add_key(key, [Path(key[1])])
+        elif fetched.kind == "consul" and isinstance(source, LocalConsulSource):
+            files.add_key(key, [source.root / key[1]])
+        elif fetched.kind == "consul":
+            consul_keys.append((key, fetched))
+    for path in [*(t.source for t in config.template), *(t.source for t in config.env_template)]:
+        if path is not None:
+            files.add_template(path)
+    rotation = Rotation(engine, [files])
+    if consul_keys:
+        from entrypoint.rotation.consul_watch import ConsulWatch
 
-            watch.add_key(key, [Path(key[1])])
-    for spec in config.template:
-        if spec.source is not None:
-            watch.add_template(spec.source)
-    for env_spec in config.env_template:
-        if env_spec.source is not None:
-            watch.add_template(env_spec.source)
+        consul = ConsulWatch(sources["consul"], notify, log)  # type: ignore[arg-type]
+        for key, fetched in consul_keys:
+            consul.add_key(key, fetched)
+        rotation.watchers.append(consul)
+        consul.start()
     engine.start(resolution)
-    watch.start()
-    return engine, watch
+    files.start()
+    return rotation

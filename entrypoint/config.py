@@ -79,6 +79,7 @@ class Config:
     secrets_upcase: bool = True
     secrets_sanitize: bool = True
     template: list[TemplateSpec] = field(default_factory=list)
+    template_allowed_dirs: list[str] = field(default_factory=list)
     pass_env: list[str] = field(default_factory=list)
     vault_auth: str | None = None
     vault_auth_mount: str | None = None
@@ -402,7 +403,10 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
         elif setting.name == "rewrite_signal":
             chosen[setting.name] = _rewrite_map(_convert(setting, raw), raw.origin)
         else:
-            chosen[setting.name] = _convert(setting, raw)
+            value = _convert(setting, raw)
+            if setting.kind == "path" and raw is file_values.get(setting.name):
+                value = base / value  # paths in the file are relative to the file
+            chosen[setting.name] = value
     if "env_template" in file_values:
         chosen["env_template"] = _env_templates(file_values["env_template"], base)
         origins["env_template"] = file_values["env_template"].origin

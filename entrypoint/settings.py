@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("secrets_sanitize", "bool", True,
       "replace characters not valid in a variable name with _ in bulk-exported names"),
     S("template", "list", [], "file template SRC:DEST[:PERMS]; repeatable"),
+    S("template_allowed_dirs", "list", [],
+      "folders, besides the template's and the config file's, that file() in templates may read"),
     S("pass_env", "list", [],
       "bootstrap variables (VAULT_TOKEN, ENTRYPOINT_*, ...) to keep in the app's environment"),
     # Vault.

@@ -174,3 +174,10 @@ def test_config_loader_raises_only_config_errors(env: dict[str, str]) -> None:
         load({}, env)
     except ConfigError as exc:
         assert exc.exit_code == 78 and str(exc)
+
+
+def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "dev-secrets").mkdir()
+    path = write(tmp_path, 'local_secrets = "dev-secrets"\n')
+    config = load({}, {"ENTRYPOINT_CONFIG": str(path)})
+    assert config.local_secrets == tmp_path / "dev-secrets"

@@ -19,7 +19,6 @@ from tests.consulserver.server import ConsulServer
 from tests.helpers.cli import clean_env, run_cli, wait_until
 
 # The stand-in's fixture; tests/conftest.py does not list this plugin yet.
-pytest_plugins = ["tests.consulserver.fixtures"]
 
 TOKEN = "acl-token-Vv83-secret"
 VALUE = "value-Gg19-consul-secret"

@@ -73,7 +73,7 @@ refs_strategy = st.one_of(
               st.one_of(st.none(), st.integers(min_value=1, max_value=10**6))),
     st.builds(Ref, st.just("consul"), reference_text.filter(lambda p: p.strip("/") == p)),
 )
-literal = st.lists(st.sampled_from(list("ab$\\{}:#?/ ") + ["vault:", "${", "file:", "$$"]),
+literal = st.lists(st.sampled_from([*"ab$\\{}:#?/ ", "vault:", "${", "file:", "$$"]),
                    max_size=8).map("".join)
 
 

@@ -20,7 +20,7 @@ END = "<!-- end of settings table -->"
 def default_text(setting: Setting) -> str:
     value = setting.default
     if value is None or value == [] or value == "":
-        return "–"
+        return "-"
     if setting.kind == "duration":
         return format_duration(float(value))
     if setting.kind == "bool":

@@ -16,7 +16,8 @@ def events(journal: Path, kind: str | None = None) -> list[dict[str, Any]]:
     return [e for e in lines if kind is None or e["event"] == kind]
 
 
-def wait_for(journal: Path, kind: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+def wait_for(journal: Path, kind: str, count: int = 1,
+             timeout: float = 15.0) -> list[dict[str, Any]]:
     wait_until(lambda: len(events(journal, kind)) >= count, timeout=timeout,
                what=f"{count} {kind!r} event(s) in {journal}")
     return events(journal, kind)
