@@ -1,0 +1,91 @@
+"""Heavy clients are imported only when used (DESIGN.md, "Speed and size targets"; issue 8).
+
+What the real process imports is read from ``python -X importtime``: every first import
+of the entrypoint process is listed on its stderr, up to the exec or the shutdown. The
+app started here is not run with ``-X importtime``, so none of its imports are listed.
+
+- ``--exec`` on the local directory needs none of hvac, botocore, consul, watchdog.
+- The resident ``run`` on the local directory watches that directory with watchdog (that
+  is using it), and needs none of the Vault, AWS or Consul clients.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import REPO, clean_env
+from tests.helpers.journal import wait_for
+
+PROBE = str(REPO / "tests/helpers/app_probe.py")
+CLIENTS = ("hvac", "botocore", "consul", "requests")
+
+
+def imported(stderr: str) -> set[str]:
+    """Top-level names of every module the process imported, from -X importtime lines."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.add(name.split(".")[0])
+    return names
+
+
+@pytest.fixture
+def secrets(tmp_path: Path) -> Path:
+    root = tmp_path / "secrets"
+    (root / "kv/app").mkdir(parents=True)
+    (root / "kv/app/db.json").write_text(json.dumps({"password": "local-pw", "user": "app"}))
+    return root
+
+
+def local_env(secrets: Path) -> dict[str, str]:
+    return clean_env({
+        "ENTRYPOINT_LOCAL_SECRETS": str(secrets),
+        "ENTRYPOINT_CONTROL_SOCKET": "",
+        "DB_PASSWORD": "vault:kv/app/db#password",
+        "DB_USER": "vault:kv/app/db#user",
+    })
+
+
+def test_exec_on_the_local_directory_imports_no_heavy_client(secrets: Path) -> None:
+    app = [sys.executable, "-c", "import os; print('app got', os.environ['DB_USER'])"]
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "entrypoint", "--exec",
+                             "--", *app], env=local_env(secrets), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "app got app"  # the exec happened
+    names = imported(result.stderr)
+    assert "entrypoint" in names  # the listing is really there
+    assert names.isdisjoint({*CLIENTS, "watchdog"}), sorted(names & {*CLIENTS, "watchdog"})
+
+
+def test_resident_run_on_the_local_directory_imports_watchdog_only(
+        secrets: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    stderr_file = tmp_path / "stderr"
+    with stderr_file.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "entrypoint",
+                                 "--kill-timeout", "5s", "--", sys.executable, PROBE,
+                                 str(journal), "DB_PASSWORD"],
+                                env=local_env(secrets), stdout=subprocess.DEVNULL,
+                                stderr=stderr, text=True)
+        try:
+            start = wait_for(journal, "start")[0]
+            assert start["env"] == {"DB_PASSWORD": "local-pw"}
+            # The watch is in place before the app starts; stop and read the whole listing.
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    names = imported(stderr_file.read_text())
+    assert "watchdog" in names  # the local directory is watched: that is using it
+    assert names.isdisjoint(CLIENTS), sorted(names & set(CLIENTS))
