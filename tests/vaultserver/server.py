@@ -1,0 +1,247 @@
+"""VaultTestServer: the object the `vault_server` fixture yields.
+
+Defaults are those of `vault server -dev`: `secret/` is KV v2, `token/` is the only auth
+method; we also mount `kv/` as KV v1, so both engines are there without setup.
+
+Setup helpers (they act on the state directly, as an operator with the root token would):
+  enable_kv(mount, version), write_kv(mount, path, data) (v2: a new version each call),
+  enable_auth(type, path=None), enable_secrets(type, path=None),
+  set_policy(name, {glob: [caps]}), create_token(policies, ttl, max_ttl=None, renewable=True,
+  period=None) -> token, configure_database(postgres, name="pg", allowed_roles="*", mount=
+  "database") (see database.py for roles: add_database_role, add_static_role),
+  configure_aws(...), add_aws_role(...) (see aws_iam.py), add_approle(...),
+  add_kubernetes_role(...) (see logins.py).
+Fault controls:
+  seal()/unseal(), fail_next(n, status=500, message=None, path_prefix=None),
+  rate_limit_next(n, retry_after=1.0, http_date=True, path_prefix=None),
+  set_delay(seconds, count=None, path_prefix=None), clear_faults(),
+  revoke_lease(lease_id), revoke_token(token=None, accessor=None) (behind the client's
+  back), expire_token(token), stop()/start() (same port, state kept), restart(),
+  requests (list of LoggedRequest: method, path, status, accessor, timestamp, query),
+  count(path, method=None), clear_requests(), leases(prefix="") (ids), token_accessor(token).
+The same controls exist over HTTP under /_test/ (see control.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from tests.vaultserver import leases, system, tokens
+from tests.vaultserver.faults import Faults, LoggedRequest
+from tests.vaultserver.http import VaultHTTPServer
+from tests.vaultserver.state import State
+from tests.vaultserver.wire import VaultError
+
+LOOPBACK = "127.0.0.1"
+REAP_INTERVAL = 0.05
+
+
+class VaultTestServer:
+    def __init__(self, root_token: str = "root", port: int = 0, host: str = LOOPBACK) -> None:
+        self.host = host
+        self.port = port
+        self.root_token = root_token
+        self.state = State(root_token)
+        self.faults = Faults()
+        # Jobs the reaper runs besides expiring leases and tokens (static role rotation).
+        self.periodic: list[Callable[[float], None]] = []
+        self._httpd: VaultHTTPServer | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._reaper: threading.Thread | None = None
+        self._stop_reaper = threading.Event()
+        tokens.root_token(self.state, root_token)
+        system.add_mount(self.state, self.state.auth_mounts, "token", "token", None)
+        system.add_mount(self.state, self.state.mounts, "secret", "kv", {"version": "2"})
+        system.add_mount(self.state, self.state.mounts, "kv", "kv", {"version": "1"})
+        system.add_mount(self.state, self.state.mounts, "cubbyhole", "cubbyhole", None)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def addr(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    def start(self) -> None:
+        """Listen (again) on the same port; the first start picks a free one."""
+        if self._httpd is not None:
+            return
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self._httpd = VaultHTTPServer((self.host, self.port), self)
+                break
+            except OSError:
+                # A restart right after stop may find the port in TIME_WAIT limbo briefly.
+                if self.port == 0 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.port = self._httpd.server_address[1]
+        self._serve_thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name=f"vault-test-server-{self.port}",
+        )
+        self._serve_thread.start()
+        self._stop_reaper.clear()
+        self._reaper = threading.Thread(target=self._reap, daemon=True, name="vault-reaper")
+        self._reaper.start()
+
+    def stop(self) -> None:
+        """Stop listening and cut open connections; memory (tokens, leases, KV) stays."""
+        httpd, self._httpd = self._httpd, None
+        self._stop_reaper.set()
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+            httpd.drop_connections()
+        if self._serve_thread is not None:
+            self._serve_thread.join(5)
+        if self._reaper is not None:
+            self._reaper.join(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop, and revoke what is left so no database role outlives the test."""
+        self.stop()
+        with self.state.lock:
+            for lease_id in list(self.state.leases):
+                try:
+                    leases.revoke_lease(self.state, lease_id)
+                except VaultError:
+                    self.state.leases.pop(lease_id, None)
+            for mount in self.state.mounts.values():
+                closer = getattr(mount.engine, "close", None)
+                if closer is not None:
+                    closer()
+
+    def __enter__(self) -> VaultTestServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _reap(self) -> None:
+        """Vault's expiration manager: revoke what has expired, run periodic jobs."""
+        while not self._stop_reaper.wait(REAP_INTERVAL):
+            now = time.time()
+            try:
+                leases.revoke_expired(self.state, now)
+                tokens.revoke_expired(self.state, now)
+                for job in list(self.periodic):
+                    job(now)
+            except Exception as exc:  # keep reaping; a test sees the effect, not a thread death
+                print(f"vault test server reaper: {exc!r}")
+
+    # -- setup helpers ---------------------------------------------------------------------
+
+    def enable_kv(self, mount: str, version: int) -> None:
+        system.add_mount(self.state, self.state.mounts, mount, "kv", {"version": str(version)})
+
+    def enable_secrets(self, kind: str, path: str | None = None) -> None:
+        system.add_mount(self.state, self.state.mounts, path or kind, kind, None)
+
+    def enable_auth(self, kind: str, path: str | None = None) -> None:
+        system.add_mount(self.state, self.state.auth_mounts, path or kind, kind, None)
+
+    def engine(self, mount: str, auth: bool = False) -> Any:
+        table = self.state.auth_mounts if auth else self.state.mounts
+        found = table.get(mount.strip("/") + "/")
+        if found is None:
+            raise KeyError(f"no {'auth ' if auth else ''}mount at {mount}")
+        return found.engine
+
+    def write_kv(self, mount: str, path: str, data: dict[str, Any]) -> None:
+        with self.state.lock:
+            self.engine(mount).write(path, data)
+
+    def set_policy(self, name: str, rules: dict[str, list[str]]) -> None:
+        with self.state.lock:
+            self.state.policies[name] = {glob: list(caps) for glob, caps in rules.items()}
+
+    def create_token(
+        self, policies: list[str], ttl: int, max_ttl: int | None = None,
+        renewable: bool = True, period: int | None = None,
+    ) -> str:
+        """A child of the root token; max_ttl is its explicit max TTL from creation."""
+        token = tokens.new_token(
+            self.state, policies, ttl=ttl, explicit_max_ttl=max_ttl or 0,
+            period=period or 0, renewable=renewable, parent=self.root_token,
+        )
+        return token.id
+
+    def token_accessor(self, token: str) -> str:
+        with self.state.lock:
+            return self.state.tokens[token].accessor
+
+    def configure_database(self, postgres: Any, name: str = "pg",
+                           allowed_roles: str = "*", mount: str = "database") -> None:
+        """Mount the database engine (if needed) and a connection to `postgres` as `name`."""
+        if mount.strip("/") + "/" not in self.state.mounts:
+            self.enable_secrets("database", mount)
+        self.engine(mount).configure_postgres(postgres, name, allowed_roles)
+
+    # -- fault controls --------------------------------------------------------------------
+
+    def seal(self) -> None:
+        self.state.sealed = True
+
+    def unseal(self) -> None:
+        self.state.sealed = False
+
+    def fail_next(self, count: int, status: int = 500, message: str | None = None,
+                  path_prefix: str | None = None) -> None:
+        self.faults.fail_next(count, status, message, path_prefix)
+
+    def rate_limit_next(self, count: int, retry_after: float = 1.0, http_date: bool = True,
+                        path_prefix: str | None = None) -> None:
+        self.faults.rate_limit_next(count, retry_after, http_date, path_prefix)
+
+    def set_delay(self, seconds: float, count: int | None = None,
+                  path_prefix: str | None = None) -> None:
+        self.faults.set_delay(seconds, count, path_prefix)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+        self.unseal()
+
+    def revoke_lease(self, lease_id: str) -> bool:
+        """Revoke a lease as an operator would (its revocation statements run)."""
+        return leases.revoke_lease(self.state, lease_id)
+
+    def revoke_token(self, token: str | None = None, accessor: str | None = None) -> None:
+        with self.state.lock:
+            if token is None and accessor is not None:
+                entry = self.state.token_by_accessor(accessor)
+                token = entry.id if entry is not None else None
+            if token is not None:
+                tokens.revoke_token(self.state, token)
+
+    def leases(self, prefix: str = "") -> list[str]:
+        with self.state.lock:
+            return sorted(i for i in self.state.leases if i.startswith(prefix))
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        return self.faults.requests()
+
+    def count(self, path: str, method: str | None = None) -> int:
+        """How many requests went to Vault path `path` (no /v1/), optionally by method."""
+        return sum(1 for r in self.requests
+                   if r.path == path and (method is None or r.method == method))
+
+    def clear_requests(self) -> None:
+        self.faults.clear_log()
