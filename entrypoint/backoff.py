@@ -8,7 +8,6 @@ deterministic under test.
 
 from __future__ import annotations
 
-import email.utils
 import math
 from collections.abc import Callable
 
@@ -87,6 +86,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     if text.isdigit():
         return float(text)
+    import email.utils  # only here: email pulls in socket, datetime, calendar (RSS)
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
