@@ -232,8 +232,6 @@ def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
     child_env = resolution.child_env()
     from entrypoint.execapp import exec_command
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
     log.info("exec %s", command[0])
     logging.shutdown()
     return exec_command(command, child_env, config.user)

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
+import signal
 from collections.abc import Mapping
 
-from entrypoint.errors import EX_NOT_EXECUTABLE, EX_NOT_FOUND, ChildStartError
+from entrypoint.child import exec_error, find_executable
+from entrypoint.errors import EX_NOT_EXECUTABLE
 
 
 def exec_command(command: list[str], env: Mapping[str, str], user: str | None) -> int:
-    """Never returns on success; raises :class:`ChildStartError` when CMD cannot run."""
-    program = command[0]
-    if "/" not in program and shutil.which(program, path=env.get("PATH", os.defpath)) is None:
-        raise ChildStartError(f"command {program!r} not found in PATH", EX_NOT_FOUND)
+    """Never returns on success; raises ``ChildStartError`` (126/127) when CMD cannot run."""
+    identity = None
     if user:
-        from entrypoint.identity import resolve_user
+        from entrypoint.identity import become, resolve_user
 
         identity = resolve_user(user)
-        os.setgroups(list(identity.groups))
-        os.setgid(identity.gid)
-        os.setuid(identity.uid)
+    path = find_executable(command[0], env.get("PATH", os.defpath))
+    if identity is not None:
+        become(identity)
+    # execve keeps ignored dispositions and the mask: Python ignores SIGPIPE and SIGXFSZ,
+    # and an app must not inherit that (tini's restore_signals).
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
-        os.execvpe(program, command, dict(env))
+        os.execve(path, command, dict(env))
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise ChildStartError(f"command {program!r} not found", EX_NOT_FOUND) from None
-        raise ChildStartError(f"command {program!r} cannot be executed: {exc.strerror}",
-                              EX_NOT_EXECUTABLE) from None
-    return EX_NOT_EXECUTABLE  # unreachable: execvpe replaced the process
+        raise exec_error(command[0], path, exc, identity) from None
+    return EX_NOT_EXECUTABLE  # unreachable: execve replaced the process

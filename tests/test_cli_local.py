@@ -201,3 +201,22 @@ def test_local_path_loads_no_heavy_client(secrets_dir: Path, tmp_path: Path) -> 
     report = json.loads(result.stdout.splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, result.stderr
     assert os.environ.get("ENTRYPOINT_LOCAL_SECRETS") is None
+
+
+def test_exec_gives_the_app_default_signal_dispositions(secrets_dir: Path) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; execve would pass that on (tini's restore_signals)."""
+    result = run_cli(["--exec", "--", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+                     base_env(secrets_dir))
+    assert result.returncode == 0, result.stderr
+    masks = dict(line.split(":\t") for line in result.stdout.splitlines())
+    assert masks == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+def test_exec_as_another_user(secrets_dir: Path) -> None:
+    result = run_cli(["--exec", "--user", "nobody", "--", "id", "-u"], base_env(secrets_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "65534"
+    bad = run_cli(["--exec", "--user", "no-such-user-xyz", "--", "id"], base_env(secrets_dir))
+    assert bad.returncode == 78
+    assert "no-such-user-xyz" in bad.stderr
