@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -47,8 +46,6 @@ class VaultTestServer:
         self.root_token = root_token
         self.state = State(root_token)
         self.faults = Faults()
-        # Jobs the reaper runs besides expiring leases and tokens (static role rotation).
-        self.periodic: list[Callable[[float], None]] = []
         self._httpd: VaultHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._reaper: threading.Thread | None = None
@@ -141,7 +138,7 @@ class VaultTestServer:
             try:
                 leases.revoke_expired(self.state, now)
                 tokens.revoke_expired(self.state, now)
-                for job in list(self.periodic):
+                for job in list(self.state.periodic):
                     job(now)
             except Exception as exc:  # keep reaping; a test sees the effect, not a thread death
                 print(f"vault test server reaper: {exc!r}")
@@ -193,6 +190,16 @@ class VaultTestServer:
         if mount.strip("/") + "/" not in self.state.mounts:
             self.enable_secrets("database", mount)
         self.engine(mount).configure_postgres(postgres, name, allowed_roles)
+
+    def add_database_role(self, name: str, mount: str = "database", **options: Any) -> None:
+        """A dynamic role (DatabaseEngine.add_role: db_name="pg", default_ttl=3600,
+        max_ttl=86400, creation_statements, revocation_statements, renew_statements)."""
+        self.engine(mount).add_role(name, **options)
+
+    def add_static_role(self, name: str, username: str, rotation_period: int,
+                        db_name: str = "pg", mount: str = "database") -> None:
+        """A static role on an existing PostgreSQL user; its password is set now."""
+        self.engine(mount).add_static_role(name, username, rotation_period, db_name)
 
     # -- fault controls --------------------------------------------------------------------
 

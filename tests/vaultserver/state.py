@@ -118,6 +118,8 @@ class State:
         self.leases: dict[str, Lease] = {}
         self.mounts: dict[str, Mount] = {}
         self.auth_mounts: dict[str, Mount] = {}
+        # Jobs the reaper runs besides expiry, e.g. static role rotation; get time.time().
+        self.periodic: list[Callable[[float], None]] = []
 
     def token_by_accessor(self, accessor: str) -> Token | None:
         return next((t for t in self.tokens.values() if t.accessor == accessor), None)
