@@ -80,6 +80,8 @@ class TokenKeeper:
             self.next_at = now + backoff.relogin_delay(result.ttl, self.rng) \
                 if result.ttl > 0 else math.inf
         ttl = f"{result.ttl:g}s" if result.ttl > 0 else "no expiry"
+        if not result.created:
+            verb = verb.replace("logged in", "using the given token")
         self.log.info("vault: %s with %s; token ttl %s, renewable %s, policies %s", verb,
                       self.method.describe(), ttl, "yes" if result.renewable else "no",
                       ",".join(result.policies) or "none")
