@@ -125,7 +125,11 @@ class TokenKeeper:
         now = self.clock()
         self.failures = 0
         self.expires_at = now + granted if granted > 0 else math.inf
-        if backoff.is_capped(requested, granted) or not auth.get("renewable", True):
+        warnings = response.get("warnings") or [] if isinstance(response, dict) else []
+        # Vault says so in a warning when it capped the TTL at the max; a shorter grant
+        # than asked says the same on servers that do not warn.
+        hit_max = any("capped" in str(w) for w in warnings)
+        if hit_max or backoff.is_capped(requested, granted) or not auth.get("renewable", True):
             self.capped = True
             self.next_at = now + backoff.relogin_delay(granted, self.rng)
             self.log.info("vault: token renewed up to its max TTL (%gs left); logging in "

@@ -1,0 +1,241 @@
+"""Token lifecycle against the Vault test server: renewal ahead of expiry, login again when
+it cannot be renewed, 403 on an invalid token (once, then fail), token file re-read,
+revoke on close only for a token we created. The clock is injected; the thread is tested
+once with the real one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entrypoint.config import Config
+from entrypoint.errors import AuthError
+from entrypoint.secret import Secret
+from entrypoint.vault.auth import LoginResult, result_of
+from entrypoint.vault.client import VaultClient
+from entrypoint.vault.connection import Connection
+from entrypoint.vault.source import VaultSource
+from entrypoint.vault.token_keeper import TokenKeeper
+from tests.helpers.cli import wait_until
+
+LOG = logging.getLogger("entrypoint")
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class CreateTokenLogin:
+    """A login method for tests: auth/token/create with the root token (a token we make)."""
+
+    root: str
+    ttl: int
+    max_ttl: int = 0
+    name: str = "test"
+    mount: str = "token"
+    logins: int = 0
+
+    def login(self, client: VaultClient) -> LoginResult:
+        self.logins += 1
+        body: dict[str, Any] = {"ttl": f"{self.ttl}s", "policies": ["root"], "no_parent": True}
+        if self.max_ttl:
+            body["explicit_max_ttl"] = f"{self.max_ttl}s"
+        response = client.anonymous.adapter.post("/v1/auth/token/create", json=body,
+                                                 headers={"X-Vault-Token": self.root})
+        return result_of(response, "test")
+
+    def describe(self) -> str:
+        return "test login"
+
+
+def build(server: Any, method: Any, clock: Clock | None = None,
+          revoke_on_exit: bool = True) -> VaultSource:
+    client = VaultClient(Connection.from_environ({"VAULT_ADDR": server.addr}),
+                         startup_timeout=3.0, log=LOG)
+    keeper = TokenKeeper(client, method, log=LOG, revoke_on_exit=revoke_on_exit,
+                         clock=clock or Clock(), rng=lambda: 0.0)
+    keeper.start = lambda: None  # type: ignore[method-assign]  # ticks are driven by the test
+    return VaultSource(client, method, log=LOG, revoke_on_exit=revoke_on_exit, keeper=keeper)
+
+
+def valid(server: Any, token: str) -> bool:
+    import hvac
+
+    return bool(hvac.Client(url=server.addr, token=token).is_authenticated())
+
+
+@pytest.fixture
+def kv_server(vault_server: Any) -> Iterator[Any]:
+    vault_server.write_kv("secret", "app", {"k": "v"})
+    yield vault_server
+
+
+def test_renewed_ahead_of_expiry(kv_server: Any) -> None:
+    clock = Clock()
+    method = CreateTokenLogin(kv_server.root_token, ttl=60)
+    src = build(kv_server, method, clock)
+    src.fetch("secret/app")
+    keeper = src.keeper
+    assert keeper.next_at == pytest.approx(clock.now + 60 * 0.67)
+    assert keeper.tick() == keeper.next_at and kv_server.count("auth/token/renew-self") == 0
+    clock.now = keeper.next_at
+    keeper.tick()
+    assert kv_server.count("auth/token/renew-self") == 1
+    assert method.logins == 1 and keeper.next_at > clock.now
+    src.close()
+
+
+def test_near_max_ttl_logs_in_again_and_reissues_nothing(kv_server: Any, database: Any) -> None:
+    clock = Clock()
+    method = CreateTokenLogin(kv_server.root_token, ttl=60, max_ttl=60)
+    src = build(kv_server, method, clock)
+    lease = src.fetch("database/creds/app").lease_id
+    clock.now = src.keeper.next_at
+    src.keeper.tick()  # renewal capped at the max TTL: no more room
+    assert src.keeper.capped and kv_server.count("auth/token/renew-self") == 1
+    clock.now = src.keeper.next_at
+    src.keeper.tick()
+    assert method.logins == 2 and not src.keeper.capped
+    # A new token alone re-issues no secret.
+    assert kv_server.count("database/creds/app") == 1
+    assert lease in kv_server.leases()
+    src.close()
+
+
+def test_refused_renewal_logs_in_again(kv_server: Any) -> None:
+    clock = Clock()
+    method = CreateTokenLogin(kv_server.root_token, ttl=60)
+    src = build(kv_server, method, clock)
+    src.fetch("secret/app")
+    kv_server.fail_next(1, status=400, message="lease is not renewable",
+                        path_prefix="auth/token/renew-self")
+    clock.now = src.keeper.next_at
+    src.keeper.tick()
+    assert method.logins == 2
+    src.close()
+
+
+def test_transient_renewal_failure_is_retried_not_relogged(kv_server: Any) -> None:
+    clock = Clock()
+    method = CreateTokenLogin(kv_server.root_token, ttl=60)
+    src = build(kv_server, method, clock)
+    src.fetch("secret/app")
+    src.client.end_startup()
+    kv_server.fail_next(1, status=503, path_prefix="auth/token/renew-self")
+    clock.now = src.keeper.next_at
+    src.keeper.tick()
+    assert method.logins == 1 and src.keeper.failures == 1
+    assert src.keeper.next_at < clock.now + 60  # retried before the token runs out
+    clock.now = src.keeper.next_at
+    src.keeper.tick()
+    assert src.keeper.failures == 0 and kv_server.count("auth/token/renew-self") == 2
+    src.close()
+
+
+def test_invalid_token_logs_in_again_once(kv_server: Any) -> None:
+    method = CreateTokenLogin(kv_server.root_token, ttl=600)
+    src = build(kv_server, method)
+    src.fetch("secret/app")
+    kv_server.revoke_token(src.client.token)
+    assert src.fetch("secret/app").plain() == {"k": "v"}
+    assert method.logins == 2
+    src.close()
+
+
+def test_given_token_revoked_fails_with_auth_error(kv_server: Any) -> None:
+    token = kv_server.create_token(["root"], ttl=600)
+    src = VaultSource.from_config(Config(startup_timeout=2),
+                                  {"VAULT_ADDR": kv_server.addr, "VAULT_TOKEN": token})
+    src.fetch("secret/app")
+    kv_server.revoke_token(token)
+    with pytest.raises(AuthError) as info:
+        src.fetch("secret/app")
+    assert info.value.exit_code == 77 and "VAULT_TOKEN" in str(info.value)
+    assert token not in str(info.value)
+    src.close()
+
+
+def test_token_file_is_read_again_and_never_revoked(kv_server: Any, tmp_path: Path) -> None:
+    sink = tmp_path / "token"
+    first = kv_server.create_token(["root"], ttl=600)
+    sink.write_text(first + "\n")
+    src = VaultSource.from_config(Config(startup_timeout=2, vault_token_file=sink),
+                                  {"VAULT_ADDR": kv_server.addr})
+    src.fetch("secret/app")
+    second = kv_server.create_token(["root"], ttl=600)
+    kv_server.revoke_token(first)
+    sink.write_text(second)  # what Vault Agent does when it logs in again
+    assert src.fetch("secret/app").plain() == {"k": "v"}
+    src.close()
+    assert valid(kv_server, second), "a token the user gave us is never revoked"
+
+
+def test_close_revokes_only_a_token_we_created(kv_server: Any) -> None:
+    src = build(kv_server, CreateTokenLogin(kv_server.root_token, ttl=600))
+    src.fetch("secret/app")
+    ours = src.client.token
+    src.close()
+    assert not valid(kv_server, ours)
+    kept = build(kv_server, CreateTokenLogin(kv_server.root_token, ttl=600),
+                 revoke_on_exit=False)
+    kept.fetch("secret/app")
+    token = kept.client.token
+    kept.close()
+    assert valid(kv_server, token)
+    given = kv_server.create_token(["root"], ttl=600)
+    src = VaultSource.from_config(Config(), {"VAULT_ADDR": kv_server.addr, "VAULT_TOKEN": given})
+    src.fetch("secret/app")
+    src.close()
+    assert valid(kv_server, given)
+
+
+def test_renewal_thread_with_the_real_clock(kv_server: Any) -> None:
+    method = CreateTokenLogin(kv_server.root_token, ttl=3)
+    src = VaultSource(
+        client := VaultClient(Connection.from_environ({"VAULT_ADDR": kv_server.addr}),
+                              startup_timeout=3.0, log=LOG), method, log=LOG,
+        keeper=TokenKeeper(client, method, log=LOG))
+    src.fetch("secret/app")
+    wait_until(lambda: kv_server.count("auth/token/renew-self") >= 2, timeout=15,
+               what="two renewals by the keeper thread")
+    token = src.client.token
+    assert valid(kv_server, token)
+    src.close()
+    assert src.keeper._thread is not None and not src.keeper._thread.is_alive()
+
+
+def test_token_not_in_logs(kv_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    with caplog.at_level(logging.DEBUG):
+        src = build(kv_server, CreateTokenLogin(kv_server.root_token, ttl=60), clock)
+        src.fetch("secret/app")
+        tokens = [src.client.token]
+        kv_server.revoke_token(tokens[0])
+        src.fetch("secret/app")
+        tokens.append(src.client.token)
+        clock.now = src.keeper.next_at
+        src.keeper.tick()
+        src.close()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "logged in again" in text and "renewed" in text
+    for token in tokens:
+        assert token not in text
+    assert Secret  # the keeper holds tokens as Secret: repr redacted
+    assert tokens[0] not in repr(src.keeper.current)
+
+
+@pytest.fixture
+def database(vault_server: Any, postgres: Any) -> Any:
+    vault_server.configure_database(postgres)
+    vault_server.engine("database").add_role("app", default_ttl=600, max_ttl=1200)
+    return vault_server
