@@ -87,7 +87,7 @@ def test_sigterm_before_run_starts_nothing(tmp_path: Path) -> None:
         assert run.wait() == 128 + signal.SIGTERM
     assert not run.lines()  # the child never ran
     assert "received SIGTERM before the app started; not starting it" in run.log()
-    assert run.lines(run.marker)[-1] == "shutdown"
+    assert "shutdown" in run.lines(run.marker)  # prepare() is not waited for
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -130,7 +130,7 @@ def test_fatal_event_stops_the_child_and_exits_with_its_code(tmp_path: Path) -> 
         assert run.wait() == 69
     assert run.lines()[-1] == f"signal {signal.SIGTERM}"
     assert "child stopped code=0" in run.log()
-    assert run.lines(run.marker)[-1] == "shutdown"
+    assert "shutdown" in run.lines(run.marker)  # prepare() is not waited for
 
 
 def test_no_command_is_127(tmp_path: Path) -> None:
