@@ -493,3 +493,62 @@ def test_bootstrap_runs_twice(bootstrapped: BootstrapRun, tmp_path: Path,
     }, "http")
     assert again.result.returncode == 0, again.result.stderr
     assert ["secrets", "enable", "database"] not in again.calls
+
+
+def test_the_compose_app_runs_on_the_bootstrapped_vault_and_rotates(
+        bootstrapped: BootstrapRun, compose: dict[str, Any], vault_server: Any, postgres: Any,
+        tmp_path: Path) -> None:
+    """The app service, without Docker: its environment from docker-compose.yml, its
+    token from bootstrap.sh, then `entrypoint rotate` as in the compose file's header."""
+    import uuid
+
+    import psycopg
+
+    from tests.helpers.cli import clean_env, wait_until
+
+    assert bootstrapped.result.returncode == 0, bootstrapped.result.stderr
+    app = compose["services"]["app"]
+    env = {k: interpolated(str(v)) for k, v in app["environment"].items()}
+    env.update(VAULT_ADDR=vault_server.addr,
+               ENTRYPOINT_VAULT_TOKEN_FILE=str(bootstrapped.token_file),
+               ENTRYPOINT_CONTROL_SOCKET=f"@entrypoint-test-{uuid.uuid4().hex}",
+               ENTRYPOINT_KILL_TIMEOUT="5s", ENTRYPOINT_WAIT_MIN="100ms",
+               ENTRYPOINT_WAIT_MAX="500ms")
+    out, err = tmp_path / "app.out", tmp_path / "entrypoint.err"
+
+    def users() -> list[str]:
+        return re.findall(r"database user: (\S+)", out.read_text())
+
+    def role_exists(name: str) -> bool:
+        with psycopg.connect(postgres.dsn()) as conn:
+            return conn.execute("select 1 from pg_roles where rolname = %s",
+                                (name,)).fetchone() is not None
+
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "entrypoint", "--", sys.executable, str(COMPOSE / "app.py")],
+            env=clean_env(env), stdout=stdout, stderr=stderr, cwd=ROOT)
+    try:
+        wait_until(lambda: users(), timeout=30, what="the app's first start")
+        first = users()[0]
+        assert first.startswith("v-") and role_exists(first)
+        text = out.read_text()
+        assert "bootstrap variables visible to the app: none" in text
+        assert "DATABASE_URL  (not set)" not in text
+        rotate = subprocess.run(
+            [sys.executable, "-m", "entrypoint", "rotate"], env=clean_env(
+                {"ENTRYPOINT_CONTROL_SOCKET": env["ENTRYPOINT_CONTROL_SOCKET"]}),
+            capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
+        assert rotate.returncode == 0, rotate.stderr
+        wait_until(lambda: len(users()) >= 2, timeout=30, what="a restart on new credentials")
+        second = users()[1]
+        assert second != first and role_exists(second)
+        wait_until(lambda: not role_exists(first), timeout=30,
+                   what="the old database user revoked once the new app runs")
+    finally:
+        process.terminate()
+        code = process.wait(timeout=30)
+    assert code == 0, err.read_text()
+    assert not role_exists(second), "revoke_on_exit: the last lease is revoked at shutdown"
+    log = err.read_text()
+    assert "dev-api-token" not in log and "dev-only" not in log
