@@ -201,6 +201,27 @@ class VaultTestServer:
         """A static role on an existing PostgreSQL user; its password is set now."""
         self.engine(mount).add_static_role(name, username, rotation_period, db_name)
 
+    def configure_aws(self, moto: Any, header_value: str | None = None,
+                      mount: str = "aws", **fields: Any) -> None:
+        """Enable auth/aws (if needed) and point config/client at moto (a MotoServer):
+        sts_endpoint and iam_endpoint = moto.endpoint_url, the admin's keys for IAM
+        lookups, and iam_server_id_header_value = header_value when given."""
+        if mount.strip("/") + "/" not in self.state.auth_mounts:
+            self.enable_auth("aws", mount)
+        config = {"sts_endpoint": moto.endpoint_url, "iam_endpoint": moto.endpoint_url,
+                  "access_key": moto.admin_access_key_id,
+                  "secret_key": moto.admin_secret_access_key, **fields}
+        if header_value is not None:
+            config["iam_server_id_header_value"] = header_value
+        self.engine(mount, auth=True).configure(**config)
+
+    def add_aws_role(self, name: str, bound_iam_principal_arn: str | list[str],
+                     policies: list[str], mount: str = "aws", **fields: Any) -> None:
+        """An IAM role of auth/aws (fields as the API: ttl, max_ttl, period,
+        resolve_aws_unique_ids...); unique IDs are resolved through moto's IAM now."""
+        self.engine(mount, auth=True).add_role(
+            name, bound_iam_principal_arn=bound_iam_principal_arn, policies=policies, **fields)
+
     # -- fault controls --------------------------------------------------------------------
 
     def seal(self) -> None:
