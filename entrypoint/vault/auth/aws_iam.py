@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from entrypoint.config import Config
-from entrypoint.errors import AuthError, ConfigError
+from entrypoint.errors import AuthError
 from entrypoint.vault.auth import LoginResult, refused, result_of
 
 if TYPE_CHECKING:
@@ -119,10 +119,6 @@ class AwsIamLogin:
 
     @classmethod
     def from_config(cls, config: Config, mount: str) -> AwsIamLogin:
-        if config.vault_sts_endpoint and not config.vault_sts_endpoint.startswith(
-                ("https://", "http://")) and "://" in config.vault_sts_endpoint:
-            raise ConfigError(f"vault_sts_endpoint: expected an https:// URL, got "
-                              f"{config.vault_sts_endpoint!r}")
         return cls(mount=mount, role=config.vault_role, server_id=config.vault_aws_header,
                    region=config.vault_aws_region, endpoint=config.vault_sts_endpoint)
 
@@ -152,8 +148,9 @@ class AwsIamLogin:
             return (f"the AWS principal is not bound to Vault role {self.role or '(default)'}; "
                     "check bound_iam_principal_arn")
         if "SignatureDoesNotMatch" in text or "scoped to a valid region" in text:
-            return ("the STS signature was rejected; check ENTRYPOINT_VAULT_AWS_REGION / "
-                    "ENTRYPOINT_VAULT_STS_ENDPOINT match the sts_endpoint Vault uses")
+            return ("STS rejected the signature: the AWS credentials are not valid, or "
+                    "ENTRYPOINT_VAULT_AWS_REGION / ENTRYPOINT_VAULT_STS_ENDPOINT do not match "
+                    "the sts_endpoint Vault uses")
         if "not found" in text and "role" in text:
             return "check ENTRYPOINT_VAULT_ROLE"
         return None
