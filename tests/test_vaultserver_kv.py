@@ -1,0 +1,117 @@
+"""Conformance of the Vault test server: KV v1 and v2 (reference section 5)."""
+
+from __future__ import annotations
+
+import hvac
+import hvac.exceptions
+import pytest
+import requests
+
+from tests.vaultserver.kv import INVALID_V2_PATH
+from tests.vaultserver.server import VaultTestServer
+
+
+@pytest.fixture
+def client(vault_server: VaultTestServer) -> hvac.Client:
+    return hvac.Client(url=vault_server.addr, token=vault_server.root_token)
+
+
+def raw(server: VaultTestServer, path: str) -> requests.Response:
+    return requests.get(f"{server.addr}/v1/{path}", timeout=10,
+                        headers={"X-Vault-Token": server.root_token})
+
+
+def test_kv1_read_carries_the_mount_lease_duration(
+    vault_server: VaultTestServer, client: hvac.Client
+) -> None:
+    client.secrets.kv.v1.create_or_update_secret("app/db", {"user": "u"}, mount_point="kv")
+    read = client.secrets.kv.v1.read_secret("app/db", mount_point="kv")
+    assert (read["data"], read["lease_id"], read["renewable"], read["lease_duration"]) == (
+        {"user": "u"}, "", False, 2764800)
+    vault_server.write_kv("kv", "app/ttl", {"foo": "bar", "ttl": "1h"})
+    assert client.secrets.kv.v1.read_secret("app/ttl", mount_point="kv")["lease_duration"] == 3600
+    assert client.secrets.kv.v1.list_secrets("app", mount_point="kv")["data"]["keys"] == [
+        "db", "ttl"]
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v1.read_secret("nope", mount_point="kv")
+    assert client.read("kv/nope") is None
+
+
+def test_kv2_versions_and_version_query(vault_server: VaultTestServer, client: hvac.Client) -> None:
+    vault_server.write_kv("secret", "app/api", {"token": "one"})
+    written = client.secrets.kv.v2.create_or_update_secret("app/api", secret={"token": "two"})
+    assert written["data"]["version"] == 2 and written["data"]["deletion_time"] == ""
+    latest = client.secrets.kv.v2.read_secret_version("app/api", raise_on_deleted_version=True)
+    assert latest["data"]["data"] == {"token": "two"}
+    meta = latest["data"]["metadata"]
+    assert (meta["version"], meta["destroyed"], meta["custom_metadata"]) == (2, False, None)
+    assert meta["created_time"].endswith("Z") and latest["lease_duration"] == 0
+    first = client.secrets.kv.v2.read_secret_version("app/api", version=1,
+                                                     raise_on_deleted_version=True)
+    assert first["data"]["data"] == {"token": "one"}
+    assert raw(vault_server, "secret/data/app/api?version=9").json() == {"errors": []}
+    assert raw(vault_server, "secret/data/app/none").status_code == 404
+
+
+def test_kv2_metadata_and_list(vault_server: VaultTestServer, client: hvac.Client) -> None:
+    for value in ("a", "b", "c"):
+        vault_server.write_kv("secret", "app/db", {"v": value})
+    vault_server.write_kv("secret", "app/sub/x", {"v": "x"})
+    meta = client.secrets.kv.v2.read_secret_metadata("app/db")["data"]
+    assert meta["current_version"] == 3 and meta["oldest_version"] == 1
+    assert set(meta["versions"]) == {"1", "2", "3"}
+    assert meta["delete_version_after"] == "0s" and meta["cas_required"] is False
+    assert client.secrets.kv.v2.list_secrets("app")["data"]["keys"] == ["db", "sub/"]
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.list_secrets("empty")
+
+
+def test_kv2_soft_delete_undelete_destroy(vault_server: VaultTestServer,
+                                          client: hvac.Client) -> None:
+    vault_server.write_kv("secret", "app/db", {"v": "1"})
+    vault_server.write_kv("secret", "app/db", {"v": "2"})
+    answer = client.secrets.kv.v2.delete_latest_version_of_secret("app/db")
+    assert answer.status_code == 204
+    deleted = raw(vault_server, "secret/data/app/db")
+    assert deleted.status_code == 404 and deleted.headers["Content-Type"] == "application/json"
+    body = deleted.json()
+    assert "errors" not in body and body["data"]["data"] is None
+    assert body["data"]["metadata"]["deletion_time"].endswith("Z")
+    # hvac's raise_on_deleted_version=False hands back that 404 body.
+    kept = client.secrets.kv.v2.read_secret_version("app/db", raise_on_deleted_version=False)
+    assert kept["data"]["metadata"]["version"] == 2
+    client.secrets.kv.v2.undelete_secret_versions("app/db", versions=[2])
+    assert client.secrets.kv.v2.read_secret("app/db", raise_on_deleted_version=True)[
+        "data"]["data"] == {"v": "2"}
+    client.secrets.kv.v2.destroy_secret_versions("app/db", versions=[2])
+    destroyed = raw(vault_server, "secret/data/app/db").json()
+    assert destroyed["data"]["metadata"]["destroyed"] is True
+    assert destroyed["data"]["metadata"]["deletion_time"] == ""
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.read_secret("app/db", raise_on_deleted_version=False)
+    assert client.secrets.kv.v2.read_secret_metadata("app/db")["data"]["versions"]["2"][
+        "destroyed"] is True
+
+
+def test_kv2_v1_style_path_and_root(vault_server: VaultTestServer) -> None:
+    vault_server.write_kv("secret", "app", {"v": "1"})
+    wrong = raw(vault_server, "secret/app")
+    assert wrong.status_code == 404
+    assert "errors" not in wrong.json() and wrong.json()["data"] is None
+    assert wrong.json()["warnings"] == [INVALID_V2_PATH]
+    root = raw(vault_server, "secret/data/")
+    assert root.status_code == 404 and root.json()["warnings"] == [
+        "Non-listing operations on the root of a K/V v2 mount are not supported."]
+
+
+def test_kv2_check_and_set(client: hvac.Client) -> None:
+    client.secrets.kv.v2.create_or_update_secret("cas", secret={"v": "1"}, cas=0)
+    with pytest.raises(hvac.exceptions.InvalidRequest,
+                       match="check-and-set parameter did not match the current version"):
+        client.secrets.kv.v2.create_or_update_secret("cas", secret={"v": "2"}, cas=0)
+    client.secrets.kv.v2.create_or_update_secret("cas", secret={"v": "2"}, cas=1)
+    client.secrets.kv.v2.configure(cas_required=True)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="check-and-set parameter required"):
+        client.secrets.kv.v2.create_or_update_secret("cas", secret={"v": "3"})
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="no data provided"):
+        client.write_data("secret/data/cas", data={"options": {}})
