@@ -83,9 +83,14 @@ def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
     return True
 
 
-def run_check(config: Config, environ: Mapping[str, str],
-              paths: Iterable[SourceKey]) -> list[CheckRow]:
-    """Rows for config, server, login and every path in ``paths`` plus ``config.secrets``."""
+def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
+              keys: Mapping[SourceKey, Iterable[str]] | None = None) -> list[CheckRow]:
+    """Rows for config, server, login and every path in ``paths`` plus ``config.secrets``.
+
+    ``keys`` names the keys each path must hold (from the references); a missing one
+    fails that path's row, as it would fail the start.
+    """
+    wanted = {k: set(v) for k, v in (keys or {}).items()}
     keys = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok")]
@@ -112,7 +117,15 @@ def run_check(config: Config, environ: Mapping[str, str],
             except EntrypointError as exc:
                 rows.append(_failed(_ref(key), "-", exc))
                 continue
-            rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched), "ok"))
+            missing = sorted(k for k in wanted.get(key, ()) if k not in fetched.data)
+            if missing:
+                label = ", ".join(f"{key[1]}#{k}" for k in missing)
+                present = ", ".join(sorted(fetched.data)) or "none"
+                rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched),
+                                     f"SecretNotFound: missing key {label} (keys present: "
+                                     f"{present})", ok=False, code=78))
+            else:
+                rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched), "ok"))
             if fetched.lease_id:
                 revoke = getattr(source, "revoke_lease", None)
                 if revoke is not None:
@@ -143,15 +156,21 @@ def main(config: Config, environ: Mapping[str, str] = os.environ,
          log: logging.Logger | None = None, fmt: str = "table") -> int:
     """``entrypoint check [--format table|json]``: 0 when every row is ok, else the exit
     status of the first failure (69 unavailable, 77 denied, 78 config)."""
+    from entrypoint import refs
     from entrypoint.resolve import plan_environment
 
     try:
         plan = plan_environment(environ, keep=config.pass_env)
-        keys: set[SourceKey] = plan.source_keys()
     except EntrypointError as exc:
         rows = [_failed("config", "config", exc)]
     else:
-        rows = run_check(config, environ, keys)
+        keys: dict[SourceKey, set[str]] = {}
+        for parts in plan.references.values():
+            for ref in refs.references(parts):
+                keys.setdefault(ref.source_key, set())
+                if ref.key is not None:
+                    keys[ref.source_key].add(ref.key)
+        rows = run_check(config, environ, keys, keys)
     print(render_json(rows) if fmt == "json" else render_table(rows))
     return exit_code(rows)
 

@@ -80,9 +80,11 @@ class TokenKeeper:
             self.next_at = now + backoff.relogin_delay(result.ttl, self.rng) \
                 if result.ttl > 0 else math.inf
         ttl = f"{result.ttl:g}s" if result.ttl > 0 else "no expiry"
-        if not result.created:
-            verb = verb.replace("logged in", "using the given token")
-        self.log.info("vault: %s with %s; token ttl %s, renewable %s, policies %s", verb,
+        # A token the user gave is used, not logged in for: say which.
+        what = (f"{verb} with" if result.created
+                else "using the given token:" if verb == "logged in"
+                else "re-read the given token:")
+        self.log.info("vault: %s %s; token ttl %s, renewable %s, policies %s", what,
                       self.method.describe(), ttl, "yes" if result.renewable else "no",
                       ",".join(result.policies) or "none")
         self._wake.set()
