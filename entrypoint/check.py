@@ -91,7 +91,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     fails that path's row, as it would fail the start.
     """
     wanted = {k: set(v) for k, v in (keys or {}).items()}
-    keys = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
+    todo: set[SourceKey] = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok")]
     try:
@@ -100,7 +100,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
         return [*rows, _failed("config", "config", exc)]
     try:
         usable: dict[str, bool] = {}
-        for key in sorted(keys, key=lambda k: (k[0], k[1], k[2] or 0)):
+        for key in sorted(todo, key=lambda k: (k[0], k[1], k[2] or 0)):
             scheme = key[0]
             try:
                 source = sources.get(scheme)
