@@ -152,3 +152,23 @@ def test_sealed_vault_exits_69_after_retrying(vault_server: Any) -> None:
     assert retries and all("sealed" in line and "s" in line.split("retry")[1]
                            for line in retries)
     assert "startup_timeout (2s)" in result.stderr
+
+
+def test_token_auth_does_not_import_botocore(vault_server: Any) -> None:
+    """botocore is for aws-iam only (read from -X importtime of the real process)."""
+    import subprocess
+
+    from tests.helpers.cli import ENTRYPOINT, clean_env
+
+    vault_server.write_kv("secret", "app", {"k": "v"})
+    env = clean_env({"VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": vault_server.root_token,
+                     "X": "vault:secret/app#k"})
+    result = subprocess.run([ENTRYPOINT[0], "-X", "importtime", *ENTRYPOINT[1:], "--exec",
+                             "--", "true"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    names = {line.rsplit("|", 1)[1].strip().split(".")[0]
+             for line in result.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line}
+    assert "hvac" in names
+    assert "botocore" not in names and "boto3" not in names
