@@ -8,6 +8,7 @@ started it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -126,11 +127,15 @@ def ms(ns: int) -> float:
 
 # -- processes ------------------------------------------------------------------------------
 
+_sockets = itertools.count()
+
+
 def entrypoint_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the tests give the CLI, plus: no control socket (runs may overlap
-    with other engineers' tests on this machine, and an abstract socket name is global)."""
+    """The environment the tests give the CLI. The control socket stays on, as by default,
+    under a name of its own: an abstract socket name is global to the machine, and other
+    test runs may be using the default one."""
     env = clean_env()
-    env["ENTRYPOINT_CONTROL_SOCKET"] = ""
+    env["ENTRYPOINT_CONTROL_SOCKET"] = f"@entrypoint-bench-{os.getpid()}-{next(_sockets)}"
     env.update(extra or {})
     return env
 

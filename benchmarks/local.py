@@ -35,14 +35,14 @@ DB_URL = ("postgresql://${vault:database/creds/app#username}:"
 
 def kv_refs(count: int = KV_REFS) -> dict[str, str]:
     """``count`` variables, each a reference to its own KV path."""
-    return {f"SECRET_{i}": f"vault:kv/app/s{i}#value" for i in range(count)}
+    return {f"SECRET_{i}": f"vault:secret/app/s{i}#value" for i in range(count)}
 
 
 def write_local_secrets(root: Path, count: int = KV_REFS) -> Path:
     """The local directory answering :func:`kv_refs` and the database credential."""
-    (root / "kv/app").mkdir(parents=True)
+    (root / "secret/app").mkdir(parents=True)
     for i in range(count):
-        (root / f"kv/app/s{i}.json").write_text(json.dumps({"value": f"local-value-{i}"}))
+        (root / f"secret/app/s{i}.json").write_text(json.dumps({"value": f"local-value-{i}"}))
     (root / "database/creds").mkdir(parents=True)
     (root / "database/creds/app.json").write_text(
         json.dumps({"username": "local-user", "password": "local-password"}))
@@ -109,6 +109,7 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
     proc = ctx.popen(argv, env, folder / "stderr")
     try:
         arrived, event = journal.wait("start", alive=lambda: proc.poll() is None)
+        running_at = time.time()  # wall clock, as in the Vault test server's request log
         time.sleep(SETTLE)
         memory = rss_kb(proc.pid)
     except BenchError as exc:
@@ -116,7 +117,8 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
         raise BenchError(f"{exc}\n{(folder / 'stderr').read_text(errors='replace')[-2000:]}"
                          ) from None
     stop(proc)
-    return {"start_ms": ms(arrived - start), "rss": memory, "env": event["env"]}
+    return {"start_ms": ms(arrived - start), "rss": memory, "env": event["env"],
+            "running_at": running_at}
 
 
 def bare_python_rss(ctx: Context) -> list[dict[str, int]]:
@@ -200,7 +202,7 @@ def change_restart(ctx: Context) -> list[Row]:
         time.sleep(0.2)  # let the previous restart settle (watchers, engine)
         value = f"edited-{i}"
         start = now_ns()
-        write_secret(secrets / "kv/app/s0.json", {"value": value})
+        write_secret(secrets / "secret/app/s0.json", {"value": value})
         arrived, event = journal.wait("start", count=i + 2, alive=alive)
         if event["env"]["SECRET_0"] != value:
             raise BenchError(f"restarted with {event['env']['SECRET_0']!r}, not {value!r}")
@@ -225,7 +227,7 @@ def change_signal(ctx: Context) -> list[Row]:
     config = folder / "entrypoint.toml"
     config.write_text(
         "[[template]]\n"
-        "contents = \"value={{ secret('kv/app/s0').value }}\\n\"\n"
+        "contents = \"value={{ secret('secret/app/s0').value }}\\n\"\n"
         f'destination = "{rendered}"\n'
         'on_change = "signal:SIGHUP"\n'
         f'[rotation]\nwait_min = "{WAIT_MIN}s"\nwait_max = "{WAIT_MIN}s"\n')
@@ -240,7 +242,7 @@ def change_signal(ctx: Context) -> list[Row]:
         time.sleep(0.2)
         value = f"edited-{i}"
         start = now_ns()
-        write_secret(secrets / "kv/app/s0.json", {"value": value})
+        write_secret(secrets / "secret/app/s0.json", {"value": value})
         arrived, event = journal.wait("hup", count=i + 1, alive=alive)
         if event["file"] != f"value={value}\n":
             raise BenchError(f"signalled with file {event['file']!r}")

@@ -1,0 +1,283 @@
+"""Benchmarks against the Vault test server (tests/vaultserver), run in this process on
+loopback, with a throwaway PostgreSQL behind its database engine.
+
+The server shares this process with the benchmark, which only waits on pipes and FIFOs
+while a measurement runs, so the two do not compete for the interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+from benchmarks.common import (
+    BenchError,
+    Context,
+    Row,
+    Target,
+    entrypoint_argv,
+    entrypoint_env,
+    interleaved,
+    probe_argv,
+    stop,
+    timed_run,
+)
+from benchmarks.local import (
+    DB_URL,
+    KV_REFS,
+    kv_refs,
+    local_supervise_runs,
+    supervised_start,
+)
+
+DB_ROLE = "app"
+DB_TTL = 3600  # the database role's default_ttl at real settings
+DB_MAX_TTL = 86400
+TOKEN_TTL = 3600  # the app token's ttl at real settings (renewable)
+BULK_PATHS = 100
+BULK_KEYS = 10
+
+
+def vault_server(ctx: Context) -> Any:
+    """The test server with 10 KV v2 secrets under secret/app/ and a database role."""
+    def make() -> Any:
+        from tests.services.postgres import PostgresCluster
+        from tests.vaultserver.server import VaultTestServer
+
+        postgres = PostgresCluster()
+        postgres.start()
+        ctx.stack.callback(postgres.stop)
+        nodelay_like_go(ctx)
+        server = VaultTestServer()
+        server.start()
+        ctx.stack.callback(server.close)  # revokes leases left: no role outlives the run
+        server.configure_database(postgres)
+        server.add_database_role(DB_ROLE, default_ttl=DB_TTL, max_ttl=DB_MAX_TTL)
+        for i in range(KV_REFS):
+            server.write_kv("secret", f"app/s{i}", {"value": f"vault-value-{i}"})
+        return server
+
+    return ctx.once("vault-server", make)
+
+
+def nodelay_like_go(ctx: Context) -> None:
+    """Answer with TCP_NODELAY, as real Vault does (Go sets it on every TCP connection).
+
+    Python's socketserver leaves Nagle's algorithm on, and the test server writes the
+    headers and the body of an answer in two sends: on a keep-alive connection the body
+    then waits for the client's delayed ACK, 40 ms per request on Linux loopback. That
+    is a property of the test server, not of Vault; measured with it, every Vault row
+    would mostly measure delayed ACKs.
+    """
+    from tests.vaultserver.http import VaultHandler
+
+    if not VaultHandler.disable_nagle_algorithm:
+        VaultHandler.disable_nagle_algorithm = True
+        ctx.cache["nagle-patched"] = True
+
+
+def vault_env(server: Any, token: str | None = None, **extra: str) -> dict[str, str]:
+    return entrypoint_env({"VAULT_ADDR": server.addr,
+                           "VAULT_TOKEN": token or server.root_token, **extra})
+
+
+def db_role_name(url: str) -> str:
+    return url.split("://", 1)[1].split(":", 1)[0]
+
+
+# -- start to app running ----------------------------------------------------------------------
+
+def vault_start(ctx: Context) -> list[Row]:
+    server = vault_server(ctx)
+    folder = ctx.folder("vault-start")
+    env = vault_env(server, **kv_refs(), DATABASE_URL=DB_URL)
+    runs = []
+    for i in range(ctx.runs + 1):
+        before = len(server.requests)
+        run = supervised_start(ctx, folder / f"run-{i}", env, ["SECRET_0", "DATABASE_URL"])
+        if run["env"]["SECRET_0"] != "vault-value-0" or \
+                db_role_name(run["env"]["DATABASE_URL"]) in ("", "local-user"):
+            raise BenchError(f"the app got unexpected values: {sorted(run['env'])}")
+        run["requests"] = Counter(kind_of(r.path) for r in server.requests[before:]
+                                  if r.timestamp <= run["running_at"])
+        runs.append(run)
+    runs = runs[1:]
+    base = local_supervise_runs(ctx)
+    row = Row(
+        name="vault start, token, 10 KV + 1 DB", unit="ms",
+        target=Target("max", 350.0, "<= 350 ms"),
+        samples=[r["start_ms"] for r in runs],
+        baseline_samples=[r["start_ms"] for r in base],
+        baseline_what="the same refs from the local directory",
+        what="spawn of `python -m entrypoint -- app_probe` (supervise mode) to the probe's "
+             "first journal line; token auth (root token), 10 KV v2 refs on 10 paths and "
+             "one DATABASE_URL from one database/creds lease (a real PostgreSQL role)")
+    row.extra["requests_per_start"] = dict(runs[-1]["requests"])
+    return [row]
+
+
+# -- 1,000 references over 100 paths ------------------------------------------------------------
+
+def bulk_refs() -> dict[str, str]:
+    return {f"BULK_{p}_{k}": f"vault:secret/bulk/p{p}#k{k}"
+            for p in range(BULK_PATHS) for k in range(BULK_KEYS)}
+
+
+def bulk_data(p: int) -> dict[str, str]:
+    return {f"k{k}": f"value-{p}-{k}" for k in range(BULK_KEYS)}
+
+
+def refs_1000(ctx: Context) -> list[Row]:
+    server = vault_server(ctx)
+    folder = ctx.folder("refs-1000")
+
+    def seed() -> bool:
+        for p in range(BULK_PATHS):
+            server.write_kv("secret", f"bulk/p{p}", bulk_data(p))
+        return True
+
+    ctx.once("bulk-seeded", seed)
+    local = folder / "secrets"
+    for p in range(BULK_PATHS):
+        file = local / f"secret/bulk/p{p}.json"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(bulk_data(p)))
+    refs = bulk_refs()
+    true = shutil.which("true") or "/bin/true"
+    argv = entrypoint_argv("--exec", "--", true)
+    env = vault_env(server, **refs)
+    base_env = entrypoint_env({"ENTRYPOINT_LOCAL_SECRETS": str(local), **refs})
+    spans: list[float] = []
+
+    def measure() -> float:
+        before = len(server.requests)
+        elapsed = timed_run(argv, env, 60, folder / "stderr")
+        logged = server.requests[before:]
+        reads = [r for r in logged if r.path.startswith("secret/data/bulk/")]
+        if len(reads) != BULK_PATHS:
+            raise BenchError(f"expected {BULK_PATHS} reads, the server saw {len(reads)}")
+        spans.append((max(r.timestamp for r in logged) - min(r.timestamp for r in logged))
+                     * 1000)
+        return elapsed
+
+    pairs = list(interleaved(
+        ctx.runs, measure, lambda: timed_run(argv, base_env, 60, folder / "base-stderr")))
+    row = Row(
+        name="1,000 refs over 100 paths", unit="ms",
+        target=Target("max", 1000.0, "<= 1000 ms"),
+        samples=[p[0] for p in pairs], baseline_samples=[p[1] for p in pairs],
+        baseline_what="the same refs from the local directory",
+        what="spawn of `python -m entrypoint --exec -- true` to its exit, 1,000 vault: refs "
+             "over 100 KV v2 paths (10 keys each), token auth, vault_concurrency 8 (default): "
+             "the whole process, interpreter start and imports included")
+    row.extra["server_span_ms_first_to_last_request"] = spans[1:]
+    row.notes.append(f"server-side span, first to last request: "
+                     f"{statistics.median(spans[1:]):.0f} ms (median)")
+    return [row]
+
+
+# -- steady-state requests per hour --------------------------------------------------------------
+
+SCALE = 300  # every interval and TTL divided by this
+WINDOW = 30.0  # seconds of steady state counted (= WINDOW * SCALE seconds at real settings)
+SETTLE = 2.0  # seconds after the app runs before counting starts
+REAL_POLL = 300.0  # poll_interval default (5m)
+REAL_LEASE_CHECK = 30.0  # lease_check_interval default
+
+
+def requests_per_hour(ctx: Context) -> list[Row]:
+    """Both configurations at once (default lease checks, and none), ``runs`` processes
+    each, told apart in the server's request log by their tokens' accessors."""
+    server = vault_server(ctx)
+    folder = ctx.folder("requests")
+    configs = {"default": REAL_LEASE_CHECK, "no-lease-check": 0.0}
+    procs: list[tuple[str, str, Any, Any]] = []  # (config, accessor, process, journal)
+    ttl = max(2, round(DB_TTL / SCALE))
+    token_ttl = max(2, round(TOKEN_TTL / SCALE))
+    server.add_database_role("bench-scaled", default_ttl=ttl, max_ttl=round(DB_MAX_TTL / SCALE))
+    server.set_policy("bench-app", {"secret/data/app/*": ["read"],
+                                    "database/creds/bench-scaled": ["read"]})
+    for i in range(ctx.runs):
+        for config, check in configs.items():
+            token = server.create_token(["bench-app"], ttl=token_ttl)
+            run_folder = folder / f"{config}-{i}"
+            run_folder.mkdir()
+            journal = ctx.journal(run_folder)
+            env = vault_env(server, token, SECRET_0="vault:secret/app/s0#value",
+                            DATABASE_URL=DB_URL.replace("creds/app", "creds/bench-scaled"))
+            argv = entrypoint_argv(
+                "--poll-interval", f"{REAL_POLL / SCALE:g}s",
+                "--lease-check-interval", f"{check / SCALE:g}s",
+                "--", *probe_argv(journal, "SECRET_0"))
+            proc = ctx.popen(argv, env, run_folder / "stderr")
+            procs.append((config, server.token_accessor(token), proc, journal))
+    for _, _, proc, journal in procs:
+        journal.wait("start", alive=lambda p=proc: p.poll() is None)  # type: ignore[misc]
+    time.sleep(SETTLE)
+    window_start = time.time()
+    time.sleep(WINDOW)
+    window_end = time.time()
+    for _, _, proc, _ in procs:
+        if proc.poll() is not None:
+            raise BenchError(f"an entrypoint exited during the window: {proc.returncode}")
+    logged = [r for r in server.requests if window_start <= r.timestamp < window_end]
+    for _, _, proc, _ in procs:
+        stop(proc)
+    real_hours = WINDOW * SCALE / 3600
+    rows = []
+    for config, check in configs.items():
+        samples = []
+        kinds: list[Counter[str]] = []
+        for name, accessor, _, _ in procs:
+            if name != config:
+                continue
+            mine = [r for r in logged if r.accessor == accessor]
+            samples.append(len(mine) / real_hours)
+            kinds.append(Counter(kind_of(r.path) for r in mine))
+        breakdown = {kind: statistics.median(k[kind] / real_hours for k in kinds)
+                     for kind in sorted({kind for k in kinds for kind in k})}
+        expected_floor = 3600 / REAL_POLL
+        row = Row(
+            name="requests/hour, 1 KV + 1 DB, " + ("lease check 30s (default)" if check
+                                                   else "lease check off"),
+            unit="req/h",
+            target=Target("max", 15.0, "<= 15 req/h"),
+            samples=samples, baseline_samples=[expected_floor] * len(samples),
+            baseline_what="3600 / poll_interval: the KV re-reads alone (computed)",
+            what=f"requests per token in a {WINDOW:g}s steady-state window with every "
+                 f"interval and TTL divided by {SCALE} (poll {REAL_POLL / SCALE:g}s, lease "
+                 f"ttl {ttl}s, token ttl {token_ttl}s, lease check "
+                 f"{check / SCALE:g}s), scaled to one hour at real settings (poll 5m, lease "
+                 f"and token ttl 1h, lease check {check:g}s)")
+        row.extra["per_hour_by_kind"] = breakdown
+        row.notes.append("per hour: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                    breakdown.items()))
+        rows.append(row)
+    return rows
+
+
+def kind_of(path: str) -> str:
+    if path.startswith("sys/internal/ui/mounts/"):
+        return "mount lookup"
+    if path.startswith("auth/token/lookup-self"):
+        return "token lookup"
+    if path.startswith("secret/data/"):
+        return "kv read"
+    if path.startswith("database/creds/"):
+        return "db creds"
+    if path.startswith("sys/leases/lookup"):
+        return "lease lookup"
+    if path.startswith(("sys/leases/renew", "sys/renew")):
+        return "lease renew"
+    if path.startswith("sys/leases/revoke"):
+        return "lease revoke"
+    if path.startswith("auth/token/renew"):
+        return "token renew"
+    return path
+
+
+__all__ = ["refs_1000", "requests_per_hour", "vault_start"]
