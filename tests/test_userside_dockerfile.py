@@ -181,6 +181,9 @@ def test_nothing_secret_is_baked_in(instructions: list[Instruction]) -> None:
         assert not SECRET_VALUE.search(instruction.args), f"line {instruction.line}"
     copied = " ".join(i.args for i in only(instructions, "COPY") + only(instructions, "ADD"))
     assert ".vault-token" not in copied and ".aws" not in copied
+    # A local secrets directory in the image would answer vault: references in production
+    # too (it wins over Vault when ENTRYPOINT_LOCAL_SECRETS is set): mount it instead.
+    assert "dev-secrets" not in copied
 
 
 def test_healthcheck_if_present_is_in_exec_form(instructions: list[Instruction]) -> None:
