@@ -201,3 +201,13 @@ def test_production_references_are_shown_in_comments() -> None:
     for needed in ("VAULT_ADDR=", "ENTRYPOINT_VAULT_ROLE=", "vault:secret/app/api#token",
                    "${vault:database/creds/app#username}"):
         assert needed in comments, needed
+
+
+def test_every_copied_path_exists_in_the_build_context(instructions: list[Instruction]) -> None:
+    """The build context is the repository root (docker build -f Dockerfile.example .)."""
+    copies = only(instructions, "COPY")
+    assert copies
+    for copy in copies:
+        words = [w for w in shlex.split(copy.args) if not w.startswith("--")]
+        for source in words[:-1]:
+            assert (ROOT / source).exists(), f"line {copy.line}: COPY {source}: no such path"
