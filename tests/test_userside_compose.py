@@ -58,6 +58,7 @@ CLI: dict[tuple[str, ...], Command] = {
                            pairs_required=True),
     ("kv", "get"): Command(_flags("-mount", "-version", *OUTPUT), (1, 1)),
     ("read",): Command(_flags(*OUTPUT), (1, 1), pairs=True),
+    ("list",): Command(_flags("-format", "-detailed"), (1, 1)),
     ("write",): Command(_flags("-force", "-f", *OUTPUT), (1, 1), pairs=True,
                         pairs_required=True),
     ("secrets", "enable"): Command(

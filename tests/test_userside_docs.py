@@ -224,7 +224,7 @@ def test_readme_documentation_section_links_every_page() -> None:
 
 
 def test_every_relative_link_resolves() -> None:
-    for path in [*pages(), ROOT / "README.md"]:
+    for path in [*pages(), ROOT / "README.md", *(ROOT / "examples").rglob("*.md")]:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", read(path)):
             if re.match(r"[a-z]+:", target):
                 continue
