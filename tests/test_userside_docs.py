@@ -229,3 +229,21 @@ def test_every_relative_link_resolves() -> None:
             if re.match(r"[a-z]+:", target):
                 continue
             assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} -> {target}"
+
+
+def test_the_quickstart_local_folder_commands_work() -> None:
+    """Section 2 of docs/quickstart.md, run as written (with this interpreter)."""
+    section = read(QUICKSTART).split("## 2.", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = "set -e\n" + re.sub(r"^entrypoint ", f"{sys.executable} -m entrypoint ", block,
+                                  flags=re.M)
+    from tests.helpers.cli import clean_env
+
+    result = subprocess.run(["sh", "-c", script], cwd=ROOT, env=clean_env(),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "API_TOKEN=<redacted>" in result.stdout
+    assert "DATABASE_URL=<redacted>" in result.stdout
+    assert re.search(r"API_TOKEN +15 characters", result.stdout)
+    assert "bootstrap variables visible to the app: none" in result.stdout
+    assert "local-api-token" not in result.stdout + result.stderr
