@@ -50,6 +50,18 @@ def test_replacement_is_never_after_expiry(updated: float, duration: float, now_
         assert when <= lease.expires_at - MIN_MARGIN
 
 
+@given(remaining=st.floats(0, 1e4), margin=st.floats(0, 100), r=st.floats(0, 0.999999))
+def test_replacement_leaves_the_margin_for_the_coalescing_wait(remaining: float, margin: float,
+                                                               r: float) -> None:
+    lease = LeaseTimes(updated_at=0.0, expires_at=remaining, renewable=False)
+    when = replace_at(lease, 0.0, 0.99, fixed(r), margin=margin)
+    assert when >= 0.0
+    if remaining > max(margin, MIN_MARGIN):
+        assert when <= remaining - max(margin, MIN_MARGIN)
+    else:
+        assert when == 0.0  # no time to lose: replace now
+
+
 def test_replacement_at_fraction_of_remaining_life() -> None:
     lease = LeaseTimes(updated_at=0.0, expires_at=100.0, renewable=False)
     assert replace_at(lease, 20.0, 0.75, fixed(0.5)) == 80.0

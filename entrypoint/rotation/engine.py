@@ -194,8 +194,7 @@ class Engine:
                 self.leases[key] = lease
                 when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
                         if lease.times.renewable else
-                        timing.replace_at(lease.times, now, self.config.replace_fraction,
-                                          self.rng))
+                        self._replace_at(lease, now))
                 self._schedule(when, "renew" if lease.times.renewable else "replace",
                                key, lease.lease_id)
             elif item.kind in POLLED_KINDS or item.kind == "static-creds":
@@ -233,7 +232,7 @@ class Engine:
             return
         now = self.clock()
         try:
-            granted, renewable, _ = ops.renew_lease(lease_id, lease.requested)
+            granted, renewable, warnings = ops.renew_lease(lease_id, lease.requested)
         except LeaseGone:
             self.log.warning("lease of %s is gone (revoked or expired); fetching a new one",
                              lease.label)
@@ -252,15 +251,22 @@ class Engine:
                           lease.label, lease.failures)
         lease.failures = 0
         lease.times = timing.LeaseTimes(now, now + granted, renewable)
-        if not renewable or backoff.is_capped(lease.requested, granted):
-            when = timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng)
-            self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.0fs",
+        if not renewable or _capped(lease.requested, granted, warnings):
+            when = self._replace_at(lease, now)
+            self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.1fs",
                           lease.label, granted, when - now)
             self._schedule(when, "replace", key, lease_id)
         else:
             self.log.info("renewed lease of %s ttl=%.0fs", lease.label, granted)
             self._schedule(timing.renew_at(lease.times, self.config.renew_fraction, self.rng),
                            "renew", key, lease_id)
+
+    def _replace_at(self, lease: HeldLease, now: float) -> float:
+        # The successor must be running before the old credential ends, and the
+        # coalescer may still hold the change for up to wait_max after this moment.
+        margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
+        return timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng,
+                                 margin=margin)
 
     def _task_replace(self, key: SourceKey, lease_id: str) -> None:
         lease = self._current(key, lease_id)
@@ -426,6 +432,15 @@ class Engine:
                 self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
             except EntrypointError as exc:
                 self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
+
+
+def _capped(requested: float, granted: float, warnings: list[str]) -> bool:
+    """Vault warns when it capped a renewal at the max TTL ("TTL value is capped"); a
+    grant shorter than asked says the same. Whole seconds: a capped grant is often just
+    one second short, which ``backoff.is_capped``'s tolerance would miss."""
+    if any("capped" in w or "max_ttl" in w for w in warnings):
+        return True
+    return granted + 0.5 < requested
 
 
 def _fatal(error: EntrypointError) -> Any:

@@ -45,17 +45,23 @@ def renew_at(lease: LeaseTimes, fraction: float, rng: Rng) -> float:
     return lease.updated_at + backoff.renew_delay(lease.duration, fraction, rng)
 
 
-def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng) -> float:
+def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng,
+               margin: float = MIN_MARGIN) -> float:
     """When to fetch a successor for a lease that cannot be extended any further.
 
     After ``fraction`` of its *remaining* life (jittered by 5 %), and never later than
-    ``MIN_MARGIN`` before it expires — never after it has expired.
+    ``margin`` (at least ``MIN_MARGIN``) before it expires — never after it has expired.
+    The caller widens ``margin`` by what still comes between this moment and the app
+    running on the successor (the coalescing wait): the database itself stops accepting
+    the old password up to a second before the lease ends, because Vault writes its
+    expiry in whole seconds (``VALID UNTIL``), which is what ``MIN_MARGIN`` covers.
     """
+    margin = max(margin, MIN_MARGIN)
     remaining = lease.expires_at - now
-    if remaining <= MIN_MARGIN:
+    if remaining <= margin:
         return now
     delay = jittered(remaining * fraction, rng, spread=0.05)
-    return now + min(delay, remaining - MIN_MARGIN)
+    return now + min(delay, remaining - margin)
 
 
 def poll_at(now: float, interval: float, rng: Rng) -> float:
