@@ -6,9 +6,7 @@ Every value remembers where it came from (``flag --x``, ``variable ENTRYPOINT_X`
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +125,8 @@ class Raw:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:
+    import difflib
+
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
 
@@ -159,6 +159,8 @@ class TomlFile:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"config file {path} cannot be read: {exc.__class__.__name__}") from None
+        import tomllib  # here, not at the top: only a TOML file needs it (resident memory)
+
         try:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,12 @@ def load_object(file: Path) -> dict[str, Any]:
         raise ConfigError(f"secret file {file} cannot be read: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
-        data = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+        if file.suffix == ".toml":
+            import tomllib  # only for TOML files: it costs resident memory
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         # The parser's message may quote the file's content: name the place only.
         kind = "TOML" if file.suffix == ".toml" else "JSON"
