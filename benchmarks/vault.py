@@ -280,4 +280,64 @@ def kind_of(path: str) -> str:
     return path
 
 
-__all__ = ["refs_1000", "requests_per_hour", "vault_start"]
+__all__ = ["refs_1000", "requests_per_hour", "rss_iam", "vault_start"]
+
+
+# -- resident memory with an AWS IAM login --------------------------------------------------------
+
+AWS_HEADER = "vault.bench.example"
+
+
+def rss_iam(ctx: Context) -> list[Row]:
+    """The supervisor logged in with aws-iam: botocore's chain reads a task role's keys from
+    an ECS credentials endpoint on loopback, signs GetCallerIdentity, and the test server
+    replays it to moto's STS (signature checked)."""
+    from benchmarks.local import bare_python_rss, mb
+    from tests.services.ecs_credentials import EcsCredentialsServer, task_role_credentials
+    from tests.services.moto_sts import MotoServer
+
+    server = vault_server(ctx)
+    folder = ctx.folder("rss-iam")
+    moto = MotoServer()
+    moto.start()
+    ctx.stack.callback(moto.stop)
+    endpoint = EcsCredentialsServer(task_role_credentials(moto))
+    endpoint.start()
+    ctx.stack.callback(endpoint.stop)
+    server.configure_aws(moto, header_value=AWS_HEADER)
+    server.set_policy("bench-iam", {"secret/data/app/*": ["read"],
+                                    f"database/creds/{DB_ROLE}": ["read"]})
+    server.add_aws_role("bench-task", endpoint.role_arn, ["bench-iam"], ttl=TOKEN_TTL)
+    env = entrypoint_env({
+        "VAULT_ADDR": server.addr, "ENTRYPOINT_VAULT_AUTH": "aws-iam",
+        "ENTRYPOINT_VAULT_ROLE": "bench-task", "ENTRYPOINT_VAULT_AWS_HEADER": AWS_HEADER,
+        # Only the ECS endpoint in botocore's chain: no profile, no instance metadata.
+        "AWS_CONFIG_FILE": str(folder / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **endpoint.env(), **kv_refs(), "DATABASE_URL": DB_URL})
+    runs = []
+    for i in range(ctx.runs + 1):
+        before = len(server.requests)
+        run = supervised_start(ctx, folder / f"run-{i}", env, ["SECRET_0"])
+        if run["env"]["SECRET_0"] != "vault-value-0":
+            raise BenchError("the app did not get the Vault value")
+        if not any(r.path == "auth/aws/login" and r.status == 200
+                   for r in server.requests[before:]):
+            raise BenchError("no successful auth/aws/login in the server's log")
+        runs.append(run)
+    runs = runs[1:]
+    row = Row(
+        name="supervisor RSS, Vault + IAM login", unit="MB",
+        target=Target("max", 40.0, "<= 40 MB"),
+        samples=[mb(r["rss"]["VmRSS"]) for r in runs],
+        baseline_samples=[mb(b["VmRSS"]) for b in bare_python_rss(ctx)],
+        baseline_what='python -c "import time; time.sleep(60)"',
+        what="VmRSS of the entrypoint process (supervise mode, aws-iam login through moto "
+             "STS with ECS task-role credentials, 10 KV + 1 DB refs, token renewal and "
+             "rotation engine running) 0.5s after the app probe started")
+    row.extra["peak_VmHWM_MB"] = [mb(r["rss"]["VmHWM"]) for r in runs]
+    row.extra["RssAnon_MB"] = [mb(r["rss"]["RssAnon"]) for r in runs]
+    row.extra["threads"] = [r["rss"]["Threads"] for r in runs]
+    row.extra["start_ms"] = [r["start_ms"] for r in runs]
+    return [row]
