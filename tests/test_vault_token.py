@@ -86,6 +86,7 @@ def test_renewed_ahead_of_expiry(kv_server: Any) -> None:
     src = build(kv_server, method, clock)
     src.fetch("secret/app")
     keeper = src.keeper
+    assert src.token_expires_at() == clock.now + 60
     assert keeper.next_at == pytest.approx(clock.now + 60 * 0.67)
     assert keeper.tick() == keeper.next_at and kv_server.count("auth/token/renew-self") == 0
     clock.now = keeper.next_at

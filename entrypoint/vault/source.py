@@ -140,6 +140,15 @@ class VaultSource:
     def policies(self) -> tuple[str, ...]:
         return self.keeper.policies()
 
+    def token_expires_at(self) -> float | None:
+        """Monotonic time at which the current token expires (None: it does not).
+
+        Vault revokes every lease a token created when that token expires, so a lease can
+        end there even if its own TTL is longer; the rotation engine can plan with it.
+        """
+        expires = self.keeper.expires_at
+        return None if expires == float("inf") or self.keeper.current is None else expires
+
     def mount_of(self, path: str) -> kv.Mount:
         import hvac.exceptions as hx
 
@@ -234,7 +243,8 @@ class VaultSource:
         import hvac.exceptions as hx
 
         seen = self.keeper.ensure()
-        self.keeper.start()
+        if not self._closed:  # the revocations of close() need no renewal thread
+            self.keeper.start()
         for attempt in (1, 2):
             try:
                 return self.client.call(what, fn)
