@@ -154,3 +154,29 @@ def test_wrong_region_for_the_endpoint(aws_vault: Any,
 def test_unknown_role(aws_vault: Any, user_endpoint: EcsCredentialsServer) -> None:
     error = refused(aws_vault, vault_role="nope")
     assert "nope" in str(error)
+
+
+def test_the_binary_logs_in_with_aws_iam(aws_vault: Any, user_endpoint: EcsCredentialsServer,
+                                         tmp_path: Path) -> None:
+    """The headline: nothing baked in, the container's AWS identity is the way in."""
+    from tests.helpers.cli import run_cli
+
+    aws_vault.add_aws_role("app", user_endpoint.arn, ["app"], ttl=600)
+    env = {"VAULT_ADDR": aws_vault.addr, "ENTRYPOINT_VAULT_ROLE": "app",
+           "ENTRYPOINT_VAULT_AWS_HEADER": HEADER, "DB_PASSWORD": "vault:secret/app/db#password",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_DISABLED": "true", **user_endpoint.env()}
+    result = run_cli(["--", "sh", "-c", 'test "$DB_PASSWORD" = aws-login-secret-1'], env)
+    assert result.returncode == 0, result.stderr
+    assert "aws-iam (auth/aws) role app" in result.stderr
+    assert "revoked our token" in result.stderr
+    assert aws_vault.count("auth/aws/login") == 1
+    assert aws_vault.count("auth/token/revoke-self") == 1
+    creds = user_endpoint.credentials
+    assert creds.secret_access_key not in result.stderr
+    assert "aws-login-secret-1" not in result.stderr
+    env["ENTRYPOINT_VAULT_AWS_HEADER"] = "evil.example.com"
+    refused = run_cli(["--", "true"], env)
+    assert refused.returncode == 77
+    assert "X-Vault-AWS-IAM-Server-ID" in refused.stderr and "Traceback" not in refused.stderr
