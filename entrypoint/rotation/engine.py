@@ -98,6 +98,8 @@ class Engine:
 
     def start(self, resolution: Resolution) -> None:
         """Begin keeping ``resolution`` (the values the app was started with) current."""
+        for source in self.runtime.sources.built().values():
+            _end_startup(source)
         self._adopt(resolution)
         self._thread = threading.Thread(target=self._run, name="rotation", daemon=True)
         self._thread.start()
@@ -432,6 +434,17 @@ class Engine:
                 self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
             except EntrypointError as exc:
                 self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
+
+
+def _end_startup(source: Any) -> None:
+    """Start-up is over once the app has its values: from now on a failed call must come
+    back at once, so that this thread keeps its own schedule (renewals, backoff, expiry)
+    instead of sitting in the client's start-up retry loop for up to startup_timeout."""
+    for owner in (source, getattr(source, "client", None)):
+        end = getattr(owner, "end_startup", None)
+        if callable(end):
+            end()
+            return
 
 
 def _capped(requested: float, granted: float, warnings: list[str]) -> bool:
