@@ -64,3 +64,71 @@ def test_dynamic_credentials_replaced_before_expiry_with_no_failed_connection(
     assert database.leases("database/creds/short") == []
     assert not pg_roles(postgres) & set(users)
     ep.assert_no_secret_logged()
+
+
+def test_vault_outage_keeps_the_app_running_with_capped_quiet_retries(
+        database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
+    database.add_database_role("app", default_ttl=8, max_ttl=3600)
+    database.write_kv("secret", "app/config", {"greeting": "hello"})
+    env = vault_env(database, DB_USER="vault:database/creds/app#username",
+                    DB_PASSWORD="vault:database/creds/app#password",
+                    GREETING="vault:secret/app/config#greeting")
+    ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.2", "--poll-interval", "500ms"],
+               pg_app(postgres))
+    procs.append(ep)
+    ep.wait_log("renewed lease of vault:database/creds/app")
+    database.stop()  # connections refused, as when Vault's host goes away
+    ep.wait_log("renewing lease of vault:database/creds/app failed", 2)
+    ep.wait_log("re-reading vault:secret/app/config failed", 3)
+    outage = ep.lines("failed")
+    database.start()
+    ep.wait_log("recovered: renewed lease of vault:database/creds/app")
+    ep.wait_log("recovered: re-read vault:secret/app/config")
+    # Nothing stopped watching: renewals and polls go on after the recovery.
+    after = len(ep.lines("renewed lease of"))
+    ep.wait_log("renewed lease of vault:database/creds/app", after + 1)
+    assert ep.stop() == 0, ep.log
+    renew_failures = ep.lines("renewing lease of vault:database/creds/app failed")
+    poll_failures = ep.lines("re-reading vault:secret/app/config failed")
+    print(f"\n[measure] outage: {len(renew_failures)} renewal failure lines, "
+          f"{len(poll_failures)} poll failure lines, {len(ep.failed())} failed connections")
+    # One line per attempt, attempts spaced by capped exponential backoff with full jitter:
+    # a few seconds of outage is a handful of lines, not a line per loop turn.
+    assert 2 <= len(renew_failures) <= 10 and 3 <= len(poll_failures) <= 10, outage
+    for line in renew_failures + poll_failures:
+        assert "unreachable" in line and "; retry in " in line
+    assert len(ep.lines("recovered:")) >= 2
+    assert len(ep.events("start")) == 1  # the app ran on the last good values throughout
+    assert ep.failed() == []
+    ep.assert_no_secret_logged()
+
+
+@pytest.mark.parametrize("policy", ["keep", "exit"])
+def test_lease_expiring_while_vault_is_down_follows_on_expiry(
+        policy: str, database: Any, postgres: Any, tmp_path: Path,
+        procs: list[Running]) -> None:
+    database.add_database_role("app", default_ttl=3, max_ttl=3600)
+    env = vault_env(database, DB_USER="vault:database/creds/app#username",
+                    DB_PASSWORD="vault:database/creds/app#password")
+    ep = start(tmp_path, env, [*FAST, "--on-expiry", policy], pg_app(postgres))
+    procs.append(ep)
+    ep.wait_log("child started")
+    database.stop()
+    if policy == "exit":
+        assert ep.proc.wait(20) == 69, ep.log
+        assert ep.lines("expired and no successor could be fetched")
+        assert ep.lines("on_expiry = exit")
+        database.start()
+        return
+    line = ep.wait_log("expired and no successor could be fetched", timeout=20)
+    assert "the app keeps running on the last values (on_expiry = keep)" in line[0]
+    ep.wait_log("could not fetch new values", 2)
+    assert len(ep.events("start")) == 1 and ep.proc.poll() is None
+    database.start()
+    ep.wait_log("recovered: new values fetched")
+    users = ep.wait_users(2)
+    assert ep.stop() == 0, ep.log
+    assert len(set(users)) == 2
+    # Said once, not at every retry.
+    assert len(ep.lines("expired and no successor could be fetched")) == 1
+    ep.assert_no_secret_logged()

@@ -3,6 +3,8 @@ rotation tests: set-up, the app under it, its log, and the accounting of connect
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -126,7 +128,16 @@ def pg_app(postgres: Any, *extra: str) -> list[str]:
 
 
 def reap(running: Iterator[Running] | list[Running]) -> None:
+    """After a failed test: stop each entrypoint as docker would, and make sure no app
+    it started outlives it (an orphan would keep writing to a journal of a later run)."""
     for r in running:
         if r.proc.poll() is None:
-            r.proc.kill()
-            r.proc.wait()
+            r.proc.terminate()
+            try:
+                r.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+                r.proc.wait()
+        for pid in {e["pid"] for e in r.events("start")}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
