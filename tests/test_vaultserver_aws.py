@@ -133,8 +133,25 @@ def test_request_checks_before_sts(user: User, aws: hvac.Client,
     garbage = post_login(vault_server, {**signed_payload(user), "iam_request_url": "%%%"})
     assert garbage.json() == {"errors": ["failed to base64 decode iam_request_url"]}
 
+    def with_url(url: str, method: str = "POST") -> object:
+        payload = {**signed_payload(user), "iam_http_request_method": method,
+                   "iam_request_url": b64encode(url.encode()).decode()}
+        return post_login(vault_server, payload).json()
 
-def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServer) -> None:
+    sts = "https://sts.amazonaws.com/"
+    assert with_url(sts + "?Action=GetCallerIdentity") == {"errors": ["invalid request"]}
+    assert with_url(sts, "GET") == {"errors": ["no action found in request"]}
+    assert with_url(sts + "?Action=GetUser", "GET") == {
+        "errors": ["unexpected action parameter, GetUser"]}
+    assert with_url(sts + "?Action=GetCallerIdentity&Action=GetCallerIdentity", "GET") == {
+        "errors": ["found multiple actions"]}
+    no_body = post_login(vault_server, {**signed_payload(user), "iam_request_body": ""})
+    assert no_body.json() == {
+        "errors": ["missing iam_request_body which is required for POST requests"]}
+
+
+def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServer,
+                                           vault_server: VaultTestServer) -> None:
     other = create_iam_user(moto_sts, unique_user_name("other"))
     unbound = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="app",
                                                          header_value=HEADER))
@@ -142,6 +159,10 @@ def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServ
     missing = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="nope",
                                                          header_value=HEADER))
     assert missing == "entry for role nope not found"
+    vault_server.add_aws_role("ec2only", [], [], auth_type="ec2", bound_ami_id="ami-1")
+    ec2 = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="ec2only",
+                                                     header_value=HEADER))
+    assert ec2 == "auth method iam not allowed for role ec2only"
 
 
 def test_wildcard_exact_arn_and_default_role_name(

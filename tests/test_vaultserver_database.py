@@ -93,6 +93,13 @@ def test_lookup_and_lease_errors(db: hvac.Client, vault_server: VaultTestServer)
     missing = requests.put(f"{vault_server.addr}/v1/sys/leases/renew", json={}, timeout=10,
                            headers={"X-Vault-Token": vault_server.root_token})
     assert missing.json() == {"errors": ["lease_id must be specified"]}
+    for action in ("lookup", "revoke"):
+        answer = requests.put(f"{vault_server.addr}/v1/sys/leases/{action}", json={},
+                              headers={"X-Vault-Token": vault_server.root_token}, timeout=10)
+        assert answer.json() == {"errors": ["lease_id must be specified"]}
+    with pytest.raises(hvac.exceptions.InvalidRequest,
+                       match="tokens cannot be renewed through this endpoint"):
+        db.sys.renew_lease("auth/token/create/abc")
     with pytest.raises(hvac.exceptions.InvalidRequest, match=r"^unknown role: nobody"):
         db.secrets.database.generate_credentials("nobody")
     listed = db.sys.list_leases("database/creds/app/")["data"]["keys"]
@@ -107,6 +114,12 @@ def test_revoke_is_202_and_drops_the_role(db: hvac.Client, postgres: PostgresClu
     assert (answer.status_code, answer.content) == (202, b"")
     assert not role_exists(postgres, creds["data"]["username"])
     assert db.sys.revoke_lease("database/creds/app/unknown").status_code == 202
+    other = db.secrets.database.generate_credentials("app")
+    synced = requests.put(f"{db.url}/v1/sys/leases/revoke", timeout=10,
+                          headers={"X-Vault-Token": db.token},
+                          json={"lease_id": other["lease_id"], "sync": True})
+    assert (synced.status_code, synced.content) == (204, b"")
+    assert not role_exists(postgres, other["data"]["username"])
     with pytest.raises(hvac.exceptions.InvalidRequest, match="lease not found"):
         db.sys.renew_lease(creds["lease_id"])
 
@@ -133,6 +146,18 @@ def test_token_revocation_takes_its_leases(
         client.sys.revoke_lease(creds["lease_id"])  # not in the default policy
     client.auth.token.revoke_self()
     assert not role_exists(postgres, creds["data"]["username"])
+    assert vault_server.leases() == []
+
+
+def test_token_expiry_takes_its_leases(
+    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+) -> None:
+    token = vault_server.create_token(["root"], ttl=1)
+    creds = hvac.Client(url=vault_server.addr, token=token).secrets.database.generate_credentials(
+        "app")
+    assert creds["lease_duration"] == 60, "the lease outlives the token on paper"
+    wait_until(lambda: not role_exists(postgres, creds["data"]["username"]), 5,
+               "the role of the expired token's lease to go")
     assert vault_server.leases() == []
 
 

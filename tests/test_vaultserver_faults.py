@@ -174,6 +174,8 @@ def test_approle_login(vault_server: VaultTestServer) -> None:
             client.auth.approle.login(role_id, bad_secret)
     with pytest.raises(hvac.exceptions.InvalidRequest, match="invalid role or secret ID"):
         client.auth.approle.login("unknown", secret_id)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="missing role_id"):
+        client.auth.approle.login("", secret_id)
 
 
 def test_kubernetes_login(vault_server: VaultTestServer) -> None:

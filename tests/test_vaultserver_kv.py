@@ -113,5 +113,20 @@ def test_kv2_check_and_set(client: hvac.Client) -> None:
     client.secrets.kv.v2.configure(cas_required=True)
     with pytest.raises(hvac.exceptions.InvalidRequest, match="check-and-set parameter required"):
         client.secrets.kv.v2.create_or_update_secret("cas", secret={"v": "3"})
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="error parsing check-and-set"):
+        client.write_data("secret/data/cas", data={"options": {"cas": "x"}, "data": {"v": 1}})
     with pytest.raises(hvac.exceptions.InvalidRequest, match="no data provided"):
         client.write_data("secret/data/cas", data={"options": {}})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # hvac's own read inside patch()
+def test_kv2_patch_merges_into_a_new_version(vault_server: VaultTestServer,
+                                             client: hvac.Client) -> None:
+    vault_server.write_kv("secret", "app/api", {"token": "one", "endpoint": "e"})
+    patched = client.secrets.kv.v2.patch("app/api", {"token": "two"})
+    assert patched["data"]["version"] == 2
+    read = client.secrets.kv.v2.read_secret("app/api", raise_on_deleted_version=True)
+    assert read["data"]["data"] == {"token": "two", "endpoint": "e"}
+    plain = requests.patch(f"{vault_server.addr}/v1/secret/data/app/api", json={"data": {}},
+                           headers={"X-Vault-Token": vault_server.root_token}, timeout=10)
+    assert plain.status_code == 415, "PATCH needs application/merge-patch+json"

@@ -118,3 +118,23 @@ def test_revoke_token_behind_the_clients_back_and_log_accessor(
     assert (last.method, last.path, last.status, last.accessor) == (
         "GET", "auth/token/lookup-self", 403, None)
     assert vault_server.count("auth/token/lookup-self", "GET") == 2
+
+
+def test_capabilities_self(vault_server: VaultTestServer) -> None:
+    vault_server.set_policy("app", {"secret/data/app/*": ["read", "list"]})
+    token = vault_server.create_token(["app"], ttl=60)
+    response = requests.post(f"{vault_server.addr}/v1/sys/capabilities-self", timeout=10,
+                             headers={"X-Vault-Token": token},
+                             json={"paths": ["secret/data/app/db", "secret/data/other"]})
+    data = response.json()["data"]
+    assert data["secret/data/app/db"] == ["list", "read"]
+    assert data["secret/data/other"] == ["deny"]
+
+
+def test_use_limited_token_is_revoked_after_its_last_use(vault_server: VaultTestServer) -> None:
+    created = client_for(vault_server, vault_server.root_token).auth.token.create(
+        policies=["default"], ttl=60, num_uses=2)
+    token = created["auth"]["client_token"]
+    assert client_for(vault_server, token).auth.token.lookup_self()["data"]["num_uses"] == 1
+    assert client_for(vault_server, token).auth.token.lookup_self()["data"]["num_uses"] == 0
+    assert raw(vault_server, "auth/token/lookup-self", token).json() == INVALID_TOKEN

@@ -26,7 +26,8 @@ DEFAULT_POLICY: Policy = {
 }
 
 # Which capability an operation needs; POST to a path counts as create or update.
-NEEDED = {"read": {"read"}, "list": {"list"}, "update": {"create", "update"}, "delete": {"delete"}}
+NEEDED = {"read": {"read"}, "list": {"list"}, "update": {"create", "update"},
+          "delete": {"delete"}, "patch": {"patch"}}
 # Paths that also need sudo, as in Vault (`revoke-prefix`, `revoke-force`).
 SUDO_PREFIXES = ("sys/leases/revoke-prefix/", "sys/leases/revoke-force/", "sys/revoke-prefix/")
 

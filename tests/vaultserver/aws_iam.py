@@ -206,7 +206,12 @@ class AwsAuth:
                               ("token_period", "period")):
             if field in data or legacy in data:
                 role[field] = parse_duration(data.get(field, data.get(legacy)), field)
-        if role["auth_type"] == "iam" and not role["bound_iam_principal_arn"]:
+        for field in data:
+            if field.startswith("bound_") and field != "bound_iam_principal_arn":
+                role[field] = as_list(data[field])  # EC2 bounds: kept, never checked here
+        bounds = [k for k, v in role.items()
+                  if k.startswith("bound_") and k != "bound_iam_principal_id" and v]
+        if not bounds:
             raise bad_request("at least one bound parameter should be specified on the role")
         if role["token_max_ttl"] and role["token_ttl"] > role["token_max_ttl"]:
             raise bad_request("ttl should be shorter than max ttl")

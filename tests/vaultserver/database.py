@@ -12,6 +12,7 @@ import base64
 import binascii
 import fnmatch
 import json
+import logging
 import secrets
 import string
 import time
@@ -39,6 +40,7 @@ from tests.vaultserver.wire import (
     rfc3339nano,
 )
 
+log = logging.getLogger(__name__)
 DEFAULT_CREATION = [
     "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
 ]
@@ -364,7 +366,8 @@ class DatabaseEngine:
         if op == "read":
             if role is None:
                 raise VaultError(404)
-            shown = {k: v for k, v in role.items() if k not in ("password", "last_rotation")}
+            hidden = ("password", "last_rotation", "retry_at")
+            shown = {k: v for k, v in role.items() if k not in hidden}
             return ok({**shown, "last_vault_rotation": rfc3339nano(role["last_rotation"])},
                       mount_type="database")
         if op == "delete":
@@ -389,6 +392,7 @@ class DatabaseEngine:
             "credential_type": "password",
             "password": "",
             "last_rotation": None,
+            "retry_at": 0.0,
         }
         try:
             self._rotate(name)
@@ -412,8 +416,14 @@ class DatabaseEngine:
         """The rotation queue: passwords of static roles whose period has run out."""
         with self.state.lock:
             for name, role in list(self.static_roles.items()):
-                if role["last_rotation"] + role["rotation_period"] <= now:
-                    self._rotate(name)
+                due = role["last_rotation"] + role["rotation_period"] <= now
+                if due and role["retry_at"] <= now:
+                    try:
+                        self._rotate(name)
+                    except VaultError as exc:
+                        # Vault's rotation queue retries a failed rotation 10s later.
+                        role["retry_at"] = now + 10
+                        log.warning("rotation of static role %s failed: %s", name, exc)
 
     def _static_creds(self, name: str) -> Response:
         role = self.static_roles.get(name)

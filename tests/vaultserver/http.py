@@ -75,7 +75,12 @@ class VaultHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         vault = self.server.vault
         split = urlsplit(self.path)
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except VaultError as exc:
+            self.close_connection = True  # the unread body would poison the connection
+            self._write(Response(exc.status, {"errors": exc.errors}), head=False)
+            return
         if split.path.startswith(CONTROL_PREFIX):
             from tests.vaultserver.control import handle_control
 

@@ -194,6 +194,20 @@ class KVv2:
             except (TypeError, ValueError):
                 raise bad_request("error parsing check-and-set parameter") from None
             return ok(self.write(path, data, cas_value), mount_type="kv")
+        if op == "patch":
+            current = meta.versions.get(meta.current_version) if meta else None
+            if meta is None or current is None or current.deleted(time.time()):
+                raise VaultError(404)
+            patch = request.data.get("data")
+            if not isinstance(patch, dict):
+                raise bad_request("no data provided")
+            merged = dict(current.data or {})
+            for key, value in patch.items():
+                if value is None:
+                    merged.pop(key, None)  # JSON merge patch: null removes the key
+                else:
+                    merged[key] = value
+            return ok(self.write(path, merged), mount_type="kv")
         if op == "delete":
             if meta is not None and meta.current_version in meta.versions:
                 version = meta.versions[meta.current_version]

@@ -94,6 +94,8 @@ def revoke_lease(state: State, lease_id: str) -> bool:
             lease.revoke(lease)
         except Exception as exc:
             lease.failed_revocations += 1
+            # expiration.go retries with a growing delay; a broken lease must not spin.
+            lease.retry_revocation_at = time.time() + min(2**lease.failed_revocations, 30)
             message = f"failed to revoke entry: resp: (*logical.Response)(nil) err: {exc}"
             raise bad_request(message) from exc
         del state.leases[lease_id]
@@ -132,7 +134,8 @@ def renew_lease(state: State, lease_id: str, increment: int) -> tuple[Lease, lis
 def revoke_expired(state: State, now: float) -> None:
     """The reaper's part for leases: revoke every lease past its expiry."""
     with state.lock:
-        due = [lease.id for lease in state.leases.values() if lease.expire_time <= now]
+        due = [lease.id for lease in state.leases.values()
+               if lease.expire_time <= now and lease.retry_revocation_at <= now]
         for lease_id in due:
             try:
                 revoke_lease(state, lease_id)

@@ -47,6 +47,22 @@ def dispatch(state: State, request: Request) -> Response:
         rest = path[len("auth/") + len(mount.path) :]
         return mount.engine.handle(request, rest)  # type: ignore[no-any-return]
     authenticate(state, request)
+    token = request.token_entry
+    if token.num_uses:
+        # A use-limited token: this request spends a use; the last one revokes it after.
+        with state.lock:
+            token.num_uses -= 1
+            last_use = token.num_uses == 0
+        if last_use:
+            try:
+                return _route(state, request)
+            finally:
+                tokens.revoke_token(state, token.id)
+    return _route(state, request)
+
+
+def _route(state: State, request: Request) -> Response:
+    path = request.path
     if not path.startswith("sys/internal/ui/mounts/"):
         system.check_acl(state, request)
     if path.startswith("sys/leases/"):

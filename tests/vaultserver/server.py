@@ -24,6 +24,7 @@ The same controls exist over HTTP under /_test/ (see control.py).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from types import TracebackType
@@ -35,6 +36,7 @@ from tests.vaultserver.http import VaultHTTPServer
 from tests.vaultserver.state import State
 from tests.vaultserver.wire import VaultError
 
+log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 REAP_INTERVAL = 0.05
 
@@ -140,8 +142,8 @@ class VaultTestServer:
                 tokens.revoke_expired(self.state, now)
                 for job in list(self.state.periodic):
                     job(now)
-            except Exception as exc:  # keep reaping; a test sees the effect, not a thread death
-                print(f"vault test server reaper: {exc!r}")
+            except Exception:  # keep reaping; a test sees the effect, not a thread death
+                log.exception("vault test server reaper")
 
     # -- setup helpers ---------------------------------------------------------------------
 

@@ -100,6 +100,7 @@ class Lease:
     renew: Callable[[Lease, int], None] | None = None
     last_renewal: float | None = None
     failed_revocations: int = 0
+    retry_revocation_at: float = 0.0  # the reaper's backoff after a failed revocation
     secret: dict[str, Any] = field(default_factory=dict)
 
 

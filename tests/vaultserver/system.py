@@ -17,6 +17,7 @@ from tests.vaultserver.wire import (
     Request,
     Response,
     VaultError,
+    as_list,
     bad_request,
     base62,
     envelope,
@@ -163,6 +164,8 @@ def handle(state: State, request: Request, rest: str) -> Response:
     if head in ("policies", "policy"):
         name = tail.removeprefix("acl/") if head == "policies" else tail
         return _policy(state, request, name)
+    if head == "capabilities-self" and op == "update":
+        return _capabilities(state, request)
     if head == "internal" and tail.startswith("ui/mounts/"):
         return _ui_mount(state, request, tail[len("ui/mounts/") :])
     raise VaultError(404, f'no handler for route "sys/{rest}". route entry not found.')
@@ -194,6 +197,20 @@ def _policy(state: State, request: Request, name: str) -> Response:
             state.policies.pop(name, None)
             return no_content()
     raise VaultError(405, "unsupported operation")
+
+
+def _capabilities(state: State, request: Request) -> Response:
+    """sys/capabilities-self: per path, sorted; ["root"] for root, ["deny"] for nothing."""
+    paths = as_list(request.data.get("paths") or request.data.get("path"))
+    data: dict[str, Any] = {}
+    with state.lock:
+        names = request.token_entry.policies
+        for path in paths:
+            caps = acl.capabilities(state.policies, names, path.strip("/"))
+            data[path] = ["root"] if "root" in caps else sorted(caps - {"deny"}) or ["deny"]
+    if len(paths) == 1:
+        data["capabilities"] = data[paths[0]]
+    return ok(data)
 
 
 def _ui_mount(state: State, request: Request, path: str) -> Response:
