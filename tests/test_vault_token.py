@@ -240,3 +240,24 @@ def database(vault_server: Any, postgres: Any) -> Any:
     vault_server.configure_database(postgres)
     vault_server.engine("database").add_role("app", default_ttl=600, max_ttl=1200)
     return vault_server
+
+
+def test_vault_down_while_running_renewal_retries_then_recovers(kv_server: Any) -> None:
+    clock = Clock()
+    method = CreateTokenLogin(kv_server.root_token, ttl=60)
+    src = build(kv_server, method, clock)
+    src.fetch("secret/app")
+    src.client.end_startup()
+    kv_server.stop()
+    delays = []
+    for _ in range(3):
+        clock.now = src.keeper.next_at
+        src.keeper.tick()
+        delays.append(src.keeper.next_at - clock.now)
+    assert src.keeper.failures == 3 and method.logins == 1
+    assert all(0 < d <= 30 for d in delays)  # backoff, always before the token's expiry
+    kv_server.start()
+    clock.now = src.keeper.next_at
+    src.keeper.tick()
+    assert src.keeper.failures == 0 and method.logins == 1, "renewed, not logged in again"
+    src.close()

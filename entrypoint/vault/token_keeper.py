@@ -102,6 +102,9 @@ class TokenKeeper:
                     self._relogin_due("token cannot be extended further")
             except EntrypointError as exc:
                 self._failed(exc)
+            except Exception as exc:
+                # A TLS failure or another surprise must not end the renewal thread silently.
+                self._failed(UnavailableError(f"token renewal: {type(exc).__name__}"))
             return self.next_at
 
     def _renew(self) -> None:
@@ -147,7 +150,8 @@ class TokenKeeper:
     def _failed(self, exc: EntrypointError) -> None:
         self.failures += 1
         now = self.clock()
-        delay = backoff.retry_delay(self.failures, 1.0, 30.0, self.rng)
+        # Full jitter may draw ~0: a floor keeps a dead Vault from being hammered.
+        delay = max(0.5, backoff.retry_delay(self.failures, 1.0, 30.0, self.rng))
         if self.expires_at != math.inf:
             # Keep trying before the token expires, not after.
             delay = min(delay, max(0.5, (self.expires_at - now) / 2))
