@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
@@ -53,9 +54,9 @@ def _failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
 
 def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
     """Reach Vault and log in; False when reading paths is pointless."""
-    from entrypoint.vault.source import VaultSource
-
-    if not isinstance(source, VaultSource):
+    # Only a built VaultSource loaded its module: the local path imports nothing of Vault.
+    module = sys.modules.get("entrypoint.vault.source")
+    if module is None or not isinstance(source, module.VaultSource):
         return True
     # The check's token and leases are its own: revoke them whatever revoke_on_exit says.
     source.revoke_on_close = True
