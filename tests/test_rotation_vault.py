@@ -7,13 +7,25 @@ a count of failed connections, not an inference.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.vault_rotation import Running, app_token, pg_app, pg_roles, reap, start
+from tests.helpers.cli import wait_until
+from tests.helpers.journal import wait_for
+from tests.helpers.vault_rotation import (
+    APP_PROBE,
+    Running,
+    app_token,
+    approle_login,
+    pg_app,
+    pg_roles,
+    reap,
+    start,
+)
 
 FAST = ["--wait-min", "100ms", "--wait-max", "500ms"]
 
@@ -132,3 +144,92 @@ def test_lease_expiring_while_vault_is_down_follows_on_expiry(
     # Said once, not at every retry.
     assert len(ep.lines("expired and no successor could be fetched")) == 1
     ep.assert_no_secret_logged()
+
+
+def approle_tokens(vault: Any) -> list[str]:
+    with vault.state.lock:
+        return [t.accessor for t in vault.state.tokens.values()
+                if t.path.startswith("auth/approle")]
+
+
+@pytest.mark.parametrize("revoke", [True, False])
+def test_shutdown_revokes_own_leases_and_token_after_the_app_stopped(
+        revoke: bool, database: Any, postgres: Any, tmp_path: Path,
+        procs: list[Running]) -> None:
+    database.add_database_role("app", default_ttl=600, max_ttl=3600)
+    env = {"VAULT_ADDR": database.addr, **approle_login(database),
+           "DB_USER": "vault:database/creds/app#username",
+           "DB_PASSWORD": "vault:database/creds/app#password"}
+    args = [] if revoke else ["--no-revoke-on-exit"]
+    ep = start(tmp_path, env, args, pg_app(postgres))
+    procs.append(ep)
+    wait_until(lambda: [e for e in ep.connects() if e["ok"]], what="a database login")
+    user = ep.users()[0]
+    assert user in pg_roles(postgres)
+    assert len(database.leases("database/creds/app")) == 1 and approle_tokens(database)
+    assert ep.stop() == 0, ep.log
+    stopped_at = ep.events("stop")[0]["t"]
+    revokes = [r for r in database.requests
+               if r.path in ("sys/leases/revoke", "auth/token/revoke-self")]
+    if not revoke:
+        assert revokes == []
+        assert len(database.leases("database/creds/app")) == 1
+        assert user in pg_roles(postgres) and approle_tokens(database)
+        return
+    assert sorted(r.path for r in revokes) == ["auth/token/revoke-self", "sys/leases/revoke"]
+    assert all(r.timestamp >= stopped_at and r.status < 300 for r in revokes), revokes
+    # The lease first, while the token that may revoke it is still valid.
+    assert [r.path for r in revokes] == ["sys/leases/revoke", "auth/token/revoke-self"]
+    assert database.leases() == [] and approle_tokens(database) == []
+    assert user not in pg_roles(postgres)
+    assert ep.lines("revoked lease of vault:database/creds/app (shutdown)")
+    assert ep.lines("vault: revoked our token (revoke_on_exit)")
+    ep.assert_no_secret_logged()
+
+
+def test_kv2_new_version_restarts_the_env_fed_app_once(
+        database: Any, tmp_path: Path, procs: list[Running]) -> None:
+    database.write_kv("secret", "app/db", {"password": "kv-value-1"})
+    env = vault_env(database, DB_PASSWORD="vault:secret/app/db#password")
+    ep = start(tmp_path, env, [*FAST, "--poll-interval", "300ms"],
+               [sys.executable, APP_PROBE, "{journal}", "DB_PASSWORD"])
+    procs.append(ep)
+    first = wait_for(ep.journal, "start")[0]
+    assert first["env"] == {"DB_PASSWORD": "kv-value-1"}
+    database.write_kv("secret", "app/db", {"password": "kv-value-2"})
+    second = wait_for(ep.journal, "start", 2)[1]
+    assert second["env"] == {"DB_PASSWORD": "kv-value-2"} and second["pid"] != first["pid"]
+    assert ep.stop() == 0, ep.log
+    assert len(ep.events("start")) == 2
+    assert ep.lines("vault:secret/app/db changed (v1 -> v2)")
+    assert len(ep.lines("rotation: restarting the app")) == 1
+    ep.assert_no_secret_logged("kv-value-1", "kv-value-2")
+
+
+def test_kv2_new_version_rewrites_the_file_then_signals(
+        database: Any, tmp_path: Path, procs: list[Running]) -> None:
+    database.write_kv("secret", "app/db", {"password": "kv-value-1"})
+    rendered = tmp_path / "run/db.conf"
+    config = tmp_path / "entrypoint.toml"
+    config.write_text(
+        "[[template]]\n"
+        "contents = \"password={{ secret('secret/app/db').password }}\\n\"\n"
+        f'destination = "{rendered}"\n'
+        'on_change = "signal:SIGHUP"\n')
+    env = vault_env(database, ENTRYPOINT_CONFIG=str(config))
+    ep = start(tmp_path, env, [*FAST, "--poll-interval", "300ms"],
+               [sys.executable, APP_PROBE, "{journal}", "--file", str(rendered)])
+    procs.append(ep)
+    first = wait_for(ep.journal, "start")[0]
+    assert first["file"] == "password=kv-value-1\n"
+    # Five versions in quick succession: one new file, one signal.
+    for n in range(2, 7):
+        database.write_kv("secret", "app/db", {"password": f"kv-value-{n}"})
+    hup = wait_for(ep.journal, "hup")[0]
+    assert hup["file"] == "password=kv-value-6\n" and hup["pid"] == first["pid"]
+    database.write_kv("secret", "app/db", {"password": "kv-value-7"})
+    hups = wait_for(ep.journal, "hup", 2)
+    assert hups[1]["file"] == "password=kv-value-7\n"
+    assert ep.stop() == 0, ep.log
+    assert len(ep.events("start")) == 1 and len(ep.events("hup")) == 2
+    ep.assert_no_secret_logged(*(f"kv-value-{n}" for n in range(1, 8)))
