@@ -1,1 +1,29 @@
-"""Fixtures for this area (see tests/conftest.py)."""
+"""Fixtures for this area (see tests/conftest.py), and the suite-wide secrecy check."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import secrecy
+
+secrecy.install()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    secrecy.current_test = item.nodeid
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any seeded secret reached any collected output (see secrecy.py)."""
+    found = secrecy.leaks()
+    if not found:
+        return
+    lines = [f"  {value} in {where}" for value, where in found[:50]]
+    report = "\n".join(["SECRECY: seeded secret values appeared in output:", *lines])
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(report, red=True, bold=True)
+    else:
+        print(report)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
