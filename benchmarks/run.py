@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import local  # noqa: E402
-from benchmarks.common import BenchError, Context, Row, table  # noqa: E402
+from benchmarks.common import BenchError, Context, Row, compile_package, table  # noqa: E402
 
 Case = Callable[[Context], list[Row]]
 
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     errors: dict[str, str] = {}
     started = time.monotonic()
+    compiled = compile_package()
+    print(f"... bytecode of entrypoint/ brought up to date ({compiled} file(s) compiled)",
+          file=sys.stderr, flush=True)
     with Context(runs, keep=args.keep) as ctx:
         for name in selected:
             case_started = time.monotonic()

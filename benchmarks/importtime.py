@@ -1,0 +1,104 @@
+"""Where the start-up time of ``--exec`` goes: ``python -X importtime`` summarised.
+
+    python benchmarks/importtime.py [--runs N] [--top N] [--vault]
+
+Runs ``python -X importtime -m entrypoint --exec -- true`` on a local secrets directory
+with 10 references (with ``--vault``: against the Vault test server, token auth) ``runs``
+times and prints, per top-level package, the median of its self time summed over its
+modules, and the slowest single imports by cumulative time. Numbers under ``-X importtime``
+are inflated by the instrumentation; read them as shares, not as absolute costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import Context, entrypoint_env  # noqa: E402
+from benchmarks.local import kv_refs, write_local_secrets  # noqa: E402
+
+
+def parse(stderr: str) -> list[tuple[str, int, int, int]]:
+    """(module, self us, cumulative us, depth) for every import listed."""
+    out = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        self_us, cumulative, name = line[len("import time:"):].split("|")
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        out.append((name.strip(), int(self_us), int(cumulative), depth))
+    return out
+
+
+Medians = dict[str, float]
+
+
+def measure(env: dict[str, str], runs: int) -> tuple[Medians, Medians, Medians, float]:
+    true = shutil.which("true") or "/bin/true"
+    by_package: dict[str, list[int]] = defaultdict(list)
+    by_module: dict[str, list[int]] = defaultdict(list)
+    by_self: dict[str, list[int]] = defaultdict(list)
+    totals = []
+    for _ in range(runs):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "entrypoint",
+                                 "--exec", "--", true], env=env, capture_output=True,
+                                text=True, timeout=60)
+        if result.returncode != 0:
+            raise SystemExit(result.stderr[-2000:])
+        rows = parse(result.stderr)
+        packages: dict[str, int] = defaultdict(int)
+        for name, self_us, cumulative, _ in rows:
+            packages[name.split(".")[0]] += self_us
+            by_module[name].append(cumulative)
+            by_self[name].append(self_us)
+        for name, total in packages.items():
+            by_package[name].append(total)
+        totals.append(sum(self_us for _, self_us, _, _ in rows))
+    def medians(table: dict[str, list[int]]) -> Medians:
+        return {k: statistics.median(v) / 1000 for k, v in table.items()}
+
+    return (medians(by_package), medians(by_module), medians(by_self),
+            statistics.median(totals) / 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--vault", action="store_true",
+                        help="resolve through the Vault test server (token auth)")
+    args = parser.parse_args(argv)
+    with Context(1) as ctx:
+        if args.vault:
+            from benchmarks.vault import vault_env, vault_server
+
+            env = vault_env(vault_server(ctx), **kv_refs())
+        else:
+            secrets = write_local_secrets(Path(tempfile.mkdtemp(dir=ctx.root)) / "secrets")
+            env = entrypoint_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), **kv_refs()})
+        packages, modules, selfs, total = measure(env, max(1, args.runs))
+    print(f"all imports, self time summed: {total:.1f} ms (median of {args.runs})\n")
+    print("top-level package       self ms (its modules summed)")
+    for name, value in sorted(packages.items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"  {name:22} {value:6.1f}")
+    print("\nslowest modules          self ms")
+    for name, value in sorted(selfs.items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"  {name:40} {value:6.1f}")
+    print("\nslowest imports          cumulative ms")
+    for name, value in sorted(modules.items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"  {name:40} {value:6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
