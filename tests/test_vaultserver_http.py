@@ -87,6 +87,32 @@ def test_health_codes_and_parameters(vault_server: VaultTestServer) -> None:
     assert get(vault_server, "sys/health?uninitcode=299").status_code == 503
 
 
+@pytest.mark.parametrize(
+    ("mode", "default", "override", "code"),
+    [
+        ({"standby": True}, 429, "standbycode=299", 299),
+        ({"standby": True}, 429, "standbyok=true", 200),
+        ({"performance_standby": True}, 473, "performancestandbycode=298", 298),
+        ({"performance_standby": True}, 473, "perfstandbyok=true", 200),
+        ({"dr_secondary": True}, 472, "drsecondarycode=297", 297),
+        ({"ha_unhealthy": True}, 474, "haunhealthycode=296", 296),
+        ({"removed": True}, 530, "removedcode=295", 295),
+        ({"initialized": False}, 501, "uninitcode=294", 294),
+        ({"initialized": False, "standby": True}, 501, "standbyok=true", 501),
+    ],
+)
+def test_health_modes_and_their_code_parameters(
+    vault_server: VaultTestServer, mode: dict[str, bool], default: int, override: str, code: int
+) -> None:
+    vault_server.set_health(**mode)
+    plain = get(vault_server, "sys/health")
+    assert plain.status_code == default
+    assert plain.json()["initialized"] is mode.get("initialized", True)
+    assert get(vault_server, f"sys/health?{override}").status_code == code
+    hvac_answer = hvac.Client(url=vault_server.addr).sys.read_health_status(method="HEAD")
+    assert hvac_answer.status_code == default
+
+
 def test_seal_status_and_sealed_requests(vault_server: VaultTestServer) -> None:
     client = hvac.Client(url=vault_server.addr, token=vault_server.root_token)
     status = client.sys.read_seal_status()

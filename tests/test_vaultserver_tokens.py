@@ -118,6 +118,9 @@ def test_revoke_token_behind_the_clients_back_and_log_accessor(
     assert (last.method, last.path, last.status, last.accessor) == (
         "GET", "auth/token/lookup-self", 403, None)
     assert vault_server.count("auth/token/lookup-self", "GET") == 2
+    other = vault_server.create_token(["default"], ttl=60)
+    vault_server.expire_token(other)
+    assert not client_for(vault_server, other).is_authenticated()
 
 
 def test_capabilities_self(vault_server: VaultTestServer) -> None:

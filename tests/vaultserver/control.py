@@ -5,7 +5,8 @@ All take and return JSON. POST bodies (every field optional unless said):
   POST /_test/fail        {"count", "status"=500, "message", "path_prefix"}
   POST /_test/rate-limit  {"count", "retry_after"=1, "http_date"=true, "path_prefix"}
   POST /_test/delay       {"seconds", "count", "path_prefix"}   (seconds 0 clears it)
-  POST /_test/clear-faults                              (also unseals)
+  POST /_test/health      {"standby": true, ...}: what sys/health reports (set_health)
+  POST /_test/clear-faults                              (also unseals, resets health)
   POST /_test/revoke-lease {"lease_id"}                 -> {"revoked": bool}
   POST /_test/revoke-token {"token"} or {"accessor"}
   POST /_test/restart     {"down_seconds"=0}: answers, then stops and starts on the port
@@ -56,6 +57,8 @@ def handle_control(
         count = data.get("count")
         vault.set_delay(float(data.get("seconds", 0)), None if count is None else int(count),
                         data.get("path_prefix"))
+    elif name == "health":
+        vault.set_health(**{key: bool(value) for key, value in data.items()})
     elif name == "clear-faults":
         vault.clear_faults()
     elif name == "revoke-lease":

@@ -1,25 +1,41 @@
 """VaultTestServer: the object the `vault_server` fixture yields.
 
-Defaults are those of `vault server -dev`: `secret/` is KV v2, `token/` is the only auth
-method; we also mount `kv/` as KV v1, so both engines are there without setup.
+Defaults are those of `vault server -dev`: root token `root` (`.root_token`), `secret/` is
+KV v2, `token/` is the only auth method; we also mount `kv/` as KV v1 so that both engines
+are there without setup. `.addr` is http://127.0.0.1:<free port>.
 
 Setup helpers (they act on the state directly, as an operator with the root token would):
-  enable_kv(mount, version), write_kv(mount, path, data) (v2: a new version each call),
-  enable_auth(type, path=None), enable_secrets(type, path=None),
-  set_policy(name, {glob: [caps]}), create_token(policies, ttl, max_ttl=None, renewable=True,
-  period=None) -> token, configure_database(postgres, name="pg", allowed_roles="*", mount=
-  "database") (see database.py for roles: add_database_role, add_static_role),
-  configure_aws(...), add_aws_role(...) (see aws_iam.py), add_approle(...),
-  add_kubernetes_role(...) (see logins.py).
-Fault controls:
-  seal()/unseal(), fail_next(n, status=500, message=None, path_prefix=None),
-  rate_limit_next(n, retry_after=1.0, http_date=True, path_prefix=None),
-  set_delay(seconds, count=None, path_prefix=None), clear_faults(),
-  revoke_lease(lease_id), revoke_token(token=None, accessor=None) (behind the client's
-  back), expire_token(token), stop()/start() (same port, state kept), restart(),
-  requests (list of LoggedRequest: method, path, status, accessor, timestamp, query),
-  count(path, method=None), clear_requests(), leases(prefix="") (ids), token_accessor(token).
-The same controls exist over HTTP under /_test/ (see control.py).
+  enable_kv(mount, version); write_kv(mount, path, data) (KV v2: a new version each call);
+  enable_secrets(kind, path=None); enable_auth(kind, path=None); engine(mount, auth=False);
+  set_policy(name, {glob: [capabilities]}) (trailing `*` = prefix, `+` = one segment,
+  policy `root` allows all, every token also gets `default`);
+  create_token(policies, ttl, max_ttl=None, renewable=True, period=None) -> token
+  (a child of root; max_ttl is its explicit max TTL); token_accessor(token) -> accessor;
+  configure_database(postgres, name="pg", allowed_roles="*", mount="database");
+  add_database_role(name, db_name="pg", default_ttl=3600, max_ttl=86400,
+  creation_statements=None, revocation_statements=None, renew_statements=None);
+  add_static_role(name, username, rotation_period, db_name="pg") (sets the password now;
+  Vault's 5 s minimum period is engine("database").min_rotation_period);
+  configure_aws(moto, header_value=None, **config_client_fields) (STS and IAM at moto);
+  add_aws_role(name, bound_iam_principal_arn, policies, **fields) (ttl, max_ttl, period,
+  resolve_aws_unique_ids, auth_type...);
+  AppRole: enable_auth("approle"); engine("approle", auth=True).add_role(name, policies,
+  ttl=0, max_ttl=0, bind_secret_id=True) -> (role_id, secret_id);
+  Kubernetes: enable_auth("kubernetes"); engine("kubernetes", auth=True).add_jwt(jwt,
+  service_account_name, namespace) and .add_role(name, service_accounts, namespaces,
+  policies, ttl=0).
+Fault controls and observation:
+  seal()/unseal(); set_health(standby=True, ...) (sys/health only);
+  fail_next(n, status=500, message=None, path_prefix=None);
+  rate_limit_next(n, retry_after=1.0, http_date=True, path_prefix=None) (429, Retry-After);
+  set_delay(seconds, count=None, path_prefix=None); clear_faults();
+  revoke_lease(lease_id) and revoke_token(token=None, accessor=None) behind the client's
+  back (revocation statements run); expire_token(token) (the reaper revokes it and its
+  leases); stop()/start()/restart() on the same port, state kept, open connections cut;
+  requests (LoggedRequest: method, path without /v1/, status, accessor or None, timestamp,
+  query); count(path, method=None); clear_requests(); leases(prefix="") -> lease ids.
+The same controls exist over HTTP under /_test/ for a server in another process
+(see control.py). close() stops and revokes every lease left.
 """
 
 from __future__ import annotations
@@ -232,6 +248,16 @@ class VaultTestServer:
     def unseal(self) -> None:
         self.state.sealed = False
 
+    def set_health(self, **mode: bool) -> None:
+        """What sys/health reports: initialized=False, standby=True, performance_standby=True,
+        dr_secondary=True, ha_unhealthy=True or removed=True (only sys/health changes)."""
+        allowed = {"initialized", "standby", "performance_standby", "dr_secondary",
+                   "ha_unhealthy", "removed"}
+        unknown = set(mode) - allowed
+        if unknown:
+            raise ValueError(f"unknown health flags: {sorted(unknown)}")
+        self.state.health_mode = dict(mode)
+
     def fail_next(self, count: int, status: int = 500, message: str | None = None,
                   path_prefix: str | None = None) -> None:
         self.faults.fail_next(count, status, message, path_prefix)
@@ -247,6 +273,7 @@ class VaultTestServer:
     def clear_faults(self) -> None:
         self.faults.clear()
         self.unseal()
+        self.state.health_mode = {}
 
     def revoke_lease(self, lease_id: str) -> bool:
         """Revoke a lease as an operator would (its revocation statements run)."""
@@ -259,6 +286,13 @@ class VaultTestServer:
                 token = entry.id if entry is not None else None
             if token is not None:
                 tokens.revoke_token(self.state, token)
+
+    def expire_token(self, token: str) -> None:
+        """Make a token expire now; the reaper revokes it and its leases shortly after."""
+        with self.state.lock:
+            entry = self.state.tokens.get(token)
+            if entry is not None:
+                entry.expire_time = time.time()
 
     def leases(self, prefix: str = "") -> list[str]:
         with self.state.lock:

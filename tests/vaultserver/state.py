@@ -110,6 +110,9 @@ class State:
     def __init__(self, root_token: str) -> None:
         self.lock = threading.RLock()
         self.sealed = False
+        # What sys/health reports besides the seal (set_health): initialized, standby,
+        # performance_standby, dr_secondary, ha_unhealthy, removed.
+        self.health_mode: dict[str, bool] = {}
         self.root_token = root_token
         self.cluster_name = f"vault-cluster-{base62(8).lower()}"
         self.cluster_id = new_uuid()

@@ -59,17 +59,18 @@ def health(state: State, method: str, query: dict[str, str]) -> Response:
                 codes[name] = int(query[name])
             except ValueError:
                 raise VaultError(400) from None
-    for flag in ("standbyok", "perfstandbyok"):
-        if flag in query:
-            _bool(query[flag])
-    sealed = state.sealed
+    standby_ok = _bool(query["standbyok"]) if "standbyok" in query else False
+    perf_ok = _bool(query["perfstandbyok"]) if "perfstandbyok" in query else False
+    mode = state.health_mode
+    initialized = mode.get("initialized", True)
+    sealed = state.sealed or not initialized
     body: dict[str, Any] = {
-        "initialized": True,
+        "initialized": initialized,
         "sealed": sealed,
-        "standby": False,
-        "performance_standby": False,
+        "standby": mode.get("standby", False) or mode.get("performance_standby", False),
+        "performance_standby": mode.get("performance_standby", False),
         "replication_performance_mode": "disabled",
-        "replication_dr_mode": "disabled",
+        "replication_dr_mode": "secondary" if mode.get("dr_secondary") else "disabled",
         "server_time_utc": int(time.time()),
         "version": VERSION,
         "enterprise": False,
@@ -78,7 +79,24 @@ def health(state: State, method: str, query: dict[str, str]) -> Response:
         body["cluster_name"] = state.cluster_name
         body["cluster_id"] = state.cluster_id
     body.update(echo_duration_ms=0, clock_skew_ms=0, replication_primary_canary_age_ms=0)
-    status = codes["sealedcode"] if sealed else codes["activecode"]
+    if mode.get("removed"):
+        body["removed_from_cluster"] = True
+    # sys_health.go precedence: uninit, removed, sealed, HA unhealthy, DR, perf standby, standby.
+    status = codes["activecode"]
+    if not initialized:
+        status = codes["uninitcode"]
+    elif mode.get("removed"):
+        status = codes["removedcode"]
+    elif sealed:
+        status = codes["sealedcode"]
+    elif mode.get("ha_unhealthy"):
+        status = codes["haunhealthycode"]
+    elif mode.get("dr_secondary"):
+        status = codes["drsecondarycode"]
+    elif mode.get("performance_standby"):
+        status = codes["activecode"] if perf_ok else codes["performancestandbycode"]
+    elif mode.get("standby"):
+        status = codes["activecode"] if standby_ok else codes["standbycode"]
     return Response(status, body)
 
 
