@@ -141,3 +141,26 @@ def test_use_limited_token_is_revoked_after_its_last_use(vault_server: VaultTest
     assert client_for(vault_server, token).auth.token.lookup_self()["data"]["num_uses"] == 1
     assert client_for(vault_server, token).auth.token.lookup_self()["data"]["num_uses"] == 0
     assert raw(vault_server, "auth/token/lookup-self", token).json() == INVALID_TOKEN
+
+
+def test_response_wrapping_and_single_unwrap(vault_server: VaultTestServer) -> None:
+    vault_server.enable_auth("approle")
+    vault_server.engine("approle", auth=True).add_role("web", ["default"])
+    wrapped = requests.post(f"{vault_server.addr}/v1/auth/approle/role/web/secret-id",
+                            headers={"X-Vault-Token": vault_server.root_token,
+                                     "X-Vault-Wrap-TTL": "5m"}, timeout=10).json()
+    info = wrapped["wrap_info"]
+    assert wrapped["data"] is None and wrapped["auth"] is None
+    assert info["ttl"] == 300 and info["creation_path"] == "auth/approle/role/web/secret-id"
+    looked = requests.post(f"{vault_server.addr}/v1/sys/wrapping/lookup", timeout=10,
+                           json={"token": info["token"]}).json()
+    assert looked["data"]["creation_ttl"] == 300
+    unwrapped = client_for(vault_server, info["token"]).sys.unwrap()
+    assert len(unwrapped["data"]["secret_id"]) == 36
+    again = requests.post(f"{vault_server.addr}/v1/sys/wrapping/unwrap", timeout=10,
+                          headers={"X-Vault-Token": info["token"]})
+    assert again.json() == {"errors": ["wrapping token is not valid or does not exist"]}
+    negative = requests.get(f"{vault_server.addr}/v1/auth/token/lookup-self", timeout=10,
+                            headers={"X-Vault-Token": vault_server.root_token,
+                                     "X-Vault-Wrap-TTL": "-1"})
+    assert negative.status_code == 400

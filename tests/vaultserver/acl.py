@@ -23,6 +23,9 @@ DEFAULT_POLICY: Policy = {
     "sys/renew": ["update"],
     "sys/leases/lookup": ["update"],
     "sys/internal/ui/mounts": ["read"],
+    "sys/wrapping/wrap": ["update"],
+    "sys/wrapping/lookup": ["update"],
+    "sys/wrapping/unwrap": ["update"],
 }
 
 # Which capability an operation needs; POST to a path counts as create or update.

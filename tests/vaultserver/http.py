@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.vaultserver import router, system
+from tests.vaultserver import router, system, wrapping
 from tests.vaultserver.faults import LoggedRequest
 from tests.vaultserver.wire import Request, Response, VaultError
 
@@ -104,8 +104,11 @@ class VaultHandler(BaseHTTPRequestHandler):
             elif path == "sys/seal-status":
                 response = system.seal_status(vault.state, self.command)
             else:
+                ttl = wrapping.wrap_ttl(self.headers.get("X-Vault-Wrap-TTL"))
                 request = self._request(path, query, body)
                 response = router.dispatch(vault.state, request)
+                if ttl is not None:
+                    response = wrapping.wrap(vault.state, request, response, ttl)
         except VaultError as exc:
             response = Response(exc.status, {"errors": exc.errors})
         except Exception as exc:  # a bug of ours must still answer as Vault would

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.vaultserver import leases, system, tokens
+from tests.vaultserver import leases, system, tokens, wrapping
 from tests.vaultserver.state import State
 from tests.vaultserver.wire import (
     INVALID_TOKEN,
@@ -46,6 +46,11 @@ def dispatch(state: State, request: Request) -> Response:
             raise no_route(path)
         rest = path[len("auth/") + len(mount.path) :]
         return mount.engine.handle(request, rest)  # type: ignore[no-any-return]
+    if path == "sys/wrapping/lookup":  # unauthenticated in Vault, and it must not spend a use
+        return wrapping.handle(state, request, "lookup")
+    if path == "sys/wrapping/unwrap" and not request.data.get("token"):
+        # The wrapping token itself is the credential: a spent one is "not valid", not 403.
+        return wrapping.handle(state, request, "unwrap")
     authenticate(state, request)
     token = request.token_entry
     if token.num_uses:
@@ -65,6 +70,8 @@ def _route(state: State, request: Request) -> Response:
     path = request.path
     if not path.startswith("sys/internal/ui/mounts/"):
         system.check_acl(state, request)
+    if path.startswith("sys/wrapping/"):
+        return wrapping.handle(state, request, path[len("sys/wrapping/") :])
     if path.startswith("sys/leases/"):
         return leases.handle(state, request, path[len("sys/leases/") :])
     if path.startswith(("sys/renew", "sys/revoke")):

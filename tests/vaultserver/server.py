@@ -46,7 +46,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from tests.vaultserver import leases, system, tokens
+from tests.vaultserver import leases, system, tokens, wrapping
 from tests.vaultserver.faults import Faults, LoggedRequest
 from tests.vaultserver.http import VaultHTTPServer
 from tests.vaultserver.state import State
@@ -156,6 +156,7 @@ class VaultTestServer:
             try:
                 leases.revoke_expired(self.state, now)
                 tokens.revoke_expired(self.state, now)
+                wrapping.expired(self.state, now)
                 for job in list(self.state.periodic):
                     job(now)
             except Exception:  # keep reaping; a test sees the effect, not a thread death

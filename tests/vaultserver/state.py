@@ -113,6 +113,7 @@ class State:
         # What sys/health reports besides the seal (set_health): initialized, standby,
         # performance_standby, dr_secondary, ha_unhealthy, removed.
         self.health_mode: dict[str, bool] = {}
+        self.wrapped: dict[str, dict[str, Any]] = {}  # wrapping token -> wrapped answer
         self.root_token = root_token
         self.cluster_name = f"vault-cluster-{base62(8).lower()}"
         self.cluster_id = new_uuid()
