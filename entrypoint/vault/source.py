@@ -37,6 +37,8 @@ from entrypoint.vault.token_keeper import TokenKeeper
 T = TypeVar("T")
 GONE = ("lease not found", "lease expired", "invalid lease", "lease is expired")
 NOT_EXTENDABLE = ("not renewable", "past the max ttl")
+# Vault's expiration manager when the secrets engine's own renew failed.
+BACKEND_FAILED = "failed to renew entry"
 
 
 class VaultSource:
@@ -187,6 +189,13 @@ class VaultSource:
                 if remaining is None:
                     raise LeaseGone(f"lease renewal: {exc.text}") from None
                 return remaining, False, [exc.text]
+            if BACKEND_FAILED in text:
+                # The engine behind the lease could not extend the secret (e.g. the
+                # database role was dropped): retrying until expiry would leave the app
+                # on a dead credential, so ask for a successor now. The lease itself is
+                # still Vault's to revoke, so it is not forgotten here.
+                raise LeaseGone(f"lease renewal: Vault could not renew the secret behind "
+                                f"the lease ({exc.text})") from None
             raise ConfigError(f"lease renewal refused: {exc.text}") from None
         body = response if isinstance(response, dict) else {}
         warnings = [str(w) for w in (body.get("warnings") or [])]
