@@ -74,9 +74,19 @@ def test_jitter_stays_within_ten_percent(base: float, r: float) -> None:
 
 def test_polls() -> None:
     assert poll_at(10.0, 300.0, fixed(0.5)) == 310.0
-    assert static_creds_poll_at(0.0, 60.0, ttl=9.0, rng=fixed(0.5)) == 10.0
+    assert static_creds_poll_at(0.0, 60.0, ttl=9.0, rng=fixed(0.5)) == 9.5
     assert static_creds_poll_at(0.0, 60.0, ttl=3600.0, rng=fixed(0.5)) == 60.0
     assert static_creds_poll_at(0.0, 60.0, ttl=None, rng=fixed(0.5)) == 60.0
+    # Rotation due but not yet done: ask again soon, not a whole interval later.
+    assert static_creds_poll_at(0.0, 60.0, ttl=0.0, rng=fixed(0.5)) == 0.5
+
+
+@given(ttl=st.floats(0, 1e6), interval=st.floats(0.1, 1e5), r=st.floats(0, 0.999999))
+def test_static_role_read_at_most_a_second_after_its_rotation(ttl: float, interval: float,
+                                                              r: float) -> None:
+    when = static_creds_poll_at(0.0, interval, ttl, fixed(r))
+    assert when > 0.0
+    assert when <= ttl + 1.0 or when <= interval * 1.05
 
 
 def test_coalescer_waits_for_quiet_but_not_past_wait_max() -> None:

@@ -297,7 +297,8 @@ class Engine:
         if new.data != old.data or new.version != old.version:
             self.fresh[key] = new
             detail = (f" (v{old.version} -> v{new.version})"
-                      if new.version != old.version and new.version is not None else "")
+                      if new.version != old.version and new.version is not None else
+                      " (password rotated by Vault)" if new.kind == "static-creds" else "")
             self._mark(key, f"{label} changed{detail}")
             return
         if new.lease_id and new.lease_id != old.lease_id:

@@ -69,10 +69,25 @@ def poll_at(now: float, interval: float, rng: Rng) -> float:
     return now + jittered(interval, rng)
 
 
+# A database static role is re-read this long after the rotation Vault announced (its
+# ``ttl`` is in whole seconds), spread over STATIC_SPREAD more so that a fleet does not
+# read in one instant. While Vault says the rotation is due but the password has not
+# changed yet (its rotation queue runs on a tick), it is asked again every STATIC_RECHECK.
+STATIC_AFTER = 0.25
+STATIC_SPREAD = 0.5
+STATIC_RECHECK = 0.5
+
+
 def static_creds_poll_at(now: float, interval: float, ttl: float | None, rng: Rng) -> float:
-    """Re-read a database static role just after Vault rotates it, or at ``interval``."""
-    base = interval
-    if ttl is not None and ttl > 0:
-        # A second after the rotation Vault announced: the new password is in place.
-        base = min(interval, ttl + 1.0)
-    return now + jittered(base, rng, spread=0.05)
+    """Re-read a database static role just after Vault rotates it, or at ``interval``.
+
+    The jitter never pushes the read later than a second past the rotation: the old
+    password stops working in the database the moment Vault changes it, so every second
+    of delay is a second of failed logins for the app (a percentage of a day-long ttl
+    would be an hour of them).
+    """
+    if ttl is not None and ttl <= 0:
+        return now + min(interval, STATIC_RECHECK)
+    if ttl is not None and ttl + STATIC_AFTER + STATIC_SPREAD < interval:
+        return now + ttl + STATIC_AFTER + STATIC_SPREAD * rng()
+    return now + jittered(interval, rng, spread=0.05)
