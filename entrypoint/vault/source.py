@@ -122,7 +122,7 @@ class VaultSource:
     # -- what else callers use ----------------------------------------------------------
     def login(self) -> None:
         """Log in now (check, start-up) and keep the token renewed from here on."""
-        self.keeper.ensure()
+        self._ensure_login()
         self.keeper.start()
 
     def health(self) -> dict[str, Any]:
@@ -251,7 +251,7 @@ class VaultSource:
     def _authed(self, what: str, path: str, fn: Callable[[], T], raw_404: bool = False) -> T:
         import hvac.exceptions as hx
 
-        seen = self.keeper.ensure()
+        seen = self._ensure_login()
         if not self._closed:  # the revocations of close() need no renewal thread
             self.keeper.start()
         for attempt in (1, 2):
@@ -284,20 +284,35 @@ class VaultSource:
                 raise UnavailableError(f"Vault at {self.client.connection.addr}: {what} for "
                                        f"{path} failed: {vault_message(exc)}") from None
             except Exception as exc:
-                import requests
-
-                if isinstance(exc, requests.exceptions.SSLError):
-                    raise UnavailableError(
-                        f"Vault at {self.client.connection.addr}: TLS failed: "
-                        f"{type(exc.__context__ or exc).__name__}",
-                        hint="check VAULT_CACERT / VAULT_CAPATH / VAULT_TLS_SERVER_NAME") \
-                        from None
-                if isinstance(exc, requests.exceptions.RequestException):
-                    raise UnavailableError(f"Vault at {self.client.connection.addr}: {what}: "
-                                           f"{transient_reason(exc) or type(exc).__name__}"
-                                           ) from None
-                raise
+                mapped = self._transport_error(what, exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_login(self) -> int:
+        """``keeper.ensure()``, with a TLS or connection failure of the login itself
+        reported like any other call's (not as an internal error with a traceback)."""
+        try:
+            return self.keeper.ensure()
+        except Exception as exc:
+            mapped = self._transport_error(f"login with {self.method.describe()}", exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def _transport_error(self, what: str, exc: BaseException) -> UnavailableError | None:
+        import requests
+
+        if isinstance(exc, requests.exceptions.SSLError):
+            return UnavailableError(
+                f"Vault at {self.client.connection.addr}: TLS failed: "
+                f"{type(exc.__context__ or exc).__name__}",
+                hint="check VAULT_CACERT / VAULT_CAPATH / VAULT_TLS_SERVER_NAME")
+        if isinstance(exc, requests.exceptions.RequestException):
+            return UnavailableError(f"Vault at {self.client.connection.addr}: {what}: "
+                                    f"{transient_reason(exc) or type(exc).__name__}")
+        return None
 
     def _lookup_self(self) -> dict[str, Any] | None:
         """The current token's lookup data, or None when Vault says it is not valid."""
