@@ -1,29 +1,33 @@
 """The database secrets engine driving a real PostgreSQL (reference section 6).
 
-Statements are rendered with {{name}}/{{username}}, {{password}} and {{expiration}} and run
-the way Vault's postgresql-database-plugin runs them: each configured statement is split
-on ';' and the parts run in one transaction. Revocation without statements is the
-plugin's defaultDeleteUser (revoke per schema, public and CONNECT, then DROP ROLE).
+config/<name>, roles/<name>, creds/<name> (a lease whose revocation and renewal run the
+role's statements), static-roles/<name>, static-creds/<name>, rotate-role/<name>,
+rotate-root/<name>. The SQL side is in postgres_sql.py.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
-import json
 import logging
-import secrets
-import string
 import time
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
 
 from tests.vaultserver import leases
+from tests.vaultserver.postgres_sql import (
+    DEFAULT_CREATION,
+    DEFAULT_RENEW,
+    DEFAULT_ROOT_ROTATION,
+    DEFAULT_ROTATION,
+    PASSWORD_IN_URL,
+    connect,
+    default_revoke,
+    expiration,
+    new_password,
+    run,
+    statements,
+)
 from tests.vaultserver.state import Lease, Mount, State
 from tests.vaultserver.wire import (
     Request,
@@ -41,54 +45,6 @@ from tests.vaultserver.wire import (
 )
 
 log = logging.getLogger(__name__)
-DEFAULT_CREATION = [
-    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-]
-DEFAULT_RENEW = ["ALTER ROLE \"{{name}}\" VALID UNTIL '{{expiration}}';"]
-DEFAULT_ROTATION = ["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"]
-DEFAULT_ROOT_ROTATION = ["ALTER ROLE \"{{username}}\" WITH PASSWORD '{{password}}';"]
-PASSWORD_IN_URL = (
-    "Password found in connection_url, use a templated url to enable root rotation and "
-    "prevent read access to password information."
-)
-
-
-def expiration(epoch: float) -> str:
-    """secret_creds.go: "2006-01-02 15:04:05-0700"."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S%z")
-
-
-def new_password() -> str:
-    """20 characters with an upper, a lower, a digit and a dash, like Vault's default."""
-    alphabet = string.ascii_letters + string.digits
-    return "A1a-" + "".join(secrets.choice(alphabet) for _ in range(16))
-
-
-def statements(value: Any) -> list[str]:
-    """A statements field: list, JSON array string, plain string, or base64 of either."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return [str(v) for v in value if str(v).strip()]
-    text = str(value)
-    try:
-        decoded = base64.b64decode(text, validate=True).decode()
-        if decoded.strip():
-            text = decoded
-    except (binascii.Error, UnicodeDecodeError):
-        pass
-    if text.lstrip().startswith("["):
-        try:
-            return [str(v) for v in json.loads(text)]
-        except ValueError:
-            pass
-    return [text]
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        template = template.replace("{{" + key + "}}", value)
-    return template
 
 
 class DatabaseEngine:
@@ -102,64 +58,8 @@ class DatabaseEngine:
         self.static_roles: dict[str, dict[str, Any]] = {}
         state.periodic.append(self.rotate_due)
 
-    # -- PostgreSQL ------------------------------------------------------------------------
-
-    def connect(self, name: str) -> psycopg.Connection[Any]:
-        config = self.connections[name]
-        url = config["connection_url"]
-        url = url.replace("{{username}}", quote(config.get("username", ""), safe=""))
-        url = url.replace("{{password}}", quote(config.get("password", ""), safe=""))
-        return psycopg.connect(url, connect_timeout=5)
-
-    def run(self, db_name: str, templates: list[str], values: dict[str, str]) -> None:
-        """Every statement's ';'-separated parts, in one transaction."""
-        with self.connect(db_name) as conn, conn.transaction():
-            for template in templates:
-                for part in render(template, values).split(";"):
-                    if part.strip():
-                        conn.execute(part.strip().encode())
-
-    def default_revoke(self, db_name: str, username: str) -> None:
-        """postgresql.go defaultDeleteUser: strip privileges, then DROP ROLE IF EXISTS."""
-        user = sql.Identifier(username)
-        with self.connect(db_name) as conn:
-            conn.autocommit = True
-            exists = conn.execute(
-                "SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)", (username,)
-            ).fetchone()
-            if not exists or not exists[0]:
-                return
-            schemas = conn.execute(
-                "SELECT DISTINCT table_schema FROM information_schema.role_column_grants "
-                "WHERE grantee=%s",
-                (username,),
-            ).fetchall()
-            queries: list[sql.Composable] = []
-            for (schema,) in schemas:
-                queries.append(sql.SQL("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {} FROM {}")
-                               .format(sql.Identifier(schema), user))
-                queries.append(sql.SQL("REVOKE USAGE ON SCHEMA {} FROM {}")
-                               .format(sql.Identifier(schema), user))
-            queries += [
-                sql.SQL("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {}")
-                .format(user),
-                sql.SQL("REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {}")
-                .format(user),
-                sql.SQL("REVOKE USAGE ON SCHEMA public FROM {}").format(user),
-            ]
-            dbname = conn.execute("SELECT current_database()").fetchone()
-            if dbname:
-                queries.append(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}")
-                               .format(sql.Identifier(dbname[0]), user))
-            last_error: Exception | None = None
-            for query in queries:
-                try:
-                    conn.execute(query)
-                except psycopg.Error as exc:  # go on: remove as much access as possible
-                    last_error = exc
-            if last_error is not None:
-                raise RuntimeError(f"could not perform all revocation statements: {last_error}")
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(user))
+    def _run(self, db_name: str, templates: list[str], values: dict[str, str]) -> None:
+        run(self.connections[db_name], templates, values)
 
     # -- helpers for tests -----------------------------------------------------------------
 
@@ -275,7 +175,7 @@ class DatabaseEngine:
         self.connections[name] = config
         if config["verify_connection"]:
             try:
-                with self.connect(name) as conn:
+                with connect(self.connections[name]) as conn:
                     conn.execute("SELECT 1")
             except psycopg.Error as exc:
                 if previous is None:
@@ -329,7 +229,7 @@ class DatabaseEngine:
         password = new_password()
         now = time.time()
         try:
-            self.run(role["db_name"], role["creation_statements"], {
+            self._run(role["db_name"], role["creation_statements"], {
                 "name": username, "username": username, "password": password,
                 "expiration": expiration(now + ttl)})
         except psycopg.Error as exc:
@@ -347,15 +247,15 @@ class DatabaseEngine:
         role = self.roles.get(lease.secret["role"])
         custom = role["revocation_statements"] if role else []
         if custom:
-            self.run(db_name, custom, {"name": username, "username": username})
+            self._run(db_name, custom, {"name": username, "username": username})
         else:
-            self.default_revoke(db_name, username)
+            default_revoke(self.connections[db_name], username)
 
     def _renew_lease(self, lease: Lease, ttl: int) -> None:
         role = self.roles.get(lease.secret["role"])
         templates = (role["renew_statements"] if role else []) or DEFAULT_RENEW
         username = lease.secret["username"]
-        self.run(lease.secret["db_name"], templates, {
+        self._run(lease.secret["db_name"], templates, {
             "name": username, "username": username, "expiration": expiration(time.time() + ttl)})
 
     # -- static roles ----------------------------------------------------------------------
@@ -404,7 +304,7 @@ class DatabaseEngine:
         role = self.static_roles[name]
         password = new_password()
         try:
-            self.run(role["db_name"], role["rotation_statements"] or DEFAULT_ROTATION,
+            self._run(role["db_name"], role["rotation_statements"] or DEFAULT_ROTATION,
                      {"name": role["username"], "username": role["username"],
                       "password": password})
         except psycopg.Error as exc:
@@ -444,7 +344,7 @@ class DatabaseEngine:
             raise bad_request(f"unable to read connection configuration {name!r}")
         password = new_password()
         try:
-            self.run(name, config["root_rotation_statements"] or DEFAULT_ROOT_ROTATION,
+            self._run(name, config["root_rotation_statements"] or DEFAULT_ROOT_ROTATION,
                      {"username": config["username"], "name": config["username"],
                       "password": password})
         except psycopg.Error as exc:
