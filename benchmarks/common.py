@@ -94,8 +94,8 @@ class Row:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("ms", "MB"):
-        return f"{value:.1f} {unit}"
+    if unit == "req/h":  # the target is a small count: show the second decimal
+        return f"{value:.2f} {unit}"
     return f"{value:.1f} {unit}"
 
 

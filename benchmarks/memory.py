@@ -1,0 +1,83 @@
+"""Where the supervisor's resident memory goes: RSS after each group of imports.
+
+    python benchmarks/memory.py [--runs N]
+
+A fresh interpreter imports, in the order the resident supervisor with an aws-iam login
+does, one group of modules after another and reads VmRSS after each (the median over
+``runs`` fresh interpreters is printed). Modules are most of the supervisor's memory:
+code objects, functions and class dicts, plus the shared libraries they map (libssl for
+``ssl``). Attribution at module level is approximate (the allocator takes memory from the
+system in 1 MiB arenas), group level is good to a few hundred kB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import baseline_env  # noqa: E402
+
+GROUPS: list[tuple[str, list[str]]] = [
+    ("entrypoint: cli, config, runtime (the --exec path)",
+     ["entrypoint.cli", "entrypoint.runtime", "entrypoint.sources.local"]),
+    ("entrypoint: supervisor, rotation engine, control socket",
+     ["entrypoint.app", "entrypoint.supervisor", "entrypoint.rotation.engine",
+      "entrypoint.control"]),
+    ("watchdog (local directory watched)", ["watchdog.observers", "watchdog.events"]),
+    ("ssl + http.client (needed by urllib3)", ["ssl", "http.client"]),
+    ("urllib3 + idna", ["urllib3", "idna"]),
+    ("charset_normalizer (imported by requests, unused for JSON)", ["charset_normalizer"]),
+    ("requests", ["requests"]),
+    ("hvac", ["hvac"]),
+    ("entrypoint.vault (source, client, token keeper, auth)",
+     ["entrypoint.vault.source", "entrypoint.vault.auth.aws_iam"]),
+    ("botocore.credentials + auth (the chain and SigV4)",
+     ["botocore.credentials", "botocore.auth", "botocore.awsrequest"]),
+    ("botocore.session (client, handlers, ...: needed to build the chain)",
+     ["botocore.session"]),
+]
+
+CHILD = """
+import importlib, json, os, sys
+def rss():
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1])
+out = [rss()]
+for modules in json.loads(sys.argv[1]):
+    for m in modules:
+        importlib.import_module(m)
+    out.append(rss())
+print(json.dumps(out))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    groups = json.dumps([modules for _, modules in GROUPS])
+    samples = []
+    for _ in range(max(1, args.runs)):
+        result = subprocess.run([sys.executable, "-c", CHILD, groups], env=baseline_env(),
+                                capture_output=True, text=True, timeout=60, check=True)
+        samples.append(json.loads(result.stdout))
+    steps = [statistics.median(run[i] for run in samples) / 1024
+             for i in range(len(GROUPS) + 1)]
+    print(f"{'bare interpreter (site included)':66} {steps[0]:5.1f} MB")
+    for i, (label, _) in enumerate(GROUPS, start=1):
+        print(f"{'+ ' + label:66} {steps[i] - steps[i - 1]:+5.1f}  = {steps[i]:5.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
