@@ -96,6 +96,11 @@ class Running:
         assert len(set(self.users())) >= count, f"entrypoint exited; log:\n{self.log}"
         return self.users()
 
+    def wait_logins(self, user: str, count: int = 10, timeout: float = 10.0) -> None:
+        """Until the app has logged in ``count`` times as ``user``: the credential works."""
+        wait_until(lambda: len([e for e in self.connects() if e["ok"] and e["user"] == user])
+                   >= count, timeout=timeout, what=f"{count} logins as the app's user")
+
     def passwords(self) -> set[str]:
         return {e["password"] for e in self.events() if e.get("password")}
 
