@@ -135,7 +135,7 @@ class AwsAuth:
             return self._write_role(key, request.data, role)
 
     def _write_role(self, key: str, data: dict[str, Any], old: dict[str, Any] | None) -> Response:
-        role = dict(old) if old else {
+        role: dict[str, Any] = dict(old) if old else {
             "auth_type": "iam", "bound_iam_principal_arn": [], "bound_iam_principal_id": [],
             "resolve_aws_unique_ids": True, "role_id": new_uuid(), "token_policies": [],
             "token_ttl": 0, "token_max_ttl": 0, "token_period": 0, "inferred_entity_type": "",

@@ -200,9 +200,10 @@ def handle(state: State, request: Request, rest: str) -> Response:
     if action == "lookup":
         lease_id = _lease_id(request, suffix)
         with state.lock:
-            lease = state.leases.get(lease_id)
-            if lease is None:
+            found = state.leases.get(lease_id)
+            if found is None:
                 raise bad_request("invalid lease")
+            lease = found
             now = time.time()
             return ok(
                 {

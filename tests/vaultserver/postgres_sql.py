@@ -102,7 +102,7 @@ def default_revoke(config: dict[str, Any], username: str) -> None:
             "WHERE grantee=%s",
             (username,),
         ).fetchall()
-        queries: list[sql.Composable] = []
+        queries: list[sql.Composed] = []
         for (schema,) in schemas:
             queries.append(sql.SQL("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {} FROM {}")
                            .format(sql.Identifier(schema), user))

@@ -175,9 +175,10 @@ def handle(state: State, request: Request, rest: str) -> Response:
                 table.pop(tail.strip("/") + "/", None)
             return no_content()
         if op == "read":
-            mount = table.get(tail.strip("/") + "/")
-            if mount is None:
+            found = table.get(tail.strip("/") + "/")
+            if found is None:
                 raise bad_request(f"No secret engine mount at {tail.strip('/')}/")
+            mount = found
             return ok(mount.info())
     if head in ("policies", "policy"):
         name = tail.removeprefix("acl/") if head == "policies" else tail
@@ -204,10 +205,10 @@ def _policy(state: State, request: Request, name: str) -> Response:
             text = acl.render_policy(policy)
             return ok({"name": name, "rules": text, "policy": text})
         if op == "update":
-            text = request.data.get("policy") or request.data.get("rules")
-            if not text:
+            document = request.data.get("policy") or request.data.get("rules")
+            if not document:
                 raise bad_request("'policy' parameter not supplied or empty")
-            state.policies[name] = acl.parse_policy(str(text))
+            state.policies[name] = acl.parse_policy(str(document))
             return no_content()
         if op == "delete":
             if name in ("root", "default"):
