@@ -233,3 +233,27 @@ def test_kv2_new_version_rewrites_the_file_then_signals(
     assert ep.stop() == 0, ep.log
     assert len(ep.events("start")) == 1 and len(ep.events("hup")) == 2
     ep.assert_no_secret_logged(*(f"kv-value-{n}" for n in range(1, 8)))
+
+
+def test_renewal_refused_for_a_revoked_lease_fetches_a_new_one(
+        database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
+    import hvac
+
+    database.add_database_role("app", default_ttl=4, max_ttl=3600)
+    env = vault_env(database, DB_USER="vault:database/creds/app#username",
+                    DB_PASSWORD="vault:database/creds/app#password")
+    # No lease check: the renewal alone must notice.
+    ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.5", "--lease-check-interval", "0"],
+               pg_app(postgres))
+    procs.append(ep)
+    ep.wait_log("renewed lease of vault:database/creds/app")
+    lease_id = database.leases("database/creds/app")[0]
+    hvac.Client(url=database.addr, token=database.root_token).sys.revoke_lease(lease_id)
+    users = ep.wait_users(2)
+    ep.wait_logins(users[-1])
+    assert ep.stop() == 0, ep.log
+    assert ep.lines("is gone (revoked or expired); fetching a new one")
+    assert len(ep.events("start")) == 2
+    print(f"\n[measure] revoked lease noticed at renewal: {len(ep.failed())} failed logins")
+    assert database.count("sys/leases/lookup") == 0
+    ep.assert_no_secret_logged()

@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from tests.helpers.cli import ENTRYPOINT, clean_env, wait_until
+from tests.helpers.journal import wait_for
 from tests.helpers.vault_rotation import Running, app_token, pg_app, pg_roles, reap, start
 
 FAST = ["--wait-min", "100ms", "--wait-max", "500ms"]
@@ -294,4 +295,31 @@ def test_root_rotation_needs_nothing_from_apps(
     assert failed == []
     assert len(ep.events("start")) == 1 and ep.lines("rotation:") == []
     assert database.leases("database/creds/app") == []  # revoked on exit, as root rotated
+    ep.assert_no_secret_logged()
+
+
+def test_static_role_in_a_template_is_rewritten_and_signalled(
+        database: Any, postgres: Any, static_user: str, tmp_path: Path,
+        procs: list[Running]) -> None:
+    database.add_static_role("app", static_user, rotation_period=5)
+    creds = tmp_path / "run/db.json"
+    config = tmp_path / "entrypoint.toml"
+    config.write_text(
+        "[[template]]\n"
+        "contents = '''{{ secret('database/static-creds/app') | tojson }}'''\n"
+        f'destination = "{creds}"\n'
+        'on_change = "signal:SIGHUP"\n')
+    ep = start(tmp_path, vault_env(database, ENTRYPOINT_CONFIG=str(config)),
+               [*FAST, "--static-creds-poll-interval", "1m"],
+               pg_app(postgres, "--file", str(creds)))
+    procs.append(ep)
+    wait_for(ep.journal, "hup", 1, timeout=15)
+    assert ep.stop() == 0, ep.log
+    failed = ep.failed()
+    print(f"\n[measure] static role in a template (SIGHUP): {len(failed)} failed of "
+          f"{len(ep.connects())} logins")
+    assert len(ep.events("start")) == 1
+    assert ep.lines("signalled child SIGHUP")
+    hup = ep.events("hup")[0]
+    assert all(f["t"] <= hup["t"] for f in failed)  # none once the app reloaded
     ep.assert_no_secret_logged()
