@@ -102,6 +102,10 @@ def test_lookup_and_lease_errors(db: hvac.Client, vault_server: VaultTestServer)
         db.sys.renew_lease("auth/token/create/abc")
     with pytest.raises(hvac.exceptions.InvalidRequest, match=r"^unknown role: nobody"):
         db.secrets.database.generate_credentials("nobody")
+    wrong_method = requests.delete(f"{vault_server.addr}/v1/database/creds/app", timeout=10,
+                                   headers={"X-Vault-Token": vault_server.root_token})
+    assert wrong_method.json() == {"errors": ["unsupported operation"]}
+    assert wrong_method.status_code == 405
     listed = db.sys.list_leases("database/creds/app/")["data"]["keys"]
     assert listed == [creds["lease_id"].rsplit("/", 1)[1]]
 

@@ -47,6 +47,10 @@ from tests.vaultserver.wire import (
 log = logging.getLogger(__name__)
 
 
+KNOWN_PATHS = {"config", "roles", "creds", "static-roles", "static-creds", "rotate-role",
+               "rotate-root", "reset"}
+
+
 class DatabaseEngine:
     min_rotation_period = 5  # Vault refuses shorter; a test may lower it
 
@@ -129,6 +133,8 @@ class DatabaseEngine:
                 return self._rotate_root(name)
             if kind == "reset" and op == "update":
                 return no_content()
+        if kind in KNOWN_PATHS and name:
+            raise VaultError(405, "unsupported operation")
         raise VaultError(
             404, f'no handler for route "{self.mount.path}{rest}". route entry not found.')
 

@@ -15,6 +15,9 @@ from typing import Any
 
 from tests.vaultserver.wire import Response
 
+# vault/quotas defaultExemptPaths: rate limiting never applies to these.
+RATE_LIMIT_EXEMPT = ("sys/health", "sys/seal-status", "sys/unseal", "sys/generate-root/",
+                     "sys/generate-recovery-token/")
 DEFAULT_MESSAGES = {
     500: "internal error",
     502: "upstream rate limited",
@@ -92,6 +95,8 @@ class Faults:
         with self._lock:
             for fault in list(self._faults):
                 if fault.path_prefix is not None and not path.startswith(fault.path_prefix):
+                    continue
+                if fault.kind == "rate_limit" and path.startswith(RATE_LIMIT_EXEMPT):
                     continue
                 if fault.kind == "delay":
                     delay = fault.seconds
