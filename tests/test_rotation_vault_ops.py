@@ -154,6 +154,7 @@ def test_lease_revoked_by_ops_is_replaced_within_the_check_interval(
           f"after the revoke; {len(failed)} failed of {len(ep.connects())} logins")
     assert len(set(users)) == 2 and len(ep.events("start")) == 2  # one action
     assert ep.lines("was revoked; fetching a new one")
+    assert ep.lines("the app runs on their successors") == []  # nothing left to give back
     # Bounded by the check interval (1 s, jittered 10 %), the wait and the restart.
     assert restarted_at - revoked_at <= 1.1 + 0.5 + 1.0
     assert all(revoked_at <= f["t"] <= restarted_at for f in failed)

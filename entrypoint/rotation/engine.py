@@ -86,6 +86,8 @@ class Engine:
         self.fresh: dict[SourceKey, Fetched] = {}
         self.leases: dict[SourceKey, HeldLease] = {}
         self.revoke_on_start: list[HeldLease] = []
+        # Leases Vault told us are gone (revoked by ops): nothing left to give back.
+        self.gone: set[str] = set()
         self.failures: dict[str, int] = {}
         self.resolution: Resolution | None = None
         self.env: dict[str, str] = {}
@@ -238,6 +240,7 @@ class Engine:
         except LeaseGone:
             self.log.warning("lease of %s is gone (revoked or expired); fetching a new one",
                              lease.label)
+            self.gone.add(lease_id)
             self._mark(key, f"lease of {lease.label} revoked")
             return
         except EntrypointError as exc:
@@ -319,6 +322,7 @@ class Engine:
                 continue
             if remaining is None:
                 self.log.warning("lease of %s was revoked; fetching a new one", lease.label)
+                self.gone.add(lease.lease_id)
                 self._mark(key, f"lease of {lease.label} revoked")
         self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng), "check")
 
@@ -430,6 +434,9 @@ class Engine:
         if ops is None:
             return
         for lease_id in lease_ids:
+            if lease_id in self.gone:
+                self.gone.discard(lease_id)
+                continue
             try:
                 ops.revoke_lease(lease_id)
                 self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
