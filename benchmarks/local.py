@@ -99,9 +99,9 @@ def local_supervise_runs(ctx: Context) -> list[dict[str, Any]]:
 
 
 def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
-                     names: list[str]) -> dict[str, Any]:
+                     names: list[str], settle: float = SETTLE) -> dict[str, Any]:
     """One run of the supervisor with an app probe: ms from spawn to the probe's first
-    journal line, RSS of the entrypoint process after SETTLE seconds."""
+    journal line, RSS of the entrypoint process ``settle`` seconds later."""
     folder.mkdir(parents=True)
     journal = ctx.journal(folder)
     argv = entrypoint_argv("--", *probe_argv(journal, *names))
@@ -110,7 +110,7 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
     try:
         arrived, event = journal.wait("start", alive=lambda: proc.poll() is None)
         running_at = time.time()  # wall clock, as in the Vault test server's request log
-        time.sleep(SETTLE)
+        time.sleep(settle)
         memory = rss_kb(proc.pid)
     except BenchError as exc:
         stop(proc)

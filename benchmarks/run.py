@@ -84,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in selected:
             case_started = time.monotonic()
             print(f"... {name}", file=sys.stderr, flush=True)
+            load_before = os.getloadavg()[0]
             try:
-                rows.extend(known[name][0](ctx))
+                case_rows = known[name][0](ctx)
+                for row in case_rows:
+                    row.extra["load_average_1min"] = [load_before, os.getloadavg()[0]]
+                rows.extend(case_rows)
             except BenchError as exc:
                 errors[name] = str(exc)
                 print(f"!!! {name}: {exc}", file=sys.stderr, flush=True)
@@ -95,10 +99,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scratch folder kept: {ctx.root}", file=sys.stderr)
     elapsed = time.monotonic() - started
     print(table(rows))
+    for row in rows:
+        for note in row.notes:
+            print(f"  {row.name}: {note}")
     for name, error in errors.items():
         print(f"{name}: NOT MEASURED: {error.splitlines()[0] if error else ''}")
-    cores = os.cpu_count()
+    cores = os.cpu_count() or 1
     load = os.getloadavg()
+    busy = [row.name for row in rows if max(row.extra["load_average_1min"]) > cores]
+    if busy:
+        print(f"\nThe machine was busy (1-minute load average above {cores}, the cores) "
+              f"while these were measured: {'; '.join(busy)}. Ratios hold up better than "
+              "absolute times under load.")
     print(f"\n{runs} runs per row; {cores} cores; load average at the end "
           f"{load[0]:.2f}; took {elapsed:.0f}s. Ratios are measured / baseline, both "
           "measured in this invocation.")
