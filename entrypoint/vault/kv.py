@@ -49,16 +49,23 @@ class MountTable:
 
     def __init__(self) -> None:
         self._mounts: dict[str, Mount] = {}
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
+        # One lock per first path segment: concurrent first reads of one mount ask once,
+        # while reads under other mounts (a slow database/creds) do not wait for them.
+        self._locks: dict[str, threading.Lock] = {}
 
     def cached(self, path: str) -> Mount | None:
-        candidates = [m for p, m in self._mounts.items() if (path + "/").startswith(p)]
+        with self._guard:
+            mounts = list(self._mounts.items())
+        candidates = [m for p, m in mounts if (path + "/").startswith(p)]
         return max(candidates, key=lambda m: len(m.path)) if candidates else None
 
     def find(self, path: str, ask: Callable[[str], Mapping[str, Any] | None]) -> Mount:
         """``ask(path)`` returns the data of sys/internal/ui/mounts/<path>, or None when the
         server does not have that endpoint (then the path is read as a generic secret)."""
-        with self._lock:  # concurrent first reads of one mount ask once
+        with self._guard:
+            lock = self._locks.setdefault(path.split("/", 1)[0], threading.Lock())
+        with lock:
             mount = self.cached(path)
             if mount is not None:
                 return mount
@@ -66,7 +73,8 @@ class MountTable:
             if data is None:
                 return Mount(path=path.split("/", 1)[0] + "/", type="")
             mount = Mount.from_data(data, path)
-            self._mounts[mount.path] = mount
+            with self._guard:
+                self._mounts[mount.path] = mount
             return mount
 
 
