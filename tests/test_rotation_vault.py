@@ -130,6 +130,7 @@ def test_lease_expiring_while_vault_is_down_follows_on_expiry(
         assert ep.proc.wait(20) == 69, ep.log
         assert ep.lines("expired and no successor could be fetched")
         assert ep.lines("on_expiry = exit")
+        assert ep.lines("could not fetch new values") == []  # exiting: no more fetches
         database.start()
         return
     line = ep.wait_log("expired and no successor could be fetched", timeout=20)

@@ -94,6 +94,7 @@ class Engine:
         self.act_failures = 0
         self.not_before = 0.0  # backoff after a failed successor
         self.generations = 0
+        self._exiting = False
         self._thread: threading.Thread | None = None
 
     # -- entry points, safe from any thread -------------------------------------------
@@ -175,7 +176,7 @@ class Engine:
             getattr(self, f"_task_{task[0]}")(*task[1:])
         self._check_expiry(self.clock())
         now = self.clock()
-        if self.coalescer.due(now) and now >= self.not_before:
+        if self.coalescer.due(now) and now >= self.not_before and not self._exiting:
             self._act()
 
     def _schedule(self, when: float, *task: Any) -> None:
@@ -331,6 +332,8 @@ class Engine:
         self.coalescer.add(self.clock(), reason)
 
     def _check_expiry(self, now: float) -> None:
+        if self._exiting:
+            return
         for lease in self.leases.values():
             if now < lease.times.expires_at or lease.expired_reported:
                 continue
@@ -339,10 +342,12 @@ class Engine:
                 self.post(_fatal(UnavailableError(
                     f"lease of {lease.label} expired and no successor could be fetched",
                     hint="on_expiry = exit")))
-            else:
-                self.log.error("lease of %s expired and no successor could be fetched; the "
-                               "app keeps running on the last values (on_expiry = keep)",
-                               lease.label)
+                # The supervisor stops the app and exits: no successor to fetch any more.
+                self._exiting = True
+                return
+            self.log.error("lease of %s expired and no successor could be fetched; the "
+                           "app keeps running on the last values (on_expiry = keep)",
+                           lease.label)
             self._mark(lease.key, f"lease of {lease.label} expired")
 
     # -- acting -----------------------------------------------------------------------
