@@ -261,3 +261,60 @@ def test_vault_down_while_running_renewal_retries_then_recovers(kv_server: Any) 
     src.keeper.tick()
     assert src.keeper.failures == 0 and method.logins == 1, "renewed, not logged in again"
     src.close()
+
+
+def wrapped_token(server: Any) -> tuple[str, str]:
+    """(wrap info JSON as a Vault Agent sink with wrap_ttl writes it, the accessor inside)."""
+    import json
+
+    import requests
+
+    answer = requests.post(f"{server.addr}/v1/auth/token/create",
+                           headers={"X-Vault-Token": server.root_token,
+                                    "X-Vault-Wrap-TTL": "300"},
+                           json={"policies": ["root"], "ttl": "600s"}, timeout=10).json()
+    info = answer["wrap_info"]
+    return json.dumps(info), info["wrapped_accessor"]
+
+
+def test_wrapped_token_file_is_unwrapped_once(kv_server: Any, tmp_path: Path) -> None:
+    sink = tmp_path / "token"
+    text, accessor = wrapped_token(kv_server)
+    sink.write_text(text)
+    src = VaultSource.from_config(Config(startup_timeout=2, vault_token_file=sink),
+                                  {"VAULT_ADDR": kv_server.addr})
+    assert src.fetch("secret/app").plain() == {"k": "v"}
+    assert kv_server.count("sys/wrapping/unwrap") == 1
+    first = src.client.token
+    assert kv_server.token_accessor(first) == accessor
+    # Logging in again with the same file reuses what was unwrapped (single-use token).
+    src.keeper.relogin(src.keeper.generation, "test")
+    assert kv_server.count("sys/wrapping/unwrap") == 1 and src.client.token == first
+    # The agent logs in again and writes a new wrapped token; the old one stops working.
+    text, _ = wrapped_token(kv_server)
+    sink.write_text(text)
+    kv_server.revoke_token(first)
+    assert src.fetch("secret/app").plain() == {"k": "v"}
+    assert kv_server.count("sys/wrapping/unwrap") == 2 and src.client.token != first
+    src.close()
+    assert valid(kv_server, src.client.token), "the agent's token is not ours to revoke"
+
+
+def test_spent_wrapped_token_is_a_clear_auth_error(kv_server: Any, tmp_path: Path) -> None:
+    import json
+
+    import requests
+
+    sink = tmp_path / "token"
+    text, _ = wrapped_token(kv_server)
+    spent = requests.post(f"{kv_server.addr}/v1/sys/wrapping/unwrap", timeout=10,
+                          headers={"X-Vault-Token": json.loads(text)["token"]})  # someone else
+    assert spent.status_code == 200
+    sink.write_text(text)
+    src = VaultSource.from_config(Config(startup_timeout=2, vault_token_file=sink),
+                                  {"VAULT_ADDR": kv_server.addr})
+    with pytest.raises(AuthError) as info:
+        src.fetch("secret/app")
+    assert "cannot be unwrapped" in str(info.value) and "works once" in str(info.value)
+    assert json.loads(text)["token"] not in str(info.value)
+    src.close()

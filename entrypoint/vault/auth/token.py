@@ -2,10 +2,15 @@
 
 The file is read again at every "login", which is how a token that stopped working is
 replaced by the one the agent wrote since. Such a token is never revoked by us.
+
+A sink configured with ``wrap_ttl`` writes the wrap info as JSON instead of the token;
+it is unwrapped once (a wrapping token is single-use) and the result kept until the file
+changes.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,8 @@ class TokenLogin:
     token_file: Path | None = None
     name: str = "token"
     mount: str = "token"
+    # The wrap info last unwrapped and what it gave: the same file is not unwrapped twice.
+    _unwrapped: tuple[str, Secret] | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str]) -> TokenLogin:
@@ -54,10 +61,43 @@ class TokenLogin:
         assert self.env_token is not None
         return self.env_token.reveal()
 
+    def _unwrap(self, client: VaultClient, text: str) -> str:
+        import hvac.exceptions as hx
+
+        if self._unwrapped is not None and self._unwrapped[0] == text:
+            return self._unwrapped[1].reveal()
+        try:
+            info = json.loads(text)
+        except ValueError:
+            info = None
+        wrapping = info.get("token") if isinstance(info, dict) else None
+        if not isinstance(wrapping, str) or not wrapping:
+            raise AuthError(f"{self._origin()} holds JSON that is not a wrapped "
+                            "token (expected Vault Agent's wrap info with a token field)")
+        try:
+            response = client.call("unwrap at sys/wrapping/unwrap", lambda: (
+                client.anonymous.adapter.post("/v1/sys/wrapping/unwrap",
+                                              headers={"X-Vault-Token": wrapping})))
+        except hx.VaultError as exc:
+            from entrypoint.vault.client import vault_message
+
+            raise AuthError(f"the wrapped token in {self._origin()} cannot be unwrapped: "
+                            f"{vault_message(exc)}",
+                            hint="a wrapping token works once and expires: another process "
+                                 "may have unwrapped it, or its wrap_ttl has passed") from None
+        auth = response.get("auth") if isinstance(response, dict) else None
+        token = auth.get("client_token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"the wrapped answer in {self._origin()} holds no token")
+        self._unwrapped = (text, Secret(token))
+        return token
+
     def login(self, client: VaultClient) -> LoginResult:
         import hvac.exceptions as hx
 
         token = self._read()
+        if token.startswith("{"):
+            token = self._unwrap(client, token)
         try:
             response = client.call("token lookup at auth/token/lookup-self", lambda: (
                 client.anonymous.adapter.get("/v1/auth/token/lookup-self",
