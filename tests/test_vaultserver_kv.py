@@ -130,3 +130,20 @@ def test_kv2_patch_merges_into_a_new_version(vault_server: VaultTestServer,
     plain = requests.patch(f"{vault_server.addr}/v1/secret/data/app/api", json={"data": {}},
                            headers={"X-Vault-Token": vault_server.root_token}, timeout=10)
     assert plain.status_code == 415, "PATCH needs application/merge-patch+json"
+
+
+def test_kv2_metadata_update_and_full_delete(vault_server: VaultTestServer,
+                                             client: hvac.Client) -> None:
+    for value in ("1", "2", "3"):
+        vault_server.write_kv("secret", "app/cfg", {"v": value})
+    client.secrets.kv.v2.update_metadata("app/cfg", max_versions=2,
+                                         custom_metadata={"owner": "jdoe"})
+    vault_server.write_kv("secret", "app/cfg", {"v": "4"})
+    meta = client.secrets.kv.v2.read_secret_metadata("app/cfg")["data"]
+    assert meta["custom_metadata"] == {"owner": "jdoe"} and meta["max_versions"] == 2
+    assert sorted(meta["versions"]) == ["3", "4"] and meta["oldest_version"] == 3
+    read = client.secrets.kv.v2.read_secret("app/cfg", raise_on_deleted_version=True)
+    assert read["data"]["metadata"]["custom_metadata"] == {"owner": "jdoe"}
+    client.secrets.kv.v2.delete_metadata_and_all_versions("app/cfg")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.secrets.kv.v2.read_secret_metadata("app/cfg")

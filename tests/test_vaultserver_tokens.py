@@ -164,3 +164,23 @@ def test_response_wrapping_and_single_unwrap(vault_server: VaultTestServer) -> N
                             headers={"X-Vault-Token": vault_server.root_token,
                                      "X-Vault-Wrap-TTL": "-1"})
     assert negative.status_code == 400
+
+
+AUTH_KEYS = {"client_token", "accessor", "policies", "token_policies", "metadata",
+             "lease_duration", "renewable", "entity_id", "token_type", "orphan",
+             "mfa_requirement", "num_uses"}
+
+
+def test_documented_shapes_of_auth_and_lookup(vault_server: VaultTestServer) -> None:
+    """HTTPAuth (reference 0.1/2.5) and the lookup-self sample's keys (2.1)."""
+    root = client_for(vault_server, vault_server.root_token)
+    created = root.auth.token.create(policies=["default"], ttl=60, meta={"user": "armon"})
+    assert set(created["auth"]) == AUTH_KEYS
+    assert created["auth"]["metadata"] == {"user": "armon"}
+    token = created["auth"]["client_token"]
+    assert set(client_for(vault_server, token).auth.token.renew_self()["auth"]) == AUTH_KEYS
+    data = client_for(vault_server, token).auth.token.lookup_self()["data"]
+    documented = {"accessor", "creation_time", "creation_ttl", "display_name", "entity_id",
+                  "expire_time", "explicit_max_ttl", "id", "issue_time", "meta", "num_uses",
+                  "orphan", "path", "policies", "renewable", "ttl"}
+    assert documented <= set(data) and data["meta"] == {"user": "armon"}

@@ -38,6 +38,13 @@ class VaultHTTPServer(ThreadingHTTPServer):
         self.connections_lock = threading.Lock()
         super().__init__(address, VaultHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone or a connection cut by stop() is normal here; stay quiet."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def drop_connections(self) -> None:
         with self.connections_lock:
             for conn in list(self.connections):
