@@ -132,7 +132,9 @@ def parse_cli(argv: list[str]) -> Parsed:
         if not (spec.pairs and eq and key):
             raise CliError(f"vault {' '.join(words)}: unexpected argument {item!r}")
         parsed.pairs[key] = value
-    if spec.pairs_required and not parsed.pairs:
+    # -force/-f: "Allow the operation to continue with no key=value pairs" (vault write -h),
+    # as for database/rotate-role/NAME and database/rotate-root/NAME.
+    if spec.pairs_required and not parsed.pairs and not {"-f", "-force"} & set(parsed.flags):
         raise CliError(f"vault {' '.join(words)}: expected K=V data")
     if words == ("write",):
         for pattern, keys in REQUIRED_KEYS:
