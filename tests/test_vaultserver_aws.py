@@ -145,6 +145,12 @@ def test_request_checks_before_sts(user: User, aws: hvac.Client,
         "errors": ["unexpected action parameter, GetUser"]}
     assert with_url(sts + "?Action=GetCallerIdentity&Action=GetCallerIdentity", "GET") == {
         "errors": ["found multiple actions"]}
+    get_unsigned = with_url(sts + "?Action=GetCallerIdentity&Version=2011-06-15", "GET")
+    assert get_unsigned == {"errors": [
+        "error validating X-Vault-AWS-IAM-Server-ID header: vault header wasn't signed"]}
+    get_amz = with_url(sts + "?Action=GetCallerIdentity&X-Amz-SignedHeaders=host;"
+                       "x-vault-aws-iam-server-id&X-Amz-Foo=1", "GET")
+    assert get_amz == {"errors": ["invalid request header: X-Amz-Foo"]}
     no_body = post_login(vault_server, {**signed_payload(user), "iam_request_body": ""})
     assert no_body.json() == {
         "errors": ["missing iam_request_body which is required for POST requests"]}

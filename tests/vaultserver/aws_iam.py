@@ -252,17 +252,20 @@ class AwsAuth:
             config = dict(self.config) if self.config is not None else None
         if config is not None:
             if config.get("iam_server_id_header_value"):
-                reason = server_id_problem(headers, config["iam_server_id_header_value"])
+                reason = server_id_problem(headers, config["iam_server_id_header_value"],
+                                           method, url.query)
                 if reason:
                     raise bad_request(f"error validating {SERVER_ID_HEADER} header: {reason}")
-            for name in headers:
+            # The allow-list covers headers, and query parameters of a GET.
+            query_names = [k for k, _ in parse_qsl(url.query)] if method == "GET" else []
+            for name in [*headers, *query_names]:
                 if name.startswith("X-Amz-") and name not in DEFAULT_ALLOWED_STS_HEADERS and \
                         name not in config["allowed_sts_header_values"]:
                     raise bad_request(f"invalid request header: {name}")
         endpoint = (config or {}).get("sts_endpoint") or DEFAULT_STS_ENDPOINT
         retries = (config or {}).get("max_retries", -1)
         arn, user_id = call_sts(endpoint, method, url, body, headers,
-                                      3 if retries < 0 else retries)
+                                3 if retries < 0 else retries)
         try:
             entity = parse_iam_arn(arn)
         except ValueError as exc:

@@ -108,14 +108,20 @@ def parse_headers(raw: Any) -> dict[str, list[str]]:
     return headers
 
 
-def server_id_problem(headers: dict[str, list[str]], wanted: str) -> str:
-    """validateVaultHeaderValue for POST; "" when the header is right and signed."""
+def server_id_problem(headers: dict[str, list[str]], wanted: str, method: str = "POST",
+                      query: str = "") -> str:
+    """validateVaultHeaderValue; "" when the header is right and signed."""
     provided = next((",".join(v) for k, v in headers.items()
                      if k.lower() == SERVER_ID_HEADER.lower()), "")
     if not provided:
         return f'missing header "{SERVER_ID_HEADER}"'
     if provided != wanted:
         return f'expected "{wanted}" but got "{provided}"'
+    if method == "GET":
+        # A presigned GET names its signed headers in the X-Amz-SignedHeaders parameter.
+        signed = dict(parse_qsl(query, keep_blank_values=True)).get("X-Amz-SignedHeaders", "")
+        return "" if SERVER_ID_HEADER.lower() in signed.split(";") else \
+            "vault header wasn't signed"
     authorization = headers.get("Authorization")
     if authorization is None:
         return "missing Authorization header"
