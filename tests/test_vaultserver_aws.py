@@ -6,6 +6,7 @@ and the server turns that into Vault's 400 `error making upstream request: ...`.
 
 from __future__ import annotations
 
+import base64
 import json
 from base64 import b64encode
 from collections.abc import Callable, Iterator
@@ -154,6 +155,20 @@ def test_request_checks_before_sts(user: User, aws: hvac.Client,
     no_body = post_login(vault_server, {**signed_payload(user), "iam_request_body": ""})
     assert no_body.json() == {
         "errors": ["missing iam_request_body which is required for POST requests"]}
+
+
+def test_sts_region_from_client(vault_server: VaultTestServer, moto_sts: MotoServer,
+                                user: User) -> None:
+    vault_server.configure_aws(moto_sts, use_sts_region_from_client=True)
+    vault_server.add_aws_role("app", user[2], ["app"])
+    client = hvac.Client(url=vault_server.addr)
+    assert client.auth.aws.iam_login(user[0], user[1], role="app")["auth"]["client_token"]
+    payload = signed_payload(user, header=None)
+    headers = json.loads(base64.b64decode(payload["iam_request_headers"]))
+    del headers["Authorization"]
+    payload["iam_request_headers"] = b64encode(json.dumps(headers).encode()).decode()
+    assert post_login(vault_server, payload).json() == {
+        "errors": ["region missing from Authorization header"]}
 
 
 def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -263,6 +264,11 @@ class AwsAuth:
                         name not in config["allowed_sts_header_values"]:
                     raise bad_request(f"invalid request header: {name}")
         endpoint = (config or {}).get("sts_endpoint") or DEFAULT_STS_ENDPOINT
+        if config is not None and config["use_sts_region_from_client"]:
+            authorization = ",".join(headers.get("Authorization", []))
+            if not re.search(r"Credential=[^/,]+/[^/,]+/[^/,]+/", authorization):
+                raise bad_request("region missing from Authorization header")
+            # Vault would now call sts.<region>.amazonaws.com; a test server keeps sts_endpoint.
         retries = (config or {}).get("max_retries", -1)
         arn, user_id = call_sts(endpoint, method, url, body, headers,
                                 3 if retries < 0 else retries)
