@@ -31,6 +31,8 @@ OPERATIONS = {"GET": "read", "HEAD": "read", "POST": "update", "PUT": "update",
 class VaultHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when many clients start at once.
+    request_queue_size = 512
 
     def __init__(self, address: tuple[str, int], vault: VaultTestServer) -> None:
         self.vault = vault
