@@ -174,7 +174,10 @@ class KVv2:
         if op == "read":
             if meta is None:
                 raise VaultError(404)
-            number = int(request.data.get("version") or 0) or meta.current_version
+            try:
+                number = int(request.data.get("version") or 0) or meta.current_version
+            except (TypeError, ValueError):
+                raise bad_request("error parsing version") from None
             version = meta.versions.get(number)
             if version is None:
                 raise VaultError(404)
