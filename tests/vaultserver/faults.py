@@ -33,7 +33,7 @@ class LoggedRequest:
     path: str  # Vault path without /v1/ and without the query string
     status: int
     accessor: str | None  # accessor of a known token, else None
-    timestamp: float  # time.time() when the answer was written
+    timestamp: float  # time.time() when the answer was ready (logged just before sending)
     query: str = ""
 
     def as_dict(self) -> dict[str, Any]:

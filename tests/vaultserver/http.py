@@ -122,10 +122,11 @@ class VaultHandler(BaseHTTPRequestHandler):
             response = Response(exc.status, {"errors": exc.errors})
         except Exception as exc:  # a bug of ours must still answer as Vault would
             response = Response(500, {"errors": [f"internal error: {exc!r}"]})
-        self._write(response, head=self.command == "HEAD")
         accessor = request.accessor if request is not None else self._accessor_of_header()
+        # Logged before the answer goes out: a client that has its answer finds it logged.
         vault.faults.record(LoggedRequest(self.command, path, response.status, accessor,
                                           time.time(), split.query))
+        self._write(response, head=self.command == "HEAD")
 
     def _accessor_of_header(self) -> str | None:
         token = self._token()
