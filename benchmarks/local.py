@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -105,6 +106,7 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
     folder.mkdir(parents=True)
     journal = ctx.journal(folder)
     argv = entrypoint_argv("--", *probe_argv(journal, *names))
+    spawned_at = time.time()
     start = now_ns()
     proc = ctx.popen(argv, env, folder / "stderr")
     try:
@@ -118,7 +120,38 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
                          ) from None
     stop(proc)
     return {"start_ms": ms(arrived - start), "rss": memory, "env": event["env"],
-            "running_at": running_at}
+            "running_at": running_at,
+            "phases": phases((folder / "stderr").read_text(errors="replace"), spawned_at,
+                             running_at)}
+
+
+PHASES = (("interpreter, imports, config, login", ("logged in", "using the given token",
+                                                   "references answered by")),
+          ("fetches", ("fetched",)),
+          ("spawn of the app", ("child started",)))
+
+
+def phases(log: str, spawned_at: float, running_at: float) -> dict[str, float]:
+    """Milliseconds between the spawn, the log lines that end each phase (their last
+    occurrence) and the app's first journal line, from the log's own timestamps (1 ms)."""
+    from datetime import datetime
+
+    ends: dict[str, float] = {}
+    for line in log.splitlines():
+        stamp, _, text = line.partition(" ")
+        for name, markers in PHASES:
+            if any(marker in text for marker in markers):
+                with contextlib.suppress(ValueError):
+                    ends[name] = datetime.fromisoformat(stamp.replace("Z", "+00:00")
+                                                        ).timestamp()
+    out: dict[str, float] = {}
+    last = spawned_at
+    for name, _ in PHASES:
+        if name in ends:
+            out[name] = round((ends[name] - last) * 1000, 1)
+            last = ends[name]
+    out["the app's own start"] = round((running_at - last) * 1000, 1)
+    return out
 
 
 def bare_python_rss(ctx: Context) -> list[dict[str, int]]:

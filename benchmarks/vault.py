@@ -123,6 +123,13 @@ def vault_start(ctx: Context) -> list[Row]:
              "first journal line; token auth (root token), 10 KV v2 refs on 10 paths and "
              "one DATABASE_URL from one database/creds lease (a real PostgreSQL role)")
     row.extra["requests_per_start"] = dict(runs[-1]["requests"])
+    for label, group in (("phases_ms", runs), ("baseline_phases_ms", base)):
+        row.extra[label] = {name: statistics.median(r["phases"].get(name, 0.0) for r in group)
+                            for name in group[0]["phases"]}
+    row.notes.append("phases (median ms): " + ", ".join(
+        f"{name} {value:.0f}" for name, value in row.extra["phases_ms"].items()))
+    row.notes.append("local phases (median ms): " + ", ".join(
+        f"{name} {value:.0f}" for name, value in row.extra["baseline_phases_ms"].items()))
     return [row]
 
 
