@@ -155,6 +155,12 @@ class Engine:
         due = self.coalescer.due_at()
         if due is not None:
             wakes.append(max(due, self.not_before))
+        token_ends = [lease.token_deadline for lease in self.leases.values()
+                      if lease.token_deadline is not None and not lease.token_replacing]
+        if token_ends:
+            # A new login is not an event we hear about: look at the token often enough
+            # to replace its leases within a tenth of the life it has left.
+            wakes.append(now + min(max(0.25, (min(token_ends) - now) / 10), 60.0))
         if not wakes:
             return 60.0
         return max(0.0, min(60.0, min(wakes) - now))
@@ -174,6 +180,7 @@ class Engine:
         while self._tasks and self._tasks[0][0] <= now:
             _, _, task = heapq.heappop(self._tasks)
             getattr(self, f"_task_{task[0]}")(*task[1:])
+        self._follow_tokens(self.clock())
         self._check_expiry(self.clock())
         now = self.clock()
         if self.coalescer.due(now) and now >= self.not_before and not self._exiting:
@@ -196,6 +203,9 @@ class Engine:
             lease = HeldLease.from_fetched(key, item)
             self.leases.pop(key, None)
             if lease is not None:
+                state = self._token_state(key)
+                if state is not None:
+                    lease.token_generation, lease.token_deadline = state
                 self.leases[key] = lease
                 when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
                         if lease.times.renewable else
@@ -274,10 +284,50 @@ class Engine:
         return timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng,
                                  margin=margin)
 
-    def _task_replace(self, key: SourceKey, lease_id: str) -> None:
+    def _task_replace(self, key: SourceKey, lease_id: str, why: str = "nearing its end") -> None:
         lease = self._current(key, lease_id)
         if lease is not None:
-            self._mark(key, f"lease of {lease.label} nearing its end")
+            self._mark(key, f"lease of {lease.label} {why}")
+
+    def _token_state(self, key: SourceKey) -> tuple[int, float | None] | None:
+        """(login generation, expiry of the current token) of the source of ``key``, for
+        sources that log in (Vault); None for the others. Memory only, no request."""
+        source = self.runtime.sources.built().get(key[0])
+        keeper = getattr(source, "keeper", None)
+        expires = getattr(source, "token_expires_at", None)
+        if keeper is None or not callable(expires):
+            return None
+        while True:  # a login between the two reads would pair them wrongly
+            generation = int(getattr(keeper, "generation", 0))
+            deadline = expires()
+            if int(getattr(keeper, "generation", 0)) == generation:
+                return generation, deadline
+
+    def _follow_tokens(self, now: float) -> None:
+        """Leases made by a token that was replaced by a new login end with that token:
+        replace them before it ends (the new token alone changes nothing for the app)."""
+        for key, lease in list(self.leases.items()):
+            if lease.token_generation is None or lease.token_replacing or key in self.dirty:
+                continue
+            state = self._token_state(key)
+            if state is None:
+                continue
+            generation, deadline = state
+            if generation == lease.token_generation:
+                lease.token_deadline = deadline  # the same token, renewed meanwhile
+                continue
+            lease.token_replacing = True
+            ends = lease.token_deadline
+            if ends is None or ends >= lease.times.expires_at:
+                continue  # the lease ends first anyway: its own schedule covers it
+            when = self._replace_at(
+                HeldLease(key, lease.lease_id, lease.requested,
+                          timing.LeaseTimes(now, ends, False)), now)
+            self.log.info("lease of %s was made by the previous Vault token, which ends in "
+                          "%.1fs; replacing it in %.1fs", lease.label, max(0.0, ends - now),
+                          when - now)
+            self._schedule(when, "replace", key, lease.lease_id,
+                           "made by the previous Vault token")
 
     def _task_poll(self, key: SourceKey, token: int) -> None:
         if self._poll_token.get(key) != token or self.resolution is None:

@@ -34,6 +34,11 @@ class HeldLease:
     times: LeaseTimes
     failures: int = 0
     expired_reported: bool = False
+    # Vault revokes a token's leases when that token ends: which login made this lease,
+    # and until when that token was last seen to be valid (monotonic seconds).
+    token_generation: int | None = None
+    token_deadline: float | None = None
+    token_replacing: bool = False
 
     @classmethod
     def from_fetched(cls, key: SourceKey, fetched: Fetched) -> HeldLease | None:
