@@ -49,11 +49,11 @@ def vault_env(vault: Any, token: str | None = None, **extra: str) -> dict[str, s
 
 def test_dynamic_credentials_replaced_before_expiry_with_no_failed_connection(
         database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
-    # Short leases: renewed every ~0.9 s until the 7 s max TTL caps them, then replaced.
+    # Short leases: renewed every ~0.9 s until the 6 s max TTL caps them, then replaced.
     # Vault grants and PostgreSQL's VALID UNTIL are whole seconds, so a lease of a few
     # seconds needs an early renewal to learn of the cap with seconds to spare; with
     # real TTLs (an hour) the default 0.67 leaves twenty minutes.
-    database.add_database_role("short", default_ttl=3, max_ttl=7)
+    database.add_database_role("short", default_ttl=3, max_ttl=6)
     env = vault_env(database, DB_USER="vault:database/creds/short#username",
                     DB_PASSWORD="vault:database/creds/short#password")
     ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.3", "--replace-fraction", "0.5"],
@@ -257,4 +257,28 @@ def test_renewal_refused_for_a_revoked_lease_fetches_a_new_one(
     assert len(ep.events("start")) == 2
     print(f"\n[measure] revoked lease noticed at renewal: {len(ep.failed())} failed logins")
     assert database.count("sys/leases/lookup") == 0
+    ep.assert_no_secret_logged()
+
+
+def test_leases_replaced_before_the_token_that_made_them_ends(
+        database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
+    # Vault revokes a token's leases when the token ends. A token capped at its max TTL is
+    # replaced by a new login; the leases the old one made must be replaced before it ends.
+    database.add_database_role("app", default_ttl=600, max_ttl=3600)
+    env = {"VAULT_ADDR": database.addr, **approle_login(database, ttl=4, max_ttl=7),
+           "DB_USER": "vault:database/creds/app#username",
+           "DB_PASSWORD": "vault:database/creds/app#password"}
+    # renew_fraction also paces the token: early renewals learn of its cap in time.
+    ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.3"], pg_app(postgres))
+    procs.append(ep)
+    users = ep.wait_users(3, timeout=30)
+    ep.wait_logins(users[-1])
+    assert ep.stop() == 0, ep.log
+    failed = ep.failed()
+    print(f"\n[measure] token relogin: {len(set(users))} credentials, {len(failed)} failed of "
+          f"{len(ep.connects())} logins")
+    assert failed == [], failed[:2]
+    assert ep.lines("logged in again")
+    assert ep.lines("made by the previous Vault token")
+    assert database.leases("database/creds/app") == []
     ep.assert_no_secret_logged()
