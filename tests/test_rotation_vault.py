@@ -282,3 +282,23 @@ def test_leases_replaced_before_the_token_that_made_them_ends(
     assert ep.lines("made by the previous Vault token")
     assert database.leases("database/creds/app") == []
     ep.assert_no_secret_logged()
+
+
+def test_lease_that_cannot_be_renewed_is_replaced_before_it_expires(
+        database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
+    database.add_database_role("app", default_ttl=4, max_ttl=3600)
+    env = vault_env(database, DB_USER="vault:database/creds/app#username",
+                    DB_PASSWORD="vault:database/creds/app#password")
+    ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.3"], pg_app(postgres))
+    procs.append(ep)
+    ep.wait_log("child started")
+    # As if the role issued leases Vault will not renew: the renewal is refused.
+    with database.state.lock:
+        for lease in database.state.leases.values():
+            lease.renewable = False
+    users = ep.wait_users(2)
+    ep.wait_logins(users[-1])
+    assert ep.stop() == 0, ep.log
+    assert ep.lines("cannot be extended past")
+    assert ep.failed() == [], ep.failed()[:2]
+    print(f"\n[measure] lease not renewable: replaced, 0 failed of {len(ep.connects())} logins")
