@@ -179,7 +179,14 @@ class Engine:
         now = self.clock()
         while self._tasks and self._tasks[0][0] <= now:
             _, _, task = heapq.heappop(self._tasks)
-            getattr(self, f"_task_{task[0]}")(*task[1:])
+            try:
+                getattr(self, f"_task_{task[0]}")(*task[1:])
+            except Exception:
+                # A bug must not end a renewal or a poll for good: its schedule would be
+                # lost and nothing would say so. Log it and try the same task again.
+                self.log.exception("rotation engine error (%s); trying again in %.0fs",
+                                   task[0], RETRY_CAP)
+                self._schedule(self.clock() + RETRY_CAP, *task)
         self._follow_tokens(self.clock())
         self._check_expiry(self.clock())
         now = self.clock()
@@ -412,12 +419,19 @@ class Engine:
         try:
             resolution = self.runtime.resolve(generation)
             changed_files = self.render(resolution)
-        except EntrypointError as exc:
+        except Exception as exc:
+            # Any failure (a bug included) backs off: the burst stays pending, and
+            # retrying it at once would spin this thread and flood the log.
             self.act_failures += 1
             delay = retry_delay(self.act_failures, self.rng)
-            self.log.warning("could not fetch new values: %s; the app keeps the last good "
-                             "values; retry in %.1fs", exc, delay,
-                             extra={"attempt": self.act_failures})
+            if isinstance(exc, EntrypointError):
+                self.log.warning("could not fetch new values: %s; the app keeps the last "
+                                 "good values; retry in %.1fs", exc, delay,
+                                 extra={"attempt": self.act_failures})
+            else:
+                self.log.exception("rotation engine error while building new values; the "
+                                   "app keeps the last good values; retry in %.1fs", delay,
+                                   extra={"attempt": self.act_failures})
             self._revoke_new(old.generation, generation)
             self.not_before = self.clock() + delay
             return
