@@ -181,6 +181,11 @@ def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, revea
         from entrypoint.app import render_outputs
 
         render_outputs(config, runtime, resolution)
+        # An init container renders credentials for an app that starts after us: what was
+        # fetched must outlive this process (their TTL bounds them).
+        keep = getattr(runtime.sources.built().get("vault"), "keep_on_close", None)
+        if keep is not None:
+            keep()
     finally:
         runtime.close()
     shown = {name: value.reveal() if reveal else str(value)

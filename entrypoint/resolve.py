@@ -97,7 +97,12 @@ class Generation:
                 future.result()
 
     def value(self, ref: Ref, where: str) -> Secret:
-        fetched = self.get(ref.source_key)
+        try:
+            fetched = self.get(ref.source_key)
+        except SecretNotFound as exc:
+            # The source knows the path; only the caller knows which variable asked.
+            raise SecretNotFound(f"{where}: {ref.format()}: {exc.message}",
+                                 hint=exc.hint) from None
         key = ref.key if ref.key is not None else ""
         secret = fetched.value(key)
         if secret is None:
