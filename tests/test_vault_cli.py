@@ -172,3 +172,18 @@ def test_token_auth_does_not_import_botocore(vault_server: Any) -> None:
              if line.startswith("import time:") and "|" in line}
     assert "hvac" in names
     assert "botocore" not in names and "boto3" not in names
+
+
+def test_render_for_an_init_container_keeps_the_credentials_alive(db_vault: Any,
+                                                                   postgres: Any) -> None:
+    """``render --reveal`` hands credentials to an app that starts after we exit."""
+    import psycopg
+
+    token = db_vault.create_token(["app"], ttl=300)
+    result = run_cli(["render", "--reveal", "--format", "json"],
+                     app_env(db_vault, postgres, token))
+    assert result.returncode == 0, result.stderr
+    url = json.loads(result.stdout)["DATABASE_URL"]
+    with psycopg.connect(url) as conn:  # the lease outlived the entrypoint
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert db_vault.leases("database/creds/app")
