@@ -29,6 +29,7 @@ from benchmarks.common import (
 from benchmarks.local import (
     DB_URL,
     KV_REFS,
+    add_cpu,
     kv_refs,
     supervised_start,
     write_local_secrets,
@@ -123,6 +124,7 @@ def vault_start(ctx: Context) -> list[Row]:
              "first journal line; token auth (root token), 10 KV v2 refs on 10 paths and "
              "one DATABASE_URL from one database/creds lease (a real PostgreSQL role)")
     row.extra["requests_per_start"] = dict(runs[-1]["requests"])
+    add_cpu(row, [r["cpu_ms"] for r in runs], [r["cpu_ms"] for r in base])
     for label, group in (("phases_ms", runs), ("baseline_phases_ms", base)):
         row.extra[label] = {name: statistics.median(r["phases"].get(name, 0.0) for r in group)
                             for name in group[0]["phases"]}
@@ -165,10 +167,12 @@ def refs_1000(ctx: Context) -> list[Row]:
     env = vault_env(server, **refs)
     base_env = entrypoint_env({"ENTRYPOINT_LOCAL_SECRETS": str(local), **refs})
     spans: list[float] = []
+    cpu: list[float] = []
+    base_cpu: list[float] = []
 
     def measure() -> float:
         before = len(server.requests)
-        elapsed = timed_run(argv, env, 60, folder / "stderr")
+        elapsed = timed_run(argv, env, 60, folder / "stderr", cpu)
         logged = server.requests[before:]
         reads = [r for r in logged if r.path.startswith("secret/data/bulk/")]
         if len(reads) != BULK_PATHS:
@@ -178,7 +182,8 @@ def refs_1000(ctx: Context) -> list[Row]:
         return elapsed
 
     pairs = list(interleaved(
-        ctx.runs, measure, lambda: timed_run(argv, base_env, 60, folder / "base-stderr")))
+        ctx.runs, measure,
+        lambda: timed_run(argv, base_env, 60, folder / "base-stderr", base_cpu)))
     row = Row(
         name="1,000 refs over 100 paths", unit="ms",
         target=Target("max", 1000.0, "<= 1000 ms"),
@@ -188,6 +193,7 @@ def refs_1000(ctx: Context) -> list[Row]:
              "over 100 KV v2 paths (10 keys each), token auth, vault_concurrency 8 (default): "
              "the whole process, interpreter start and imports included")
     row.extra["server_span_ms_first_to_last_request"] = spans[1:]
+    add_cpu(row, cpu[1:], base_cpu[1:])
     row.notes.append(f"server-side span, first to last request: "
                      f"{statistics.median(spans[1:]):.0f} ms (median)")
     return [row]
