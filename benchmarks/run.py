@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}; known: {', '.join(known)}")
     runs = max(1, args.runs)
+    # SIGTERM ends the run like Ctrl-C: through the cleanup of everything started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rows: list[Row] = []
     errors: dict[str, str] = {}
     started = time.monotonic()
@@ -90,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                 for row in case_rows:
                     row.extra["load_average_1min"] = [load_before, os.getloadavg()[0]]
                 rows.extend(case_rows)
-            except BenchError as exc:
-                errors[name] = str(exc)
+            except Exception as exc:  # a service that would not start, a failed run
+                errors[name] = str(exc) if isinstance(exc, BenchError) else \
+                    f"{type(exc).__name__}: {exc}"
                 print(f"!!! {name}: {exc}", file=sys.stderr, flush=True)
             print(f"    {name}: {time.monotonic() - case_started:.1f}s", file=sys.stderr,
                   flush=True)
