@@ -275,21 +275,28 @@ def test_sigkill_mid_render_leaves_old_or_new_never_a_mix(tmp_path: Path) -> Non
     def expected(v: str) -> bytes:
         return "".join(f"{i} {v} {v} {v}\n" for i in range(60000)).encode()
 
-    contents = {v: expected(v) for v in ("aaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbb")}
-    (sec / "app.json").write_text(json.dumps({"v": "aaaaaaaaaaaaaaaaaaaaaaaaaa"}))
+    first, second = "a" * 26, "b" * 22  # different lengths: a mix could not pass for either
+    contents = {v: expected(v) for v in (first, second)}
+    (sec / "app.json").write_text(json.dumps({"v": first}))
     began = time.monotonic()
     assert run_cli(["render"], env).returncode == 0
     full = time.monotonic() - began
-    assert dest.read_bytes() == contents["aaaaaaaaaaaaaaaaaaaaaaaaaa"]
+    assert dest.read_bytes() == contents[first]
     rng = random.Random(9)
     outcomes: dict[str, int] = {"old": 0, "new": 0}
-    old = "aaaaaaaaaaaaaaaaaaaaaaaaaa"
-    for _ in range(12):
+    old = first
+    # Where the kill lands follows the commit point: later after a kill that came too
+    # early (old content), earlier after one too late (new content). So under any load
+    # the kills gather around the write and the rename, the moment that matters.
+    delay = full
+    for round_ in range(40):  # bounded; normally ends after 12
+        if round_ >= 12 and min(outcomes.values()) >= 1:
+            break
         new = next(v for v in contents if v != old)
         (sec / "app.json").write_text(json.dumps({"v": new}))
         proc = subprocess.Popen([*ENTRYPOINT, "render"], env=clean_env(env),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.1) * full)  # the fault: where the SIGKILL lands
+        time.sleep(delay * rng.uniform(0.8, 1.2))  # the fault: where the SIGKILL lands
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         got = dest.read_bytes()
@@ -297,11 +304,15 @@ def test_sigkill_mid_render_leaves_old_or_new_never_a_mix(tmp_path: Path) -> Non
         if got == contents[new]:
             outcomes["new"] += 1
             old = new
+            delay *= 0.8
         else:
             outcomes["old"] += 1
+            delay *= 1.25
     # Both outcomes happened: kills landed before and after the rename.
     assert outcomes["old"] >= 1 and outcomes["new"] >= 1, outcomes
     assert oct(dest.stat().st_mode & 0o777) == "0o600"
+    temps = [p.name for p in dest.parent.iterdir() if p != dest]
+    print(f"\nSIGKILL mid-render: {outcomes}, temp files left behind: {len(temps)}")
 
 
 # -- the app crashing ---------------------------------------------------------------------
