@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.helpers import secrecy
@@ -16,12 +18,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any seeded secret reached any collected output (see secrecy.py)."""
+    began = time.perf_counter()
     found = secrecy.leaks()
+    took = time.perf_counter() - began
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.verbosity >= 0:
+        reporter.write_line(f"secrecy: {secrecy.summary()}, checked in {took:.2f}s")
     if not found:
         return
     lines = [f"  {value} in {where}" for value, where in found[:50]]
     report = "\n".join(["SECRECY: seeded secret values appeared in output:", *lines])
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(report, red=True, bold=True)
     else:

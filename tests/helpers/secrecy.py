@@ -91,6 +91,12 @@ def mask(value: str) -> str:
     return f"{value[:3]}…({len(value)} chars)"
 
 
+def summary() -> str:
+    chars = sum(len(o.text) for o in _outputs)
+    return (f"{len(_seeded)} seeded values against {len(_outputs)} outputs "
+            f"({chars / 1e6:.1f} MB) and {len(_files)} log files")
+
+
 def leaks() -> list[tuple[str, str]]:
     outputs = list(_outputs)
     for path, where in _files:
