@@ -83,6 +83,8 @@ class TestCappedAndRelogin:
         assert backoff.is_capped(3600, 120)
         assert not backoff.is_capped(3600, 3600)
         assert not backoff.is_capped(3600, 3599.5)  # rounding is not a cap
+        assert backoff.is_capped(3600, 3599)  # whole seconds: one short is a cap
+        assert backoff.is_capped(3600, 3600, ["TTL value is capped accordingly"])
 
     def test_relogin_delay(self) -> None:
         assert backoff.relogin_delay(100, const(0.0)) == pytest.approx(80.0)

@@ -32,7 +32,8 @@ from entrypoint.resolve import Generation
 from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
-from entrypoint.rotation.leases import HeldLease, LeaseOps, SourceKey
+from entrypoint.rotation.leases import HeldLease, LeaseOps, LoginSource, SourceKey
+from entrypoint.rotation.successor import new_leases, post_plan, stale_leases
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
@@ -40,7 +41,6 @@ from entrypoint.sources.base import Fetched
 RETRY_BASE = 1.0
 RETRY_CAP = 30.0
 POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
-WATCHED_KINDS = frozenset({"local", "file", "consul"})
 
 Post = Callable[[Any], None]
 RenderFn = Callable[[Resolution], list[Any]]
@@ -101,8 +101,12 @@ class Engine:
 
     def start(self, resolution: Resolution) -> None:
         """Begin keeping ``resolution`` (the values the app was started with) current."""
+        # Start-up is over once the app has its values: from now on a failed call must
+        # come back at once, so that this thread keeps its own schedule (renewals,
+        # backoff, expiry) instead of sitting in the client's start-up retries.
         for source in self.runtime.sources.built().values():
-            _end_startup(source)
+            if isinstance(source, LoginSource):
+                source.end_startup()
         self._adopt(resolution)
         self._thread = threading.Thread(target=self._run, name="rotation", daemon=True)
         self._thread.start()
@@ -274,7 +278,7 @@ class Engine:
                           lease.label, lease.failures)
         lease.failures = 0
         lease.times = timing.LeaseTimes(now, now + granted, renewable)
-        if not renewable or _capped(lease.requested, granted, warnings):
+        if not renewable or backoff.is_capped(lease.requested, granted, warnings):
             when = self._replace_at(lease, now)
             self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.1fs",
                           lease.label, granted, when - now)
@@ -300,15 +304,7 @@ class Engine:
         """(login generation, expiry of the current token) of the source of ``key``, for
         sources that log in (Vault); None for the others. Memory only, no request."""
         source = self.runtime.sources.built().get(key[0])
-        keeper = getattr(source, "keeper", None)
-        expires = getattr(source, "token_expires_at", None)
-        if keeper is None or not callable(expires):
-            return None
-        while True:  # a login between the two reads would pair them wrongly
-            generation = int(getattr(keeper, "generation", 0))
-            deadline = expires()
-            if int(getattr(keeper, "generation", 0)) == generation:
-                return generation, deadline
+        return source.token_state() if isinstance(source, LoginSource) else None
 
     def _follow_tokens(self, now: float) -> None:
         """Leases made by a token that was replaced by a new login end with that token:
@@ -432,7 +428,9 @@ class Engine:
                 self.log.exception("rotation engine error while building new values; the "
                                    "app keeps the last good values; retry in %.1fs", delay,
                                    extra={"attempt": self.act_failures})
-            self._revoke_new(old.generation, generation)
+            # A failed successor must not leak the leases it did obtain.
+            for key, lease_id in new_leases(old.generation, generation):
+                self._revoke_ids(key, [lease_id])
             self.not_before = self.clock() + delay
             return
         if self.act_failures:
@@ -445,51 +443,18 @@ class Engine:
         self.generations += 1
         new_env = resolution.child_env()
         plan = decide(self.env, new_env, changed_files, reasons)
-        stale = self._stale_leases(old.generation, generation)
+        stale = stale_leases(old.generation, generation)
         reason = "; ".join(reasons)
         self._adopt(resolution, only=[k for k in generation.fetched
                                       if k in dirty or k not in old.generation.fetched])
-        self._post_plan(plan, new_env, reason, changed_names(old.child_env(), new_env))
+        post_plan(plan, new_env, reason, changed_names(old.child_env(), new_env),
+                  self.post, self.log)
         if plan.restart:
             self.revoke_on_start.extend(stale)
         elif stale:
             grace = self.config.revoke_grace
             self.log.info("old leases revoked in %.0fs (revoke_grace)", grace)
             self._schedule(self.clock() + grace, "revoke_later", tuple(stale))
-
-    def _post_plan(self, plan: Any, env: dict[str, str], reason: str,
-                   names: list[str]) -> None:
-        from entrypoint import events
-
-        if plan.nothing:
-            self.log.info("values re-read, nothing the app sees changed (%s)", reason)
-            return
-        if plan.restart:
-            self.log.info("rotation: restarting the app (%s); changed: %s", reason,
-                          ", ".join(names) or "files")
-            self.post(events.Restart(env=env, reason=reason))
-            return
-        for signum in plan.signals:
-            self.post(events.SignalChild(signum=signum, reason=reason))
-        for argv in plan.commands:
-            self.post(events.RunCommand(argv=argv, reason=reason))
-
-    def _stale_leases(self, old: Generation, new: Generation) -> list[HeldLease]:
-        stale = []
-        for key, fetched in old.fetched.items():
-            successor = new.fetched.get(key)
-            if fetched.lease_id and (successor is None or successor.lease_id != fetched.lease_id):
-                lease = HeldLease.from_fetched(key, fetched)
-                if lease is not None:
-                    stale.append(lease)
-        return stale
-
-    def _revoke_new(self, old: Generation, new: Generation) -> None:
-        """A failed successor must not leak the leases it did obtain."""
-        for key, fetched in new.fetched.items():
-            kept = old.fetched.get(key)
-            if fetched.lease_id and (kept is None or kept.lease_id != fetched.lease_id):
-                self._revoke_ids(key, [fetched.lease_id])
 
     def _task_revoke_later(self, leases: tuple[HeldLease, ...]) -> None:
         self._revoke(list(leases), "grace period over")
@@ -511,26 +476,6 @@ class Engine:
                 self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
             except EntrypointError as exc:
                 self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
-
-
-def _end_startup(source: Any) -> None:
-    """Start-up is over once the app has its values: from now on a failed call must come
-    back at once, so that this thread keeps its own schedule (renewals, backoff, expiry)
-    instead of sitting in the client's start-up retry loop for up to startup_timeout."""
-    for owner in (source, getattr(source, "client", None)):
-        end = getattr(owner, "end_startup", None)
-        if callable(end):
-            end()
-            return
-
-
-def _capped(requested: float, granted: float, warnings: list[str]) -> bool:
-    """Vault warns when it capped a renewal at the max TTL ("TTL value is capped"); a
-    grant shorter than asked says the same. Whole seconds: a capped grant is often just
-    one second short, which ``backoff.is_capped``'s tolerance would miss."""
-    if any("capped" in w or "max_ttl" in w for w in warnings):
-        return True
-    return granted + 0.5 < requested
 
 
 def _fatal(error: EntrypointError) -> Any:

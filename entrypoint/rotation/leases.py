@@ -26,6 +26,17 @@ class LeaseOps(Protocol):
         ...
 
 
+@runtime_checkable
+class LoginSource(Protocol):
+    """A source that logs in (Vault): its token's leases end with the token."""
+
+    def end_startup(self) -> None: ...
+
+    def token_state(self) -> tuple[int, float | None]:
+        """(login generation, monotonic expiry of the current token or None)."""
+        ...
+
+
 @dataclass
 class HeldLease:
     key: SourceKey

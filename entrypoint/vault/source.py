@@ -142,6 +142,18 @@ class VaultSource:
     def policies(self) -> tuple[str, ...]:
         return self.keeper.policies()
 
+    def end_startup(self) -> None:
+        """Start-up is over: from now on a failed call comes back at once."""
+        self.client.end_startup()
+
+    def token_state(self) -> tuple[int, float | None]:
+        """(login generation, expiry of the current token), read together."""
+        while True:  # a login between the two reads would pair them wrongly
+            generation = self.keeper.generation
+            deadline = self.token_expires_at()
+            if self.keeper.generation == generation:
+                return generation, deadline
+
     def token_expires_at(self) -> float | None:
         """Monotonic time at which the current token expires (None: it does not).
 

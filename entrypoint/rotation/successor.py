@@ -1,0 +1,52 @@
+"""What changes hands between one generation and its successor: leases and actions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from entrypoint.resolve import Generation
+from entrypoint.rotation.actions import Plan
+from entrypoint.rotation.leases import HeldLease, SourceKey
+
+
+def stale_leases(old: Generation, new: Generation) -> list[HeldLease]:
+    """Leases of ``old`` that ``new`` no longer uses: to revoke once the app moved on."""
+    stale = []
+    for key, fetched in old.fetched.items():
+        successor = new.fetched.get(key)
+        if fetched.lease_id and (successor is None or successor.lease_id != fetched.lease_id):
+            lease = HeldLease.from_fetched(key, fetched)
+            if lease is not None:
+                stale.append(lease)
+    return stale
+
+
+def new_leases(old: Generation, new: Generation) -> list[tuple[SourceKey, str]]:
+    """Leases ``new`` obtained that ``old`` did not hold."""
+    out = []
+    for key, fetched in new.fetched.items():
+        kept = old.fetched.get(key)
+        if fetched.lease_id and (kept is None or kept.lease_id != fetched.lease_id):
+            out.append((key, fetched.lease_id))
+    return out
+
+
+def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
+              post: Callable[[Any], None], log: logging.Logger) -> None:
+    """Hand the supervisor the one action a successor calls for, and say why."""
+    from entrypoint import events
+
+    if plan.nothing:
+        log.info("values re-read, nothing the app sees changed (%s)", reason)
+        return
+    if plan.restart:
+        log.info("rotation: restarting the app (%s); changed: %s", reason,
+                 ", ".join(names) or "files")
+        post(events.Restart(env=env, reason=reason))
+        return
+    for signum in plan.signals:
+        post(events.SignalChild(signum=signum, reason=reason))
+    for argv in plan.commands:
+        post(events.RunCommand(argv=argv, reason=reason))
