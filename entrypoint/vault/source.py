@@ -104,13 +104,15 @@ class VaultSource:
         if self.revoke_on_close:
             with self._leases_lock:
                 leases = sorted(self._leases)
+            revoked = 0
             for lease_id in leases:
                 try:
                     self.revoke_lease(lease_id)
+                    revoked += 1
                 except EntrypointError as exc:
                     self.log.warning("vault: could not revoke a lease on exit: %s", exc)
-            if leases:
-                self.log.info("vault: revoked %d lease(s) on exit", len(leases))
+            if revoked:
+                self.log.info("vault: revoked %d lease(s) on exit", revoked)
         self.keeper.close()
         self.client.close()
 
