@@ -1,3 +1,3 @@
-from entrypoint.cli import main
+from entrypoint.cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

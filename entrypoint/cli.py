@@ -123,6 +123,24 @@ def flags_of(namespace: argparse.Namespace) -> dict[str, Raw]:
     return out
 
 
+def console() -> int:
+    """The process entry point (console script, ``python -m entrypoint``)."""
+    skip_charset_detection()
+    return main()
+
+
+def skip_charset_detection() -> None:
+    """requests loads a charset detector only to guess the encoding of a body that names
+    none; Vault always answers JSON, which requests decodes without it. Not loading it
+    saves ~3 MB resident and ~15 ms at start (requests then assumes UTF-8). Done for this
+    process only, never when imported as a library."""
+    import warnings
+
+    for name in ("chardet", "charset_normalizer"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    warnings.filterwarnings("ignore", message=".*character detection dependency.*")
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ

@@ -95,7 +95,7 @@ class Config:
     poll_interval: float = 300.0
     static_creds_poll_interval: float = 60.0
     lease_check_interval: float = 30.0
-    renew_fraction: float = 0.67
+    renew_fraction: float = 0.75
     replace_fraction: float = 0.8
     revoke_grace: float = 30.0
     on_expiry: str = "keep"

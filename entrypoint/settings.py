@@ -84,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
       "database/static-creds re-read interval (jittered); also bounded by the role's ttl"),
     S("lease_check_interval", "duration", 30.0,
       "how often held leases are looked up to notice a revoke by ops (jittered); 0 disables"),
-    S("renew_fraction", "fraction", 0.67,
+    S("renew_fraction", "fraction", 0.75,
       "renew a lease after this fraction of its duration (jittered)"),
     S("replace_fraction", "fraction", 0.8,
       "replace a lease that cannot be extended after this fraction of its remaining life"),

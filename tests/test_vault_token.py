@@ -20,7 +20,7 @@ from entrypoint.vault.auth import LoginResult, result_of
 from entrypoint.vault.client import VaultClient
 from entrypoint.vault.connection import Connection
 from entrypoint.vault.source import VaultSource
-from entrypoint.vault.token_keeper import TokenKeeper
+from entrypoint.vault.token_keeper import RENEW_FRACTION, TokenKeeper
 from tests.helpers.cli import wait_until
 
 LOG = logging.getLogger("entrypoint")
@@ -87,7 +87,7 @@ def test_renewed_ahead_of_expiry(kv_server: Any) -> None:
     src.fetch("secret/app")
     keeper = src.keeper
     assert src.token_expires_at() == clock.now + 60
-    assert keeper.next_at == pytest.approx(clock.now + 60 * 0.67)
+    assert keeper.next_at == pytest.approx(clock.now + 60 * RENEW_FRACTION)
     assert keeper.tick() == keeper.next_at and kv_server.count("auth/token/renew-self") == 0
     clock.now = keeper.next_at
     keeper.tick()

@@ -22,7 +22,7 @@ from entrypoint.errors import AuthError, EntrypointError, UnavailableError
 from entrypoint.vault.auth import LoginMethod, LoginResult
 from entrypoint.vault.client import VaultClient, transient_reason, vault_message
 
-RENEW_FRACTION = 0.67
+RENEW_FRACTION = 0.75  # settings.renew_fraction's default
 
 
 class TokenKeeper:

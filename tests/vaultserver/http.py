@@ -56,6 +56,9 @@ class VaultHTTPServer(ThreadingHTTPServer):
 
 class VaultHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Go's net/http turns Nagle off on every connection; without this every keep-alive
+    # answer waits for the client's delayed ACK (40 ms), which real Vault never does.
+    disable_nagle_algorithm = True
     server: VaultHTTPServer
     server_version = "VaultTestServer"
 
