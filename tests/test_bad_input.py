@@ -134,6 +134,11 @@ CASES = [
     Case("bad-vault-addr", 78, ("variable VAULT_ADDR: expected an http:// or https:// URL",),
          env={"VAULT_ADDR": "ftp://vault.example", "VAULT_TOKEN": "unused-token-value",
               "DB_PASSWORD": "vault:kv/app/db#password"}, raw_config=""),
+    Case("unknown-auth-method", 78, ("variable ENTRYPOINT_VAULT_AUTH: vault_auth must be one "
+                                     "of token, aws-iam, approle, kubernetes, got 'ldap'",),
+         env={"ENTRYPOINT_VAULT_AUTH": "ldap"}),
+    Case("bad-fraction", 78, ("flag --renew-fraction", "expected a number strictly between "
+                              "0 and 1"), args=("--renew-fraction", "1.5")),
     Case("unknown-flag", 64, ("unrecognized arguments: --no-such-flag",),
          args=("--no-such-flag",)),
 ]
