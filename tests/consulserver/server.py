@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.consulserver.store import KVEntry, KVStore
+from tests.services.ports import Service
 
 LOOPBACK = "127.0.0.1"
 KV_PREFIX = "/v1/kv/"
@@ -79,7 +79,7 @@ class _Reply:
     index: int | None = None
 
 
-class ConsulServer:
+class ConsulServer(Service):
     """The stand-in; a context manager, or start()/stop() yourself."""
 
     def __init__(self, acl_token: str | None = None) -> None:
@@ -215,17 +215,6 @@ class ConsulServer:
     def running(self) -> bool:
         return self._httpd is not None
 
-    def __enter__(self) -> ConsulServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- request handling (called from handler threads) ------------------------------------
 

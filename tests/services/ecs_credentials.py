@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 
 from tests.services.moto_sts import (
     MotoServer,
@@ -30,7 +29,7 @@ from tests.services.moto_sts import (
     create_iam_user,
     unique_user_name,
 )
-from tests.services.ports import LOOPBACK
+from tests.services.ports import LOOPBACK, Service
 
 
 @dataclass
@@ -78,7 +77,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class EcsCredentialsServer:
+class EcsCredentialsServer(Service):
     """The endpoint on a loopback port; context manager or start()/stop()."""
 
     def __init__(self, credentials: EcsCredentials, auth_token: str | None = None) -> None:
@@ -163,17 +162,6 @@ class EcsCredentialsServer:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> EcsCredentialsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def task_role_credentials(server: MotoServer, role_name: str | None = None) -> EcsCredentials:

@@ -25,13 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import botocore.session
 from botocore.config import Config
 
-from tests.services.ports import LOOPBACK, free_port
+from tests.services.ports import LOOPBACK, Service, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -54,7 +53,7 @@ class MotoServerError(RuntimeError):
     """The moto server could not be started."""
 
 
-class MotoServer:
+class MotoServer(Service):
     """A moto server process on a free loopback port; context manager or start()/stop()."""
 
     def __init__(self, region: str = "us-east-1") -> None:
@@ -82,13 +81,7 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, signal.SIGTERM, STOP_TIMEOUT)
         log_path, self._log_path = self._log_path, None
         if log_path is not None:
             log_path.unlink(missing_ok=True)
@@ -126,17 +119,6 @@ class MotoServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals -------------------------------------------------------------------------
 

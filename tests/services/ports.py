@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
 
 LOOPBACK = "127.0.0.1"
 
@@ -35,3 +39,34 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+class Service:
+    """A stand-in started and stopped as a context manager: ``with Server() as s: ...``."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> None:
+    """Ask a server process to stop with ``sig``; kill it if it has not after ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -23,12 +23,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
 import psycopg
 
-from tests.services.ports import LOOPBACK, free_port
+from tests.services.ports import LOOPBACK, Service, free_port, stop_process
 
 SERVICE_USER = "postgres"
 START_TIMEOUT = 30.0
@@ -76,7 +75,7 @@ def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
     )
 
 
-class PostgresCluster:
+class PostgresCluster(Service):
     """A PostgreSQL server of our own; use as a context manager or call start()/stop()."""
 
     def __init__(self, superuser: str = "postgres", superuser_password: str | None = None) -> None:
@@ -117,14 +116,8 @@ class PostgresCluster:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # SIGINT is PostgreSQL's "fast shutdown": drop clients, checkpoint, exit.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        # SIGINT is PostgreSQL's "fast shutdown": drop clients, checkpoint, exit.
+        stop_process(process, signal.SIGINT, STOP_TIMEOUT)
         root, self._root = self._root, None
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
@@ -139,17 +132,6 @@ class PostgresCluster:
         except OSError:
             return ""
 
-    def __enter__(self) -> PostgresCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals -------------------------------------------------------------------------
 
