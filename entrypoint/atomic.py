@@ -11,15 +11,22 @@ file lives in the destination's own folder):
 
 On any failure the temp file is removed, the old destination is left as it was and a
 :class:`RenderError` names the destination and the OS's reason (never the content).
+
+A process killed between the two steps cannot remove its temp file. So each temp file is
+``flock``-ed by its writer from creation until it is moved or removed, and :func:`stage`
+first removes the destination's temp files whose lock it can take: their writer is dead
+(the kernel drops a dead process's locks), and they hold secret content nobody will use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import grp
 import os
 import pwd
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +34,9 @@ from pathlib import Path
 from entrypoint.errors import ConfigError, RenderError
 
 KEEP = -1  # os.chown's "leave this id as it is"
+# Staged temp files -> their open descriptor, which holds the file's lock until commit
+# or discard closes it.
+_held: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ def stage(dest: Path, content: bytes, perms: int, owner: Owner = Owner()) -> Pat
     except OSError as exc:
         raise RenderError(f"cannot write {dest}: cannot create folder {folder}: "
                           f"{_reason(exc)}") from None
+    remove_abandoned(dest)
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".tmp")
     except OSError as exc:
@@ -97,21 +108,58 @@ def stage(dest: Path, content: bytes, perms: int, owner: Owner = Owner()) -> Pat
                           f"{_reason(exc)}") from None
     temp = Path(name)
     try:
-        try:
-            _write_all(fd, content)
-            os.fsync(fd)
-            os.fchmod(fd, perms)
-            if owner.changes:
-                os.fchown(fd, owner.uid, owner.gid)
-        finally:
-            os.close(fd)
+        # Blocking: another stage() may hold it for the instant it checks whether we
+        # are alive.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _write_all(fd, content)
+        os.fsync(fd)
+        os.fchmod(fd, perms)
+        if owner.changes:
+            os.fchown(fd, owner.uid, owner.gid)
     except OSError as exc:
+        os.close(fd)
         _discard(temp)
         raise RenderError(f"cannot write {dest}: {_reason(exc)}") from None
     except BaseException:
+        os.close(fd)
         _discard(temp)
         raise
+    _held[temp] = fd
     return temp
+
+
+def _temp_name(dest: Path) -> re.Pattern[str]:
+    """Names mkstemp gives this destination's temp files (8 random characters)."""
+    return re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.tmp\Z")
+
+
+def remove_abandoned(dest: Path) -> list[Path]:
+    """Remove temp files of ``dest`` left by a writer that died before moving them."""
+    pattern = _temp_name(dest)
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = dest.parent / name
+        if not pattern.match(name) or path in _held:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # locked: its writer is alive and will move or remove it
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def commit(temp: Path, dest: Path) -> None:
@@ -121,6 +169,8 @@ def commit(temp: Path, dest: Path) -> None:
     except OSError as exc:
         _discard(temp)
         raise RenderError(f"cannot write {dest}: {_reason(exc)}") from None
+    finally:
+        _release(temp)
     _fsync_folder(dest.parent)
 
 
@@ -133,6 +183,13 @@ def discard(temps: list[Path]) -> None:
 def _discard(temp: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         temp.unlink()
+    _release(temp)
+
+
+def _release(temp: Path) -> None:
+    fd = _held.pop(temp, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -313,7 +313,33 @@ def test_sigkill_mid_render_leaves_old_or_new_never_a_mix(tmp_path: Path) -> Non
     assert outcomes["old"] >= 1 and outcomes["new"] >= 1, outcomes
     assert oct(dest.stat().st_mode & 0o777) == "0o600"
     temps = [p.name for p in dest.parent.iterdir() if p != dest]
-    print(f"\nSIGKILL mid-render: {outcomes}, temp files left behind: {len(temps)}")
+    # A kill between creating the temp file and renaming it leaves the temp file; the
+    # next render that writes this destination removes it (its writer's lock is gone).
+    (sec / "app.json").write_text(json.dumps({"v": next(v for v in contents if v != old)}))
+    assert run_cli(["render"], env).returncode == 0
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+    print(f"\nSIGKILL mid-render: {outcomes}, temp files left by the kills: {len(temps)}, "
+          "after the next render: 0")
+
+
+def test_abandoned_temp_files_are_removed_but_not_a_live_writers(tmp_path: Path) -> None:
+    from entrypoint import atomic
+
+    dest = tmp_path / "app.conf"
+    abandoned = tmp_path / ".app.conf.k3j4h5g6.tmp"
+    abandoned.write_text("secret left by a killed writer")
+    other = tmp_path / ".app.conf.old.tmp"  # not a name mkstemp gives: not ours to remove
+    other.write_text("x")
+    live = atomic.stage(dest, b"being written", 0o600)  # locked until commit or discard
+    try:
+        assert not abandoned.exists()  # stage() removed it first
+        abandoned.write_text("another one")
+        assert atomic.remove_abandoned(dest) == [abandoned]
+        assert live.exists() and other.exists()  # a live writer's temp file is left be
+    finally:
+        atomic.commit(live, dest)
+    assert dest.read_bytes() == b"being written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".app.conf.old.tmp", "app.conf"]
 
 
 # -- the app crashing ---------------------------------------------------------------------
