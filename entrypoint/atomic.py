@@ -146,7 +146,8 @@ def remove_abandoned(dest: Path) -> list[Path]:
         if not pattern.match(name) or path in _held:
             continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO planted under such a name must not hang us.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue
         try:
