@@ -259,9 +259,11 @@ class Engine:
         now = self.clock()
         try:
             granted, renewable, warnings = ops.renew_lease(lease_id, lease.requested)
-        except LeaseGone:
-            self.log.warning("lease of %s is gone (revoked or expired); fetching a new one",
-                             lease.label)
+        except LeaseGone as exc:
+            # Revoked, expired, or its secret could no longer be renewed (a dropped role):
+            # the source's message says which.
+            self.log.warning("lease of %s cannot be kept (%s); fetching a new one",
+                             lease.label, exc)
             self.gone.add(lease_id)
             self._mark(key, f"lease of {lease.label} revoked")
             return
