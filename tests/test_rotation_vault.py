@@ -8,7 +8,6 @@ a count of failed connections, not an inference.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,10 @@ from tests.helpers.vault_rotation import (
     approle_login,
     pg_app,
     pg_roles,
-    reap,
     start,
 )
 
 FAST = ["--wait-min", "100ms", "--wait-max", "500ms"]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Running]]:
-    running: list[Running] = []
-    yield running
-    reap(running)
-
-
-@pytest.fixture
-def database(vault_server: Any, postgres: Any) -> Any:
-    vault_server.configure_database(postgres)
-    return vault_server
 
 
 def vault_env(vault: Any, token: str | None = None, **extra: str) -> dict[str, str]:

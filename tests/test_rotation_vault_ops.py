@@ -21,24 +21,11 @@ from psycopg import sql
 
 from tests.helpers.cli import ENTRYPOINT, clean_env, wait_until
 from tests.helpers.journal import wait_for
-from tests.helpers.vault_rotation import Running, app_token, pg_app, pg_roles, reap, start
+from tests.helpers.vault_rotation import Running, app_token, pg_app, pg_roles, start
 
 FAST = ["--wait-min", "100ms", "--wait-max", "500ms"]
 DYNAMIC = {"DB_USER": "vault:database/creds/app#username",
            "DB_PASSWORD": "vault:database/creds/app#password"}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Running]]:
-    running: list[Running] = []
-    yield running
-    reap(running)
-
-
-@pytest.fixture
-def database(vault_server: Any, postgres: Any) -> Any:
-    vault_server.configure_database(postgres)
-    return vault_server
 
 
 def admin(vault: Any) -> hvac.Client:

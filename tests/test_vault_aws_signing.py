@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
 from entrypoint.errors import AuthError
 from entrypoint.vault.auth import aws_iam
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
-    """An environment where the AWS chain finds nothing unless a test adds it."""
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    yield monkeypatch
 
 
 def replay(moto_url: str, headers: dict[str, str], url: str) -> requests.Response:

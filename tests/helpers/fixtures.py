@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.helpers import secrecy
+from tests.helpers.vault_rotation import Running, reap
 
 secrecy.install()
 
@@ -33,3 +36,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         print(report)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Running]]:
+    """Entrypoints a test started (``vault_rotation.start``), killed at its end."""
+    running: list[Running] = []
+    yield running
+    reap(running)
+
+
+@pytest.fixture
+def database(vault_server: Any, postgres: Any) -> Any:
+    """The Vault test server with its database engine on the real PostgreSQL."""
+    vault_server.configure_database(postgres)
+    return vault_server
