@@ -245,16 +245,15 @@ def test_database_role_dropped_behind_its_back(database: Any, postgres: Any, tmp
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
         conn.execute(f'DROP ROLE "{user}"')
     assert not _connects(postgres, user, first["env"]["DB_PASSWORD"])
-    began = time.monotonic()
     starts = wait_for(run.journal, "start", count=2, timeout=20)
     second = starts[1]["env"]
     assert second["DB_USER"] != user
     assert _connects(postgres, second["DB_USER"], second["DB_PASSWORD"])
     # Replaced at the failed renewal (due at renew_fraction of 6s), not retried until
-    # the lease expired: the log tells the two apart, the clock only bounds the whole.
-    assert run.count("lease of vault:database/creds/app is gone") == 1
+    # the lease expired: the log tells the two apart.
+    assert run.count("lease of vault:database/creds/app cannot be kept (lease renewal: "
+                     "Vault could not renew the secret") == 1
     assert "expired and no successor" not in run.log
-    assert time.monotonic() - began < 8.0, run.log
 
 
 # -- SIGKILL in the middle of a render -------------------------------------------------------
