@@ -95,6 +95,7 @@ class Engine:
         self.not_before = 0.0  # backoff after a failed successor
         self.generations = 0
         self._exiting = False
+        self._checking = False  # a lease check is scheduled
         self._thread: threading.Thread | None = None
 
     # -- entry points, safe from any thread -------------------------------------------
@@ -228,7 +229,10 @@ class Engine:
         for key in [k for k, lease in self.leases.items()
                     if k not in fetched or fetched[k].lease_id != lease.lease_id]:
             del self.leases[key]
-        if self.leases and self.config.lease_check_interval > 0 and only is None:
+        if self.leases and self.config.lease_check_interval > 0 and not self._checking:
+            # Also when the first lease comes with a later generation (a template that
+            # started to use a dynamic secret); the check then reschedules itself.
+            self._checking = True
             self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng),
                            "check")
 
