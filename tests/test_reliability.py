@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
 from tests.helpers.journal import events, wait_for
 from tests.helpers.secrecy import seed_secret
+from tests.services.ports import free_port
 
 PROBE = str(REPO / "tests/helpers/app_probe.py")
 KV_VALUE = seed_secret("kv-Reliab1lity-Zx4-secret")
@@ -100,12 +100,6 @@ def approle_env(vault: Any, ttl: int = 600) -> dict[str, str]:
 def token_env(vault: Any, **extra: str) -> dict[str, str]:
     return {"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.create_token(["app"], ttl=600),
             "APP_SECRET": "vault:secret/app#value", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- Vault down -------------------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from tests.services.ports import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = [sys.executable, "-m", "entrypoint"]
@@ -29,14 +30,4 @@ def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None, *,
                           text=True, timeout=timeout, cwd=cwd, input=input_text)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.02, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["ENTRYPOINT", "REPO", "clean_env", "run_cli", "wait_until"]

@@ -25,21 +25,18 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def wait_until(
-    condition: Callable[[], bool],
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-) -> None:
-    """Poll `condition` until it is true; raise TimeoutError naming `what` at the deadline."""
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
+               what: str = "condition", interval: float = 0.02) -> object:
+    """Poll ``predicate`` until it returns something truthy (returned), or raise
+    TimeoutError naming ``what`` at the deadline. Every test waits through this one."""
     deadline = time.monotonic() + timeout
     while True:
-        if condition():
-            return
+        result = predicate()
+        if result:
+            return result
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
 
 class Service:
     """A stand-in started and stopped as a context manager: ``with Server() as s: ...``."""
