@@ -101,12 +101,14 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     from entrypoint.sources.local import LocalSource
     from entrypoint.sources.local_consul import LocalConsulSource
 
-    render: Callable[[Resolution], list[OnChange]] = lambda res: []  # noqa: E731
+    render: Callable[[Resolution], list[OnChange]] = lambda _: []  # noqa: E731
+    template_files: list[Path] = []
     if config.template or config.env_template:
-        from entrypoint.templates import Renderer
+        from entrypoint.templates import Renderer, template_sources
 
         render = Renderer(config, runtime,
                           allowed=[Path(p) for p in config.template_allowed_dirs])
+        template_files = template_sources(config)
     engine = Engine(config, runtime, post, log, render=render)
 
     def notify(reason: str, keys: Iterable[SourceKey], rerender: bool) -> None:
@@ -125,9 +127,8 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
             files.add_key(key, [source.root / key[1]])
         elif fetched.kind == "consul":
             consul_keys.append((key, fetched))
-    for path in [*(t.source for t in config.template), *(t.source for t in config.env_template)]:
-        if path is not None:
-            files.add_template(path)
+    for path in template_files:
+        files.add_template(path)
     rotation = Rotation(engine, [files])
     if consul_keys:
         from entrypoint.rotation.consul_watch import ConsulWatch

@@ -208,11 +208,6 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(dest: Path, content: bytes, perms: int = 0o600, owner: Owner = Owner()) -> None:
-    """Stage then commit one file."""
-    commit(stage(dest, content, perms, owner), dest)
-
-
 def fix_mode(dest: Path, perms: int, owner: Owner = Owner()) -> bool:
     """Bring an unchanged file's mode and owner in line with its spec; True if it changed."""
     try:

@@ -43,11 +43,6 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def known_values() -> frozenset[str]:
-    """Every secret value seen by this process, longest first is the caller's job."""
-    return frozenset(_known)
-
-
 def scrub(text: str) -> str:
     """Replace any known secret value inside ``text`` with the redaction marker."""
     if not _known:

@@ -125,3 +125,32 @@ def test_file_template_change_signals_the_app_without_a_restart(
     assert hup["pid"] == first["pid"]
     finish(proc)
     assert len(events(journal, "start")) == 1  # signalled, not restarted
+
+
+def test_editing_a_template_source_renders_again_and_signals(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    journal = tmp_path / "journal"
+    rendered = tmp_path / "run/db.conf"
+    source = tmp_path / "db.conf.j2"
+    source.write_text("password={{ secret('kv/app/db').password }}\n")
+    config = tmp_path / "entrypoint.toml"
+    config.write_text(
+        "[[template]]\n"
+        f'source = "{source}"\n'
+        f'destination = "{rendered}"\n'
+        'on_change = "signal:SIGHUP"\n'
+        "[rotation]\nwait_min = \"100ms\"\nwait_max = \"1s\"\n")
+    full = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
+                      "ENTRYPOINT_CONFIG": str(config)})
+    proc = subprocess.Popen([*ENTRYPOINT, "--", sys.executable, PROBE, str(journal),
+                             "--file", str(rendered)], env=full, stderr=subprocess.PIPE,
+                            text=True)
+    stop_after.append(proc)
+    assert wait_for(journal, "start")[0]["file"] == "password=value-1\n"
+    edited = source.with_suffix(".tmp")
+    edited.write_text("pw={{ secret('kv/app/db').password }}\n")
+    edited.replace(source)
+    assert wait_for(journal, "hup")[0]["file"] == "pw=value-1\n"
+    stderr = finish(proc)
+    assert "template " in stderr and "changed" in stderr
+    assert len(events(journal, "start")) == 1

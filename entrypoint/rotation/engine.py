@@ -93,7 +93,6 @@ class Engine:
         self.env: dict[str, str] = {}
         self.act_failures = 0
         self.not_before = 0.0  # backoff after a failed successor
-        self.generations = 0
         self._exiting = False
         self._checking = False  # a lease check is scheduled
         self._thread: threading.Thread | None = None
@@ -446,7 +445,6 @@ class Engine:
         reasons = self.coalescer.take()
         self.dirty.clear()
         self.fresh.clear()
-        self.generations += 1
         new_env = resolution.child_env()
         plan = decide(self.env, new_env, changed_files, reasons)
         stale = stale_leases(old.generation, generation)
