@@ -16,6 +16,9 @@ Rng = Callable[[], float]  # uniform in [0, 1)
 # Start-up retries: first wait up to 0.5 s, doubling to at most 10 s.
 RETRY_BASE = 0.5
 RETRY_CAP = 10.0
+# While running there is no hurry (the app has its values): 1 s doubling to 30 s.
+RUNNING_BASE = 1.0
+RUNNING_CAP = 30.0
 # Renewals are spread over the last tenth before the chosen fraction, so that many
 # containers started together do not renew in lock step.
 RENEW_JITTER = 0.1
@@ -39,6 +42,11 @@ def retry_delay(attempt: int, base: float, cap: float, rng: Rng) -> float:
     # The exponent is clamped so that a long outage cannot overflow the float.
     bound = min(cap, base * 2.0 ** min(attempt - 1, 62))
     return rng() * bound
+
+
+def running_delay(attempt: int, rng: Rng) -> float:
+    """Backoff for failures after start-up (renewals, polls, watches, the token)."""
+    return retry_delay(attempt, RUNNING_BASE, RUNNING_CAP, rng)
 
 
 def renew_delay(ttl: float, fraction: float, rng: Rng) -> float:

@@ -119,3 +119,9 @@ class TestRetryAfter:
         assert backoff.startup_delay(1, 42.0, const(0.5)) == 42.0
         assert backoff.startup_delay(3, None, const(0.5)) == pytest.approx(1.0)
         assert backoff.startup_delay(3, 0.1, const(0.5)) == pytest.approx(1.0)
+
+
+def test_running_delay_is_one_second_doubling_to_thirty() -> None:
+    assert backoff.running_delay(1, lambda: 0.999999) < 1.0
+    assert backoff.running_delay(3, lambda: 0.5) == 2.0
+    assert backoff.running_delay(50, lambda: 0.999999) < backoff.RUNNING_CAP == 30.0

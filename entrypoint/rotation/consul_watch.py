@@ -23,8 +23,6 @@ from entrypoint.sources.base import Fetched
 Notify = Callable[[str, Iterable[SourceKey], bool], None]
 
 WAIT = 300.0  # Consul's own default for a blocking query
-RETRY_BASE = 1.0
-RETRY_CAP = 30.0
 
 
 class Watchable(Protocol):
@@ -86,7 +84,7 @@ class ConsulWatch:
                 index, value = self.source.watch(key[1], index, self.wait)
             except EntrypointError as exc:
                 failures += 1
-                delay = backoff.retry_delay(failures, RETRY_BASE, RETRY_CAP, self.rng)
+                delay = backoff.running_delay(failures, self.rng)
                 self.log.warning("watching %s failed: %s; retry in %.1fs", label, exc, delay,
                                  extra={"attempt": failures})
                 if self._stop.wait(delay):

@@ -37,9 +37,6 @@ from entrypoint.rotation.successor import new_leases, post_plan, stale_leases
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
-# While running (unlike at start-up) there is no hurry: back off to half a minute.
-RETRY_BASE = 1.0
-RETRY_CAP = 30.0
 POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
 
 Post = Callable[[Any], None]
@@ -60,10 +57,6 @@ class _ChildStarted:
 
 class _Stop:
     pass
-
-
-def retry_delay(attempt: int, rng: Callable[[], float]) -> float:
-    return backoff.retry_delay(attempt, RETRY_BASE, RETRY_CAP, rng)
 
 
 class Engine:
@@ -189,8 +182,8 @@ class Engine:
                 # A bug must not end a renewal or a poll for good: its schedule would be
                 # lost and nothing would say so. Log it and try the same task again.
                 self.log.exception("rotation engine error (%s); trying again in %.0fs",
-                                   task[0], RETRY_CAP)
-                self._schedule(self.clock() + RETRY_CAP, *task)
+                                   task[0], backoff.RUNNING_CAP)
+                self._schedule(self.clock() + backoff.RUNNING_CAP, *task)
         self._follow_tokens(self.clock())
         self._check_expiry(self.clock())
         now = self.clock()
@@ -272,7 +265,7 @@ class Engine:
             return
         except EntrypointError as exc:
             lease.failures += 1
-            delay = min(retry_delay(lease.failures, self.rng),
+            delay = min(backoff.running_delay(lease.failures, self.rng),
                         max(0.0, lease.times.expires_at - now))
             self.log.warning("renewing lease of %s failed: %s; retry in %.1fs",
                              lease.label, exc, delay, extra={"attempt": lease.failures})
@@ -349,7 +342,7 @@ class Engine:
             new = self.runtime.sources.get(key[0]).fetch(key[1], key[2])
         except EntrypointError as exc:
             attempt = self.failures[label] = self.failures.get(label, 0) + 1
-            delay = retry_delay(attempt, self.rng)
+            delay = backoff.running_delay(attempt, self.rng)
             self.log.warning("re-reading %s failed: %s; retry in %.1fs", label, exc, delay,
                              extra={"attempt": attempt})
             self._schedule(now + delay, "poll", key, token)
@@ -424,7 +417,7 @@ class Engine:
             # Any failure (a bug included) backs off: the burst stays pending, and
             # retrying it at once would spin this thread and flood the log.
             self.act_failures += 1
-            delay = retry_delay(self.act_failures, self.rng)
+            delay = backoff.running_delay(self.act_failures, self.rng)
             if isinstance(exc, EntrypointError):
                 self.log.warning("could not fetch new values: %s; the app keeps the last "
                                  "good values; retry in %.1fs", exc, delay,

@@ -151,7 +151,7 @@ class TokenKeeper:
         self.failures += 1
         now = self.clock()
         # Full jitter may draw ~0: a floor keeps a dead Vault from being hammered.
-        delay = max(0.5, backoff.retry_delay(self.failures, 1.0, 30.0, self.rng))
+        delay = max(0.5, backoff.running_delay(self.failures, self.rng))
         if self.expires_at != math.inf:
             # Keep trying before the token expires, not after.
             delay = min(delay, max(0.5, (self.expires_at - now) / 2))
