@@ -108,7 +108,7 @@ class Config:
     user: str | None = None
     signal_group: bool = True
     rewrite_signal: dict[int, int] = field(default_factory=dict)
-    control_socket: str = "@entrypoint"
+    control_socket: str = "auto"
     log_format: str = "text"
     log_level: str = "info"
     debug: bool = False

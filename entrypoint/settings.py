@@ -105,9 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("signal_group", "bool", True,
       "forward signals to the app's whole process group rather than the app alone"),
     S("rewrite_signal", "list", [], "rewrite a forwarded signal, FROM:TO (e.g. TERM:QUIT)"),
-    S("control_socket", "str", "@entrypoint",
-      "unix socket on which 'entrypoint rotate' reaches the running entrypoint: a path, or "
-      "@NAME for an abstract socket; empty turns it off"),
+    S("control_socket", "str", "auto",
+      "unix socket on which 'entrypoint rotate' reaches the running entrypoint: auto (an "
+      "abstract socket named after the container), a path, or @NAME for an abstract "
+      "socket; empty turns it off"),
     # Output.
     S("log_format", "choice", "text", "log format", choices=("text", "json")),
     S("log_level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")),
