@@ -188,14 +188,16 @@ def write_changed(rendered: list[Rendered], log: logging.Logger) -> Written:
         spec = item.spec
         owners[item.destination] = atomic.resolve_owner(
             spec.user, spec.group, f"{spec.origin}: template {item.destination}")
-        if atomic.same_content(item.destination, item.content):
-            unchanged.append(item.destination)
-            if atomic.fix_mode(item.destination, spec.perms, owners[item.destination]):
-                log.info("template %s unchanged; mode or owner corrected", item.destination)
-            else:
-                log.debug("template %s unchanged", item.destination)
-        else:
+        fixed = atomic.existing(item.destination, item.content, spec.perms,
+                                owners[item.destination])
+        if fixed is None:
             changed.append(item)
+            continue
+        unchanged.append(item.destination)
+        if fixed:
+            log.info("template %s unchanged; mode or owner corrected", item.destination)
+        else:
+            log.debug("template %s unchanged", item.destination)
     staged: list[Path] = []
     try:
         for item in changed:

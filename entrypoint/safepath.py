@@ -1,0 +1,112 @@
+"""Open a folder by walking its path one component at a time, as root, safely.
+
+The entrypoint runs as root and writes into folders the app (another user) may be able
+to write. A path resolved by the kernel follows every symbolic link on it, so an app that
+swaps a folder of a destination's path for a link makes root write wherever it points.
+
+:func:`open_folder` walks from ``/`` with ``openat(O_DIRECTORY | O_NOFOLLOW)``, holding a
+descriptor at each step, so nothing swapped in after a step is looked at again. A link
+on the way is followed only when the folder holding it can be written by nobody but
+root (or the entrypoint's own user): only they could have planted it (``/var/run ->
+/run`` is such a link). A link in a folder others can write (``/tmp``, a folder owned
+by the app) is refused. Missing folders are created ``0750`` whatever the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections import deque
+from pathlib import Path
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FOLDER_MODE = 0o750
+MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup
+
+
+class UnsafePath(OSError):
+    """A component of the path cannot be used safely (a link others could plant, or
+    not a folder). ``strerror`` says which and why."""
+
+
+def reason(exc: OSError) -> str:
+    return exc.strerror or exc.__class__.__name__
+
+
+def trusted(st: os.stat_result) -> bool:
+    """Only root or the entrypoint's user can change what this folder holds."""
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_folder(folder: Path, *, create: bool = False, group: int = -1) -> int:
+    """A descriptor of ``folder`` reached without following an untrusted link.
+
+    With ``create``, missing folders are made ``0750`` (group ``group`` when not -1).
+    Raises ``FileNotFoundError`` for a missing folder (without ``create``),
+    :class:`UnsafePath` for a refused link or a component that is not a folder, and
+    any other ``OSError`` as the OS gave it.
+    """
+    todo = deque(part for part in Path(os.path.abspath(folder)).parts[1:])
+    fd = os.open("/", DIR_FLAGS)
+    here = Path("/")
+    links = 0
+    try:
+        while todo:
+            name = todo.popleft()
+            if name in ("", "."):
+                continue
+            try:
+                step = _open_or_make(fd, name, create, group)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(st.st_mode):
+                    raise UnsafePath(errno.ENOTDIR, f"{here / name} is not a folder") from None
+                if not trusted(os.fstat(fd)):
+                    raise UnsafePath(errno.ELOOP, f"{here / name} is a symbolic link in a "
+                                     "folder others can write; refusing to follow it") from None
+                links += 1
+                if links > MAX_LINKS:
+                    raise UnsafePath(errno.ELOOP, f"too many symbolic links at {here / name}"
+                                     ) from None
+                target = os.readlink(name, dir_fd=fd)
+                todo.extendleft(reversed(Path(target).parts))
+                if target.startswith("/"):
+                    todo.popleft()  # the "/" part: start again from the root
+                    os.close(fd)
+                    fd = os.open("/", DIR_FLAGS)
+                    here = Path("/")
+                continue
+            os.close(fd)
+            fd = step
+            here = here.parent if name == ".." else here / name
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_or_make(fd: int, name: str, create: bool, group: int) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    made_here = False
+    with contextlib.suppress(FileExistsError):  # made by someone else meanwhile: use it
+        os.mkdir(name, FOLDER_MODE, dir_fd=fd)
+        made_here = True
+    made = os.open(name, DIR_FLAGS, dir_fd=fd)
+    try:
+        if made_here:
+            # mkdir's mode went through the umask (000 would give 0777): set it outright.
+            os.fchmod(made, FOLDER_MODE)
+            if group != -1:
+                os.fchown(made, -1, group)
+    except BaseException:
+        os.close(made)
+        raise
+    return made

@@ -1,0 +1,132 @@
+"""Attacks on rendered files by an app that can write in a destination's folder.
+
+The entrypoint is root; the app runs as another user (here ``nobody``) that owns the
+folder the templates render into. Each test has ``nobody`` plant something (with real
+``ln``/``mkfifo`` run as that user) and checks that root neither follows it nor hangs on
+it, and that root-only files keep their mode, owner and bytes (issue 14, item 1).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across users needs root")
+
+ROOT_ONLY = "root-only: line one\nline two\n"
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    """A folder others can traverse (pytest's tmp_path is root-only), removed at the end."""
+    top = Path(tempfile.mkdtemp(prefix="ep-attack-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def as_nobody(*argv: str) -> None:
+    subprocess.run(argv, user="nobody", group=pwd.getpwnam("nobody").pw_gid, check=True,
+                   capture_output=True, timeout=10)
+
+
+def app_folder(place: Path) -> Path:
+    """The folder the app can write: owned by nobody, as /run/app is by the app."""
+    folder = place / "app"
+    folder.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    return folder
+
+
+def root_only_file(place: Path) -> Path:
+    vault = place / "vault"
+    vault.mkdir(mode=0o700)
+    target = vault / "shadow"
+    target.write_text(ROOT_ONLY)
+    target.chmod(0o600)
+    return target
+
+
+def template(place: Path, text: str) -> Path:
+    src = place / "t.j2"
+    src.write_text(text)
+    return src
+
+
+def test_link_at_the_destination_is_not_followed_for_mode_or_owner(place: Path) -> None:
+    """The app plants dest -> a root-only file holding exactly what the template renders:
+    before the fix the "unchanged" file's mode and owner were corrected *through* the link,
+    making the root-only file nobody's and 0644."""
+    target = root_only_file(place)
+    dest = app_folder(place) / "app.conf"
+    as_nobody("ln", "-s", str(target), str(dest))
+    src = template(place, ROOT_ONLY)
+    config = place / "app.toml"
+    config.write_text(f'[[template]]\nsource = "{src}"\ndestination = "{dest}"\n'
+                      'perms = "0644"\nuser = "nobody"\n')
+    proc = run_cli(["render", "--config", str(config)], timeout=30)
+    assert proc.returncode == 73, proc.stderr
+    assert f"cannot write {dest}: it is a symbolic link" in proc.stderr
+    st = target.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert target.read_text() == ROOT_ONLY
+    assert dest.is_symlink()
+
+
+def test_folder_swapped_for_a_link_is_not_followed(place: Path) -> None:
+    """The app turns a folder of the destination's path into a link to a root-only folder:
+    before the fix root wrote the rendered file inside it."""
+    root_only = root_only_file(place).parent
+    app = app_folder(place)
+    as_nobody("ln", "-s", str(root_only), str(app / "conf"))
+    src = template(place, "rendered\n")
+    proc = run_cli(["render", "--template", f"{src}:{app}/conf/app.conf"], timeout=30)
+    assert proc.returncode == 73, proc.stderr
+    assert "is a symbolic link in a folder others can write; refusing to follow it" in proc.stderr
+    assert sorted(p.name for p in root_only.iterdir()) == ["shadow"]
+
+
+def test_link_in_a_folder_only_root_can_write_is_followed(place: Path) -> None:
+    """A link root made (as /var/run -> /run) still works."""
+    real = place / "real"
+    real.mkdir(mode=0o755)
+    (place / "alias").symlink_to(real)
+    src = template(place, "rendered\n")
+    proc = run_cli(["render", "--template", f"{src}:{place}/alias/sub/app.conf"], timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert (real / "sub/app.conf").read_text() == "rendered\n"
+
+
+def test_fifo_at_the_destination_is_refused_without_hanging(place: Path) -> None:
+    """Before the fix, reading the destination to compare it blocked on the FIFO forever."""
+    dest = app_folder(place) / "app.conf"
+    as_nobody("mkfifo", str(dest))
+    src = template(place, "rendered\n")
+    proc = run_cli(["render", "--template", f"{src}:{dest}"], timeout=30)
+    assert proc.returncode == 73, proc.stderr
+    assert f"cannot write {dest}: it is a FIFO, not a regular file" in proc.stderr
+    assert stat.S_ISFIFO(dest.lstat().st_mode)
+
+
+def test_folders_are_created_0750_whatever_the_umask(place: Path) -> None:
+    src = template(place, "rendered\n")
+    dest = place / "new/deeper/app.conf"
+    proc = subprocess.run(
+        [*ENTRYPOINT, "render", "--template", f"{src}:{dest}"], env=clean_env(),
+        capture_output=True, text=True, timeout=30, preexec_fn=lambda: os.umask(0))
+    assert proc.returncode == 0, proc.stderr
+    for folder in (place / "new", place / "new/deeper"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+
