@@ -2,37 +2,41 @@
 
 The child gets its own process group (so signals can go to everything it starts, and a
 terminal's Ctrl-C does not reach it twice: once from the TTY, once forwarded by us), an
-empty signal mask, default dispositions, and our stdin/stdout/stderr as they are: no
-pipes, no copying. It is never run through a shell.
+empty signal mask, default dispositions, our stdin/stdout/stderr as they are (no pipes,
+no copying) and no other descriptor but those the user asked to pass. It is never run
+through a shell.
 
-Two ways to start it, because neither does everything:
+It is started with ``subprocess.Popen``, whose C fork/exec switches identity and closes
+descriptors without running Python code in the child, so it is safe while other threads
+run (``preexec_fn`` and ``os.fork`` are not). ``os.posix_spawn`` is not used: glibc's
+leaves its internal signals 32 and 33 ignored in the child, and an ignored disposition
+survives ``exec``. Popen resets every handled signal to the default; the supervisor
+keeps no signal at SIG_IGN (see ``signals.install``) and lifts its mask around the start
+(``signals.unblocked``), so the child inherits nothing.
 
-- ``os.posix_spawn`` (the default): resets the mask and *every* disposition in the
-  child (``setsigmask``/``setsigdef``), but cannot change uid or gid.
-- ``subprocess.Popen(user=, group=, extra_groups=)`` when a user is set: its C fork/exec
-  switches identity without running Python code in the child, so it is safe while other
-  threads run (``preexec_fn`` and ``os.fork`` are not). It only restores SIGPIPE and
-  SIGXFSZ, so the supervisor keeps its own mask empty and no signal at SIG_IGN (see
-  ``signals.install``) to hand the same clean slate down.
+A parent-death signal has to be set inside the child, after the switch of identity (which
+clears it) and before ``exec``; Popen offers no safe hook there, so the child then runs a
+few lines of Python first (``hardening.death_signal_argv``) that set it and ``exec`` the app.
 
-Both report exec failures in the parent, which we map to 127 (not found) and 126 (cannot
-execute), as tini and POSIX shells do.
+Exec failures are reported in the parent, which we map to 127 (not found) and 126
+(cannot execute), as tini and POSIX shells do.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from entrypoint import signals
 from entrypoint.errors import EX_NOT_EXECUTABLE, EX_NOT_FOUND, ChildStartError
+from entrypoint.hardening import death_signal_argv
 from entrypoint.identity import Identity
 from entrypoint.reaper import exit_code
-from entrypoint.signals import CHILD_DEFAULTS
 
 
 @dataclass(eq=False)
@@ -59,26 +63,38 @@ class Child:
         return self.status
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], identity: Identity | None) -> Child:
+@dataclass(frozen=True)
+class Launch:
+    """How every process the supervisor starts is started: the app and side commands."""
+
+    identity: Identity | None = None
+    pass_fds: tuple[int, ...] = ()  # besides 0, 1 and 2, which are always inherited
+    death_signal: int = 0  # sent to the child when the entrypoint dies; 0: none
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], launch: Launch = Launch()) -> Child:
     """Start ``argv`` in a new process group; raise ChildStartError(127/126) if it cannot."""
     if not argv:
         raise ChildStartError("no command to run", EX_NOT_FOUND,
                               hint="give the app's command after --")
     path = find_executable(argv[0], env.get("PATH", os.defpath))
+    run, executable = list(argv), path
+    if launch.death_signal:
+        run = death_signal_argv(launch.death_signal, path, argv)
+        executable = run[0]
+    identity = launch.identity
+    user: dict[str, Any] = {}
+    if identity is not None:
+        user = {"user": identity.uid, "group": identity.gid,
+                "extra_groups": list(identity.groups)}
     try:
-        if identity is None:
-            pid = os.posix_spawn(path, list(argv), dict(env), setpgroup=0,
-                                 setsigmask=(), setsigdef=CHILD_DEFAULTS)
-            return Child(pid=pid, argv0=argv[0])
-        # close_fds=False: descriptors we were deliberately given (socket activation,
-        # inherited pipes) reach the app as with posix_spawn; ours are all close-on-exec.
-        popen = subprocess.Popen(list(argv), executable=path, env=dict(env),
-                                 user=identity.uid, group=identity.gid,
-                                 extra_groups=list(identity.groups), process_group=0,
-                                 restore_signals=True, close_fds=False)
-        return Child(pid=popen.pid, argv0=argv[0], _popen=popen)
+        with signals.unblocked():
+            popen = subprocess.Popen(run, executable=executable, env=dict(env),
+                                     process_group=0, restore_signals=True, close_fds=True,
+                                     pass_fds=launch.pass_fds, **user)
     except OSError as exc:
         raise exec_error(argv[0], path, exc, identity) from None
+    return Child(pid=popen.pid, argv0=argv[0], _popen=popen)
 
 
 def find_executable(command: str, search_path: str) -> str:
@@ -120,31 +136,3 @@ def exec_error(command: str, path: str, exc: OSError,
                                hint="a script needs a #! line")
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     return ChildStartError(f"{path}: cannot execute: {reason}", EX_NOT_EXECUTABLE)
-
-
-def controlling_terminal() -> int | None:
-    """Our stdin when it is a terminal whose foreground we hold, else None."""
-    try:
-        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
-            return 0
-    except OSError:
-        pass
-    return None
-
-
-def give_terminal(fd: int, pgid: int) -> None:
-    """Make the child's group the terminal's foreground, so it can read it and gets ^C.
-
-    SIGTTOU is blocked around the call because once a previous child held the foreground
-    we are a background process, and tcsetpgrp from the background is only allowed when
-    SIGTTOU is blocked or ignored. A child that reads the terminal in the microseconds
-    before this call would be stopped by SIGTTIN; tini avoids that by doing this in the
-    child before exec, which neither spawn path lets us do.
-    """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
-    try:
-        os.tcsetpgrp(fd, pgid)
-    except OSError:
-        pass  # the terminal went away or is not ours any more: nothing to hand over
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -13,10 +13,9 @@ import signal
 from collections.abc import Mapping
 
 from entrypoint import reaper, signals
-from entrypoint.child import Child, spawn
+from entrypoint.child import Child, Launch, spawn
 from entrypoint.errors import ChildStartError
 from entrypoint.events import RunCommand
-from entrypoint.identity import Identity
 
 
 class SideCommands:
@@ -24,11 +23,10 @@ class SideCommands:
         self._log = log
         self._running: dict[int, tuple[Child, RunCommand]] = {}
 
-    def start(self, event: RunCommand, env: Mapping[str, str],
-              identity: Identity | None) -> None:
+    def start(self, event: RunCommand, env: Mapping[str, str], launch: Launch) -> None:
         """Start ``event.argv``; a failure to start is logged, never fatal to the app."""
         try:
-            command = spawn(event.argv, env, identity)
+            command = spawn(event.argv, env, launch)
         except ChildStartError as exc:
             self._log.error("command for %s could not start: %s", event.reason, exc)
             return

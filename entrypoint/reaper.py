@@ -7,6 +7,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -39,10 +40,11 @@ def become_subreaper(log: logging.Logger) -> None:
 
 
 def reap() -> Iterator[tuple[int, int]]:
-    """Yield ``(pid, wait status)`` for every child that has exited, without blocking."""
+    """Yield ``(pid, wait status)`` for every child that has exited or stopped, without
+    blocking (a stop: ``os.WIFSTOPPED(status)``, the child is still there)."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
         except ChildProcessError:
             return
         except OSError as exc:  # pragma: no cover - EINTR is retried by Python itself
@@ -68,3 +70,17 @@ def describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"code={code} (killed by {signal_name(os.WTERMSIG(status))})"
     return f"code={code}"
+
+
+def log_end(log: logging.Logger, status: int, *, asked_to_stop: bool) -> None:
+    """One line for the app's end, at a level that says whether it is news."""
+    described = describe(status)
+    code = exit_code(status)
+    if asked_to_stop:
+        log.info("child stopped %s", described)
+    elif code == 0:
+        log.info("child exited %s", described)
+    elif code == 128 + signal.SIGKILL:
+        log.error("child exited %s: out of memory?", described)
+    else:
+        log.warning("child exited %s", described)

@@ -3,29 +3,30 @@
 One main loop owns all state (the child, timers, held signals). Everything else talks to
 it through one queue: signal handlers put signal numbers, other threads put events.
 
-- Signals in ``signals.FORWARDED`` go to the child, or to its process group, rewritten
-  if ``rewrite_signal`` says so. SIGTERM and SIGINT also start a shutdown: the app gets
-  ``stop_signal`` for SIGTERM (``docker stop`` means "stop") and SIGINT as is; after
-  ``kill_timeout`` it gets SIGKILL, and a second SIGTERM/SIGINT sends SIGKILL at once.
-- Every zombie is reaped; when not PID 1 we register as child subreaper.
-- The exit status is the app's: its code, or 128+N when it died of signal N.
+- Every signal in ``signals.FORWARDED`` (all but SIGCHLD, SIGPIPE and SIGXFSZ) goes to
+  the child, or its process group, rewritten or dropped as ``rewrite_signal`` says.
+  SIGTERM and SIGINT also start a shutdown: the app gets ``stop_signal`` for SIGTERM
+  (``docker stop`` means "stop") and SIGINT as is; after ``kill_timeout`` it gets
+  SIGKILL, and a second SIGTERM/SIGINT sends SIGKILL at once.
+- Every zombie is reaped (subreaper when not PID 1); a child stopped for the terminal
+  is continued (see terminal.py).
+- The exit status is the app's: its code, or 128+N when it died of signal N (0 for a
+  status listed in ``success_exit_codes``).
 - A restart stops the app completely (stop signal, wait, SIGKILL) before the next one
   starts: two generations never run at once. Signals that arrive meanwhile are held for
   the new child; SIGTERM/SIGINT during a restart cancels it and exits 128+N.
 - When the app exits by itself, what remains of its process group gets ``stop_signal``
   and up to ``kill_timeout`` before we exit (tini#180, dumb-init#212).
 
-Example::
-
-    supervisor = Supervisor(["gunicorn", "app:wsgi"], ProcessOptions(), log)
-    supervisor.on_shutdown(runtime.close)
-    sys.exit(supervisor.run(resolve_environment))
+Use: ``Supervisor(argv, ProcessOptions(), log)``, ``on_shutdown(runtime.close)``, then
+``sys.exit(supervisor.run(resolve_environment))``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import random
 import signal
@@ -34,13 +35,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint import reaper, signals
-from entrypoint.child import Child, controlling_terminal, give_terminal, spawn
+from entrypoint import hardening, reaper, signals
+from entrypoint.child import Child, Launch, spawn
 from entrypoint.commands import SideCommands
 from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError
 from entrypoint.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
 from entrypoint.forward import Forwarder
 from entrypoint.identity import Identity, resolve_user
+from entrypoint.terminal import controlling_terminal, give_terminal, resume_if_held_back
 
 TICK = 1.0  # the loop reaps at least this often even if a SIGCHLD is somehow missed
 HELD_POLL = 0.05  # how often held signals check whether the new child is ready for them
@@ -54,6 +56,10 @@ class ProcessOptions:
     rewrite_signal: Mapping[int, int] = field(default_factory=dict)  # to 0: drop it
     user: str | None = None
     splay: float = 0.0
+    pass_fds: tuple[int, ...] = ()
+    parent_death_signal: int = 0
+    no_new_privs: bool = False
+    success_exit_codes: frozenset[int] = frozenset()  # the app's codes reported as 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class Supervisor:
         self._log = log
         # Resolved now: a bad user is a config error (78) before any secret is fetched.
         self._identity: Identity | None = resolve_user(options.user) if options.user else None
+        self._launch = Launch(self._identity, options.pass_fds, options.parent_death_signal)
+        if options.no_new_privs and (err := hardening.no_new_privs()):
+            self._log.warning("no_new_privs could not be set: %s", os.strerror(err))
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._started_callbacks: list[Callable[[int], None]] = []
         self._shutdown_callbacks: list[Callable[[], None]] = []
@@ -174,14 +183,14 @@ class Supervisor:
             elif isinstance(item, Fatal):
                 raise _Exit(self._report(item.error))
             elif isinstance(item, Call):
-                self._call(item)
+                self._guarded(item.fn)
             elif isinstance(item, Restart | SignalChild | RunCommand):
                 self._deferred.append(item)
             self._reap()
 
     def _start(self, env: Mapping[str, str]) -> None:
         try:
-            child = spawn(self._argv, env, self._identity)
+            child = spawn(self._argv, env, self._launch)
         except ChildStartError as exc:
             raise _Exit(self._report(exc)) from None
         self._child, self._env = child, env
@@ -202,7 +211,7 @@ class Supervisor:
         if self._options.signal_group and signals.group_alive(child.pid):
             self._log.info("stopping what is left of the child's process group")
             self._stop(child, self._options.stop_signal, restart=False)
-        raise _Exit(code if self._exit_code is None else self._exit_code)
+        raise _Exit(self._app_status(code))
 
     # -- the loop's inputs -------------------------------------------------------------
 
@@ -229,9 +238,9 @@ class Supervisor:
             delay = self._splay()
             self._signals_due.append((time.monotonic() + delay, item))
         elif isinstance(item, RunCommand):
-            self._commands.start(item, self._env, self._identity)
+            self._commands.start(item, self._env, self._launch)
         elif isinstance(item, Call):
-            self._call(item)
+            self._guarded(item.fn)
         elif isinstance(item, Fatal):
             code = self._report(item.error)
             self._exit_code = code
@@ -255,7 +264,7 @@ class Supervisor:
                        signals.name(signum), signals.name(sent), self._options.kill_timeout)
         self._stop(child, sent, restart=False)
         assert child.status is not None
-        raise _Exit(child.status if self._exit_code is None else self._exit_code)
+        raise _Exit(self._app_status(child.status))
 
     # -- acting on the child -----------------------------------------------------------
 
@@ -290,7 +299,7 @@ class Supervisor:
             elif isinstance(item, Fatal):
                 self._exit_code, restart = self._report(item.error), False
             elif isinstance(item, Call):
-                self._call(item)
+                self._guarded(item.fn)
             elif isinstance(item, Restart | SignalChild | RunCommand):
                 self._deferred.append(item)
             self._reap()
@@ -342,22 +351,20 @@ class Supervisor:
     def _reap(self) -> None:
         for pid, status in reaper.reap():
             child = self._child
-            if child is not None and pid == child.pid:
+            if os.WIFSTOPPED(status):
+                if child is not None and pid == child.pid:
+                    resume_if_held_back(self._tty, pid, status, self._log)
+            elif child is not None and pid == child.pid:
                 child.reaped(status)
-                self._log_child_end(child, status)
+                reaper.log_end(self._log, status, asked_to_stop=child.stopping)
             elif not self._commands.reaped(pid, status):
                 self._log.debug("reaped orphan pid=%d %s", pid, reaper.describe(status))
 
-    def _log_child_end(self, child: Child, status: int) -> None:
-        described = reaper.describe(status)
-        if child.stopping:
-            self._log.info("child stopped %s", described)
-        elif child.status == 0:
-            self._log.info("child exited %s", described)
-        elif child.status == 128 + signal.SIGKILL:
-            self._log.error("child exited %s: out of memory?", described)
-        else:
-            self._log.warning("child exited %s", described)
+    def _app_status(self, code: int) -> int:
+        """The app's status, unless we decided already; listed ones mean 0 (tini -e)."""
+        if self._exit_code is not None:
+            return self._exit_code
+        return 0 if code in self._options.success_exit_codes else code
 
     def _running_child(self) -> Child:
         assert self._child is not None, "the main loop runs only once a child was started"
@@ -365,9 +372,6 @@ class Supervisor:
 
     def _splay(self) -> float:
         return random.uniform(0, self._options.splay) if self._options.splay > 0 else 0.0
-
-    def _call(self, event: Call) -> None:
-        self._guarded(event.fn)
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         """Run another component's code on the loop: its EntrypointError is fatal, any

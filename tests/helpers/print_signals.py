@@ -8,7 +8,8 @@ several processes can share the file:
     worker-ready pid=..    /  worker-signal 10     (with --worker: a second process in its group)
     orphans pid1,pid2,...  (with --orphans N: N grandchildren that exit once orphaned)
 
---read-stdin notes one line read from stdin.
+--read-stdin notes one line read from stdin. --all catches every signal the supervisor
+forwards (SIGSEGV, SIGTTIN, real-time signals, ...), not only the usual ones.
 --late-handlers S waits S seconds before installing its handlers, like a slow app.
 It exits 0 on SIGTERM/SIGINT unless told --stay (then it only notes them) or --ignore-term
 (SIG_IGN: it never even sees them). --exit N exits with N right after "ready"; --die SIG
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--sleep-on-term", type=float, default=0.0)
     parser.add_argument("--read-stdin", action="store_true",
                         help="read one line from stdin (a terminal: only as its foreground)")
+    parser.add_argument("--all", action="store_true", help="catch every catchable signal")
     parser.add_argument("--late-handlers", type=float, default=0.0,
                         help="start slowly: no handler for this long (default actions apply)")
     args = parser.parse_args()
@@ -76,7 +78,11 @@ def main() -> None:
 
     prefix = ""
     time.sleep(args.late_handlers)
-    for signum in SIGNALS:
+    caught = SIGNALS
+    if args.all:
+        caught = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP,
+                                                 signal.SIGCHLD})
+    for signum in caught:
         signal.signal(signum, handler)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -82,6 +82,10 @@ def main() -> int:
     parser.add_argument("--rewrite", action="append", default=[])
     parser.add_argument("--user")
     parser.add_argument("--splay", type=float, default=0.0)
+    parser.add_argument("--success-exit-code", type=int, action="append", default=[])
+    parser.add_argument("--pass-fd", type=int, action="append", default=[])
+    parser.add_argument("--parent-death-signal", default=None)
+    parser.add_argument("--no-new-privs", action="store_true")
     parser.add_argument("--marker")
     parser.add_argument("--control")
     parser.add_argument("--hold-before-run")
@@ -94,12 +98,16 @@ def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG,
                         format="%(levelname)s %(message)s")
     log = logging.getLogger("entrypoint")
-    rewrite = {int(parse_signal(a)): int(parse_signal(b)) if b != "0" else 0
+    rewrite = {int(parse_signal(a)): 0 if b in ("0", "none") else int(parse_signal(b))
                for a, b in (r.split(":") for r in args.rewrite)}
+    death = int(parse_signal(args.parent_death_signal)) if args.parent_death_signal else 0
     options = ProcessOptions(kill_timeout=args.kill_timeout,
                              stop_signal=int(parse_signal(args.stop_signal)),
                              signal_group=not args.no_signal_group, rewrite_signal=rewrite,
-                             user=args.user, splay=args.splay)
+                             user=args.user, splay=args.splay,
+                             success_exit_codes=frozenset(args.success_exit_code),
+                             pass_fds=tuple(args.pass_fd), parent_death_signal=death,
+                             no_new_privs=args.no_new_privs)
     try:
         supervisor = Supervisor(command, options, log)
     except EntrypointError as exc:
