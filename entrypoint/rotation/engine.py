@@ -32,12 +32,14 @@ from entrypoint.resolve import Generation
 from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
-from entrypoint.rotation.leases import HeldLease, LeaseOps, LoginSource, SourceKey
+from entrypoint.rotation.leases import HeldLease, LoginSource, Revoker, SourceKey
 from entrypoint.rotation.successor import new_leases, post_plan, stale_leases
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
 POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
+# Long enough for one request in flight (the client's timeout) and a few revocations.
+STOP_TIMEOUT = 15.0
 
 Post = Callable[[Any], None]
 RenderFn = Callable[[Resolution], list[Any]]
@@ -79,8 +81,7 @@ class Engine:
         self.fresh: dict[SourceKey, Fetched] = {}
         self.leases: dict[SourceKey, HeldLease] = {}
         self.revoke_on_start: list[HeldLease] = []
-        # Leases Vault told us are gone (revoked by ops): nothing left to give back.
-        self.gone: set[str] = set()
+        self.revoker = Revoker(runtime.sources, log)
         self.failures: dict[str, int] = {}
         self.resolution: Resolution | None = None
         self.env: dict[str, str] = {}
@@ -89,6 +90,7 @@ class Engine:
         self._exiting = False
         self._checking = False  # a lease check is scheduled
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- entry points, safe from any thread -------------------------------------------
 
@@ -118,33 +120,44 @@ class Engine:
     def child_started(self, pid: int) -> None:
         self.inbox.put(_ChildStarted(pid))
 
-    def stop(self) -> None:
-        """End the thread; then revoke this process's leases if so configured."""
-        if self._thread is not None:
-            self.inbox.put(_Stop())
-            self._thread.join(timeout=10)
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End the thread, which revokes this process's leases on its way out (if so
+        configured). The engine's state is only ever touched by its own thread: if it is
+        still in a request at ``timeout``, its leases are left to the source's close,
+        which revokes every lease it handed out, even one that arrives later."""
+        self._stopping.set()
+        if self._thread is None:
+            return
+        self.inbox.put(_Stop())
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.log.warning("rotation engine still busy after %.0fs at shutdown; its leases "
+                             "are revoked as the Vault client closes", timeout)
+
+    def _shut_down(self) -> None:
         if self.config.revoke_on_exit:
-            self._revoke([*self.revoke_on_start, *self.leases.values()], "shutdown")
+            self.revoker.revoke([*self.revoke_on_start, *self.leases.values()], "shutdown")
             self.leases.clear()
             self.revoke_on_start.clear()
 
     # -- the loop ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             timeout = self._next_wake()
             try:
                 message = self.inbox.get(timeout=timeout)
             except queue.Empty:
                 message = None
             if isinstance(message, _Stop):
-                return
+                break
             try:
                 if message is not None:
                     self._handle(message)
                 self._run_due()
             except Exception:  # the engine must never stop watching silently
                 self.log.exception("rotation engine error; it keeps running")
+        self._shut_down()
 
     def _next_wake(self) -> float:
         now = self.clock()
@@ -166,7 +179,7 @@ class Engine:
         if isinstance(message, _ChildStarted):
             if self.revoke_on_start:
                 pending, self.revoke_on_start = self.revoke_on_start, []
-                self._revoke(pending, "the app runs on their successors")
+                self.revoker.revoke(pending, "the app runs on their successors")
             return
         self.dirty |= message.keys
         if message.keys or message.rerender:
@@ -174,7 +187,7 @@ class Engine:
 
     def _run_due(self) -> None:
         now = self.clock()
-        while self._tasks and self._tasks[0][0] <= now:
+        while self._tasks and self._tasks[0][0] <= now and not self._stopping.is_set():
             _, _, task = heapq.heappop(self._tasks)
             try:
                 getattr(self, f"_task_{task[0]}")(*task[1:])
@@ -187,7 +200,8 @@ class Engine:
         self._follow_tokens(self.clock())
         self._check_expiry(self.clock())
         now = self.clock()
-        if self.coalescer.due(now) and now >= self.not_before and not self._exiting:
+        if (self.coalescer.due(now) and now >= self.not_before and not self._exiting
+                and not self._stopping.is_set()):
             self._act()
 
     def _schedule(self, when: float, *task: Any) -> None:
@@ -239,18 +253,17 @@ class Engine:
 
     # -- tasks ------------------------------------------------------------------------
 
-    def _ops(self, key: SourceKey) -> LeaseOps | None:
-        source = self.runtime.sources.get(key[0])
-        return source if isinstance(source, LeaseOps) else None
-
     def _current(self, key: SourceKey, lease_id: str) -> HeldLease | None:
         lease = self.leases.get(key)
         return lease if lease is not None and lease.lease_id == lease_id else None
 
     def _task_renew(self, key: SourceKey, lease_id: str) -> None:
         lease = self._current(key, lease_id)
-        ops = self._ops(key)
-        if lease is None or ops is None or key in self.dirty:
+        ops = self.revoker.ops(key)
+        # Renewed even when a successor is on its way (key in self.dirty): the successor
+        # may fail for a long time (entrypoint rotate, then Vault refusing new creds),
+        # and this lease is what the app runs on until one arrives.
+        if lease is None or ops is None:
             return
         now = self.clock()
         try:
@@ -260,7 +273,7 @@ class Engine:
             # the source's message says which.
             self.log.warning("lease of %s cannot be kept (%s); fetching a new one",
                              lease.label, exc)
-            self.gone.add(lease_id)
+            self.revoker.gone.add(lease_id)
             self._mark(key, f"lease of {lease.label} revoked")
             return
         except EntrypointError as exc:
@@ -358,13 +371,13 @@ class Engine:
             return
         if new.lease_id and new.lease_id != old.lease_id:
             # A poll of a leased path created a lease we do not need: give it back.
-            self._revoke_ids(key, [new.lease_id])
+            self.revoker.revoke_ids(key, [new.lease_id])
         self._schedule_poll(key, new, now)
 
     def _task_check(self) -> None:
         now = self.clock()
         for key, lease in list(self.leases.items()):
-            ops = self._ops(key)
+            ops = self.revoker.ops(key)
             if ops is None or key in self.dirty:
                 continue
             try:
@@ -374,7 +387,7 @@ class Engine:
                 continue
             if remaining is None:
                 self.log.warning("lease of %s was revoked; fetching a new one", lease.label)
-                self.gone.add(lease.lease_id)
+                self.revoker.gone.add(lease.lease_id)
                 self._mark(key, f"lease of {lease.label} revoked")
         self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng), "check")
 
@@ -428,7 +441,7 @@ class Engine:
                                    extra={"attempt": self.act_failures})
             # A failed successor must not leak the leases it did obtain.
             for key, lease_id in new_leases(old.generation, generation):
-                self._revoke_ids(key, [lease_id])
+                self.revoker.revoke_ids(key, [lease_id])
             self.not_before = self.clock() + delay
             return
         if self.act_failures:
@@ -454,25 +467,7 @@ class Engine:
             self._schedule(self.clock() + grace, "revoke_later", tuple(stale))
 
     def _task_revoke_later(self, leases: tuple[HeldLease, ...]) -> None:
-        self._revoke(list(leases), "grace period over")
-
-    def _revoke(self, leases: list[HeldLease], why: str) -> None:
-        for lease in leases:
-            self._revoke_ids(lease.key, [lease.lease_id], why=why)
-
-    def _revoke_ids(self, key: SourceKey, lease_ids: list[str], why: str = "unused") -> None:
-        ops = self._ops(key)
-        if ops is None:
-            return
-        for lease_id in lease_ids:
-            if lease_id in self.gone:
-                self.gone.discard(lease_id)
-                continue
-            try:
-                ops.revoke_lease(lease_id)
-                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
-            except EntrypointError as exc:
-                self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
+        self.revoker.revoke(list(leases), "grace period over")
 
 
 def _fatal(error: EntrypointError) -> Any:

@@ -1,12 +1,16 @@
-"""The leases this process holds, and the lease operations a source may offer."""
+"""The leases this process holds, the lease operations a source may offer, and giving
+leases back."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from entrypoint.errors import EntrypointError
 from entrypoint.rotation.timing import LeaseTimes
 from entrypoint.sources.base import Fetched
+from entrypoint.sources.registry import Sources
 
 SourceKey = tuple[str, str, int | None]
 
@@ -64,3 +68,35 @@ class HeldLease:
     @property
     def label(self) -> str:
         return f"{self.key[0]}:{self.key[1]}"
+
+
+class Revoker:
+    """Gives leases back to their source, except those Vault said are gone already."""
+
+    def __init__(self, sources: Sources, log: logging.Logger) -> None:
+        self.sources = sources
+        self.log = log
+        # Leases Vault told us are gone (revoked by ops): nothing left to give back.
+        self.gone: set[str] = set()
+
+    def ops(self, key: SourceKey) -> LeaseOps | None:
+        source = self.sources.get(key[0])
+        return source if isinstance(source, LeaseOps) else None
+
+    def revoke(self, leases: list[HeldLease], why: str) -> None:
+        for lease in leases:
+            self.revoke_ids(lease.key, [lease.lease_id], why=why)
+
+    def revoke_ids(self, key: SourceKey, lease_ids: list[str], why: str = "unused") -> None:
+        ops = self.ops(key)
+        if ops is None:
+            return
+        for lease_id in lease_ids:
+            if lease_id in self.gone:
+                self.gone.discard(lease_id)
+                continue
+            try:
+                ops.revoke_lease(lease_id)
+                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
+            except EntrypointError as exc:
+                self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
