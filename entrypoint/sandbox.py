@@ -9,9 +9,10 @@ and the username and password of one database credential come from one lease):
 - ``env(name, default)``: a variable of the app's environment (as the app will see it,
   references resolved, bootstrap credentials such as ``VAULT_TOKEN`` left out); a missing
   variable without a default is an error.
-- ``file(path)``: a file's text, only inside allowed folders (the template's own folder,
-  the config file's folder, and any listed); a relative path is taken from the template's
-  folder.
+- ``file(path)``: a regular file's text, only inside allowed folders (the template's own
+  folder, the config file's folder when there is one, and ``template_allowed_dirs``);
+  never under ``/proc``, ``/sys`` or ``/dev``. A relative path is taken from the
+  template's folder.
 
 Filters: ``tojson``, ``b64encode``, ``b64decode``, ``quote`` (POSIX shell quoting).
 
@@ -24,10 +25,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
 import shlex
+import stat
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ from entrypoint.secret import REDACTED
 _VERSION = re.compile(r"\?version=(\d+)\Z")
 _QUOTED_NAME = re.compile(r"(has no (?:attribute|element|key) )'([^']*)'")
 MIN_SCRUB = 3  # shorter values would scrub ordinary letters out of a message
+NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 class SecretData(dict[str, str]):
@@ -137,11 +141,20 @@ class Scope:
         return self._hand(value)
 
     def file(self, path: str, folder: Path) -> str:
+        if not isinstance(path, str) or not path:
+            raise TemplateError("file() expects a path such as 'ca.pem'")
         target = Path(os.path.realpath(folder / path))
+        if any(target == top or top in target.parents for top in NEVER_READ):
+            # /proc/self/environ holds the entrypoint's own VAULT_TOKEN; /dev/zero never ends.
+            raise TemplateError(f"file({path!r}): {target} is under /proc, /sys or /dev, "
+                                "which templates never read")
         if not any(target == root or root in target.parents for root in self.allowed):
-            roots = ", ".join(str(r) for r in self.allowed)
+            roots = ", ".join(str(r) for r in self.allowed) or "none"
             raise TemplateError(f"file({path!r}): {target} is outside the allowed folders",
-                                hint=f"allowed: {roots}")
+                                hint=f"allowed: {roots}; add one with template_allowed_dirs")
+        with contextlib.suppress(OSError):  # a missing file: the file source says so
+            if not stat.S_ISREG(os.stat(target).st_mode):
+                raise TemplateError(f"file({path!r}): {target} is not a regular file")
         value = self.generation.get(("file", str(target), None)).value("")
         if value is None:  # the file source stores the whole text under ""
             raise TemplateError(f"file({path!r}): {target} gave no text")
@@ -258,11 +271,16 @@ def _copy_error(exc: EntrypointError, message: str, hint: str | None) -> Entrypo
     return new
 
 
-def allowed_folders(folders: Iterable[Path]) -> tuple[Path, ...]:
-    """Resolved, deduplicated folders for ``file()``."""
+def allowed_folders(implicit: Iterable[Path], explicit: Iterable[Path] = ()) -> tuple[Path, ...]:
+    """Resolved, deduplicated folders for ``file()``.
+
+    ``implicit`` are the template's and the config file's folders: one of them that is
+    ``/`` is left out, since it would open every file on the system to a template that
+    merely sits there. ``explicit`` (``template_allowed_dirs``) are kept as given.
+    """
     out: list[Path] = []
-    for folder in folders:
+    for folder, given in [*((f, False) for f in implicit), *((f, True) for f in explicit)]:
         resolved = Path(os.path.realpath(folder))
-        if resolved not in out:
+        if resolved not in out and (given or resolved != Path("/")):
             out.append(resolved)
     return tuple(out)

@@ -271,5 +271,10 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
 
 def _scope(config: Config, resolution: Resolution, view: Mapping[str, str],
            where: sandbox.Located, allowed: Iterable[Path]) -> sandbox.Scope:
-    folders = sandbox.allowed_folders([where.folder, config_folder(config), *allowed])
+    # Not the working folder: without a config file, only the template's own folder (a
+    # render started from / must not open the whole system to file()).
+    implicit = [where.folder]
+    if config.config is not None:
+        implicit.append(config.config.resolve().parent)
+    folders = sandbox.allowed_folders(implicit, allowed)
     return sandbox.Scope(resolution.generation, view, folders)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import stat
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli
+from tests.helpers.secrecy import seed_secret
 
 # Values chosen to break naive quoting in every format: quotes, colon, backslash, $, #, space.
 DB_PASSWORD = "p4ss:w'o\"rd\\$HOME #x y-SECRET"
@@ -355,6 +357,34 @@ def test_file_reads_only_allowed_folders(secrets_dir: Path, tmp_path: Path) -> N
         proc = run_cli(["render", "--local-secrets", str(secrets_dir), "--config", str(config)])
         assert proc.returncode == 78, bad
         assert "outside the allowed folders" in proc.stderr
+
+
+def test_file_never_reads_the_working_folder_or_proc(secrets_dir: Path, tmp_path: Path) -> None:
+    """Issue 14 item 3: without a config file, render started from / let file() read
+    /etc/shadow and /proc/self/environ (which holds VAULT_TOKEN): the working folder was
+    allowed. Only the template's folder is; /proc, /sys and /dev never are, even when
+    template_allowed_dirs lists /; a FIFO in an allowed folder is refused, not hung on."""
+    token = seed_secret("hvs-proc-environ-Zz81-token")
+    src = write(tmp_path / "t.j2", "")
+    for bad in ("/etc/shadow", "/proc/self/environ", "../../../../../../proc/1/environ"):
+        src.write_text(f"{{{{ file('{bad}') }}}}")
+        proc = run_cli(["render", "--local-secrets", str(secrets_dir),
+                        "--template", f"{src}:{tmp_path}/out"],
+                       {"VAULT_TOKEN": token}, cwd=Path("/"))
+        assert proc.returncode == 78, (bad, proc.stderr)
+        assert "outside the allowed folders" in proc.stderr or "never read" in proc.stderr
+        assert token not in proc.stderr + proc.stdout
+        assert not (tmp_path / "out").exists()
+    src.write_text("{{ file('/proc/self/environ') }}")
+    proc = run_cli(["render", "--local-secrets", str(secrets_dir), "--template-allowed-dirs",
+                    "/", "--template", f"{src}:{tmp_path}/out"], {"VAULT_TOKEN": token})
+    assert proc.returncode == 78, proc.stderr
+    assert "is under /proc, /sys or /dev, which templates never read" in proc.stderr
+    os.mkfifo(tmp_path / "fifo")
+    src.write_text("{{ file('fifo') }}")
+    proc = run_cli(["render", "--template", f"{src}:{tmp_path}/out"], timeout=30)
+    assert proc.returncode == 78, proc.stderr
+    assert "is not a regular file" in proc.stderr
 
 
 def test_each_path_is_read_once_per_render(tmp_path: Path) -> None:
