@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import Config, OnChange
-from entrypoint.errors import EntrypointError
+from entrypoint.errors import EntrypointError, UnavailableError
 from entrypoint.runtime import Resolution, Runtime
 
 if TYPE_CHECKING:
+    from entrypoint.control import ControlServer
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.leases import SourceKey
     from entrypoint.sources.base import Fetched
@@ -42,42 +44,72 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
         user=config.user, splay=config.splay)
     # Built first so that its signal handlers are in place while secrets are resolved.
     supervisor = Supervisor(command, options, log)
-    runtime = Runtime(config, env, log)
-    keeper: dict[str, Any] = {}
+    resident = Resident(config, Runtime(config, env, log), supervisor.post, log)
+    supervisor.on_child_started(resident.child_started)
+    supervisor.on_shutdown(resident.shutdown)
+    return supervisor.run(resident.prepare)
 
-    def prepare() -> Mapping[str, str]:
-        resolution = runtime.resolve()
-        render_outputs(config, runtime, resolution)
-        rotation = start_rotation(config, runtime, resolution, supervisor.post, log)
-        keeper["rotation"] = rotation
-        engine = rotation.engine
-        if config.control_socket:
-            from entrypoint.control import ControlServer
 
-            try:
-                control = ControlServer(config.control_socket, engine.rotate_all, log)
-            except EntrypointError as exc:
-                # Not worth failing the app over: only the manual trigger is lost.
-                log.warning("'entrypoint rotate' will not reach this process: %s", exc)
-            else:
-                control.start()
-                keeper["control"] = control
+class Resident:
+    """What runs around the app: :meth:`prepare` (in the supervisor's worker thread),
+    then the engine and the control socket, until :meth:`shutdown` (main thread).
+
+    A SIGTERM while secrets are resolved makes the supervisor shut down without waiting
+    for ``prepare``, which goes on in its thread: once :meth:`shutdown` has run, it must
+    start nothing (no engine, no control socket) on the sources shutdown closed.
+    """
+
+    def __init__(self, config: Config, runtime: Runtime, post: Any,
+                 log: logging.Logger) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.post = post
+        self.log = log
+        self.rotation: Rotation | None = None
+        self.control: ControlServer | None = None
+        self._lock = threading.Lock()  # shutdown against the end of prepare
+        self._closing = False
+
+    def prepare(self) -> Mapping[str, str]:
+        resolution = self.runtime.resolve()
+        self._still_open()
+        render_outputs(self.config, self.runtime, resolution)
+        with self._lock:
+            self._still_open()
+            self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
+                                           self.log)
+            if self.config.control_socket:
+                from entrypoint.control import ControlServer
+
+                try:
+                    control = ControlServer(self.config.control_socket,
+                                            self.rotation.engine.rotate_all, self.log)
+                except EntrypointError as exc:
+                    # Not worth failing the app over: only the manual trigger is lost.
+                    self.log.warning("'entrypoint rotate' will not reach this process: %s",
+                                     exc)
+                else:
+                    control.start()
+                    self.control = control
         return resolution.child_env()
 
-    def child_started(pid: int) -> None:
-        if "rotation" in keeper:
-            keeper["rotation"].engine.child_started(pid)
+    def _still_open(self) -> None:
+        if self._closing:
+            raise UnavailableError("shutting down before the app started")
 
-    def shutdown() -> None:
-        if "control" in keeper:
-            keeper["control"].stop()
-        if "rotation" in keeper:
-            keeper["rotation"].stop()
-        runtime.close()
+    def child_started(self, pid: int) -> None:
+        if self.rotation is not None:
+            self.rotation.engine.child_started(pid)
 
-    supervisor.on_child_started(child_started)
-    supervisor.on_shutdown(shutdown)
-    return supervisor.run(prepare)
+    def shutdown(self) -> None:
+        with self._lock:  # waits for a prepare that is starting things; then none will
+            self._closing = True
+            control, rotation = self.control, self.rotation
+        if control is not None:
+            control.stop()
+        if rotation is not None:
+            rotation.stop()
+        self.runtime.close()
 
 
 @dataclass

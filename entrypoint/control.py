@@ -177,10 +177,11 @@ class ControlServer:
             self.sock.bind(addr)
         except OSError as exc:
             self.sock.close()
+            taken = exc.errno == errno.EADDRINUSE
             hint = ("another process in this network namespace (another container of the "
                     "same pod or task?) listens on it: give each container its own "
-                    "control_socket, or leave it at auto"
-                    if exc.errno == errno.EADDRINUSE else "set control_socket to a free name, or empty")
+                    "control_socket, or leave it at auto" if taken else
+                    "set control_socket to a free name, or empty")
             raise UnavailableError(f"cannot listen on control socket {self.name}: "
                                    f"{exc.strerror}", hint=hint) from None
         self.sock.listen(MAX_PENDING)

@@ -4,38 +4,58 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 
 from entrypoint.config import Config
-from entrypoint.errors import ConfigError
+from entrypoint.errors import ConfigError, UnavailableError
 from entrypoint.sources.base import Source
 
 log = logging.getLogger("entrypoint")
 
 
 class Sources:
-    """Scheme -> source, each built on first use."""
+    """Scheme -> source, each built on first use.
+
+    The resolver's worker threads and the rotation engine ask at once: building is done
+    under a lock, so each scheme gets one source (one Vault client, one login), and none
+    is built after :meth:`close` (it would never be closed: its leases would leak).
+    """
 
     def __init__(self, factories: Mapping[str, Callable[[], Source]],
                  missing: Mapping[str, str]) -> None:
         self._factories = dict(factories)
         self._missing = dict(missing)
         self._built: dict[str, Source] = {}
+        self._lock = threading.Lock()
+        self._closed = False
 
     def get(self, scheme: str) -> Source:
-        source = self._built.get(scheme)
-        if source is None:
-            factory = self._factories.get(scheme)
-            if factory is None:
-                raise ConfigError(self._missing.get(scheme, f"no source for {scheme}: references"))
-            source = self._built[scheme] = factory()
-        return source
+        source = self._built.get(scheme)  # a dict read is atomic: no lock once built
+        if source is not None:
+            return source
+        with self._lock:
+            source = self._built.get(scheme)
+            if source is None:
+                factory = self._factories.get(scheme)
+                if factory is None:
+                    raise ConfigError(self._missing.get(scheme,
+                                                        f"no source for {scheme}: references"))
+                if self._closed:
+                    raise UnavailableError(f"{scheme}: shutting down; nothing more is fetched")
+                # Factories only build clients (no request), so holding the lock is brief.
+                source = self._built[scheme] = factory()
+            return source
 
     def built(self) -> Mapping[str, Source]:
-        return dict(self._built)
+        with self._lock:
+            return dict(self._built)
 
     def close(self) -> None:
-        for source in self._built.values():
+        with self._lock:
+            self._closed = True
+            built = list(self._built.values())
+        for source in built:
             source.close()
 
 

@@ -73,6 +73,8 @@ class VaultSource:
     # -- the Source protocol ------------------------------------------------------------
     def fetch(self, path: str, version: int | None = None) -> Fetched:
         path = path.strip("/")
+        if self._closed:
+            raise UnavailableError(f"vault:{path}: shutting down; nothing more is fetched")
         mount = self.mount_of(path)
         rest = path[len(mount.path):]
         started = time.monotonic()
@@ -87,8 +89,7 @@ class VaultSource:
             return kv.kv1_fetched(path, response, started)
         fetched = kv.leased_fetched(path, mount, response, started)
         if fetched.lease_id:
-            with self._leases_lock:
-                self._leases.add(fetched.lease_id)
+            self._hold(path, fetched.lease_id)
         return fetched
 
     def describe(self, path: str) -> str:
@@ -97,13 +98,15 @@ class VaultSource:
         return f"Vault at {self.client.connection.addr} path {path}{where}"
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+        # The flag and the list are taken together: a lease that arrives after this
+        # point is given back by _hold, one that arrived before is in the list.
+        with self._leases_lock:
+            if self._closed:
+                return
+            self._closed = True
+            leases = sorted(self._leases)
         self.client.end_startup()
         if self.revoke_on_close:
-            with self._leases_lock:
-                leases = sorted(self._leases)
             revoked = 0
             for lease_id in leases:
                 try:
@@ -236,6 +239,28 @@ class VaultSource:
         if not isinstance(data, dict):
             return None
         return float(data.get("ttl") or 0)
+
+    def _hold(self, path: str, lease_id: str) -> None:
+        """Remember a new lease, to revoke at close; after close, give it back at once.
+
+        A read that was under way when close() took its list comes back with a lease
+        nobody would revoke: with a token the user gave (never revoked by us, so its
+        leases do not end with it) it would live until its TTL."""
+        with self._leases_lock:
+            late = self._closed
+            if not late:
+                self._leases.add(lease_id)
+        if not late:
+            return
+        if self.revoke_on_close:
+            try:
+                self.revoke_lease(lease_id)
+                self.log.info("vault: revoked a lease of %s that arrived after shutdown began",
+                              path)
+            except EntrypointError as exc:
+                self.log.warning("vault: could not revoke a lease of %s that arrived after "
+                                 "shutdown began: %s", path, exc)
+        raise UnavailableError(f"vault:{path}: shutting down; the new lease is not used")
 
     def _forget(self, lease_id: str) -> None:
         with self._leases_lock:
