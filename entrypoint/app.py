@@ -41,7 +41,9 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     options = ProcessOptions(
         kill_timeout=config.kill_timeout, stop_signal=config.stop_signal,
         signal_group=config.signal_group, rewrite_signal=config.rewrite_signal,
-        user=config.user, splay=config.splay)
+        user=config.user, splay=config.splay, pass_fds=tuple(config.pass_fds),
+        parent_death_signal=config.parent_death_signal or 0, no_new_privs=not config.new_privileges,
+        success_exit_codes=frozenset(config.success_exit_code))
     # Built first so that its signal handlers are in place while secrets are resolved.
     supervisor = Supervisor(command, options, log)
     resident = Resident(config, Runtime(config, env, log), supervisor.post, log)

@@ -169,6 +169,12 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     namespace = parser.parse_args(options)
     config = load(flags_of(namespace), env)
     log = logs.setup(config.log_format, config.log_level)
+    if getattr(namespace, "vault_approle_secret_id", None) is not None:
+        # Any local user sees a command line in ps or /proc/PID/cmdline, for as long as
+        # the entrypoint runs, and it cannot be rewritten from Python.
+        log.warning("--vault-approle-secret-id on the command line is visible to every "
+                    "process on the host (ps, /proc/PID/cmdline); prefer "
+                    "ENTRYPOINT_VAULT_APPROLE_SECRET_ID or --vault-approle-secret-id-file")
     if sub == "render":
         return render(config, env, log, reveal=namespace.reveal, fmt=namespace.output_format)
     if sub == "check":
@@ -182,11 +188,23 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     if not command:
         raise UsageError("no command to run",
                          hint="expected: entrypoint [OPTIONS] -- CMD [ARGS...]")
+    harden(config, log)
     if config.mode == "exec":
         return exec_app(config, env, log, command)
     from entrypoint.app import supervise
 
     return supervise(config, env, log, command)
+
+
+def harden(config: Config, log: logging.Logger) -> None:
+    """Before anything is fetched: make this process unreadable to the app (same uid
+    included), and check the descriptors to pass while they are still only the caller's."""
+    from entrypoint.hardening import check_pass_fds, not_dumpable
+
+    if (err := not_dumpable()) != 0:
+        log.warning("could not make the entrypoint non-dumpable (%s): an app running with "
+                    "its uid could read its memory", os.strerror(err))
+    check_pass_fds(config.pass_fds, config.origins.get("pass_fds", "pass_fds"))
 
 
 def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, reveal: bool,
@@ -257,7 +275,7 @@ def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
 
     log.info("exec %s", command[0])
     logging.shutdown()
-    return exec_command(command, child_env, config.user)
+    return exec_command(command, child_env, config)
 
 
 __all__ = ["EX_USAGE", "main"]

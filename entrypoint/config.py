@@ -108,6 +108,10 @@ class Config:
     user: str | None = None
     signal_group: bool = True
     rewrite_signal: dict[int, int] = field(default_factory=dict)
+    success_exit_code: list[int] = field(default_factory=list)
+    parent_death_signal: int | None = None
+    new_privileges: bool = True
+    pass_fds: list[int] = field(default_factory=list)
     control_socket: str = "auto"
     log_format: str = "text"
     log_level: str = "info"
@@ -264,105 +268,38 @@ def _convert(setting: Setting, raw: Raw) -> Any:
 
 
 def _rewrite_map(items: list[str], origin: str) -> dict[int, int]:
+    """FROM:TO pairs; TO ``none`` (or 0, as dumb-init's ``-r 2:0``) drops the signal."""
+    from entrypoint.signals import NOT_FORWARDED, name
+
     out: dict[int, int] = {}
     for item in items:
         src, sep, dst = item.partition(":")
         if not sep:
-            raise ConfigError(f"{origin}: rewrite_signal expects FROM:TO such as TERM:QUIT, "
-                              f"got {item!r}")
+            raise ConfigError(f"{origin}: rewrite_signal expects FROM:TO such as TERM:QUIT "
+                              f"or INT:none, got {item!r}")
         try:
-            out[int(values.parse_signal(src))] = int(values.parse_signal(dst))
+            source = int(values.parse_signal(src))
+            out[source] = 0 if dst.strip().lower() in ("none", "0") else int(
+                values.parse_signal(dst))
         except ValueError as exc:
             raise ConfigError(f"{origin}: rewrite_signal: {exc}") from None
+        if source in NOT_FORWARDED:
+            # Accepting it would promise a rewrite that can never happen.
+            raise ConfigError(f"{origin}: rewrite_signal {item!r}: {name(source)} is never "
+                              "forwarded, so it cannot be rewritten",
+                              hint="see the signal table in docs/supervisor.md")
     return out
 
 
-def _template_from_flag(text: str, origin: str) -> TemplateSpec:
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise ConfigError(f"{origin}: template expects SRC:DEST[:PERMS], got {text!r}")
-    try:
-        perms = values.parse_perms(parts[2]) if len(parts) == 3 else 0o600
-    except ValueError as exc:
-        raise ConfigError(f"{origin}: template: {exc}") from None
-    return TemplateSpec(source=Path(parts[0]), destination=Path(parts[1]), perms=perms,
-                        origin=origin)
-
-
-_TEMPLATE_KEYS = ("source", "contents", "destination", "perms", "on_change", "user", "group")
-_ENV_TEMPLATE_KEYS = ("name", "source", "contents")
-
-
-def _table_str(table: dict[str, Any], key: str, origin: str, what: str) -> str | None:
-    value = table.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{origin}: {what}.{key} expects a string, "
-                          f"got a {type(value).__name__}")
-    return value
-
-
-def _check_table(table: Any, allowed: tuple[str, ...], origin: str, what: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{origin}: each [[{what}]] must be a table, "
-                          f"got a {type(table).__name__}")
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(f"{origin}: unknown key {key!r} in [[{what}]]",
-                              hint=_did_you_mean(key, list(allowed))
-                              or f"expected one of {', '.join(allowed)}")
-    return table
-
-
-def _source_or_contents(table: dict[str, Any], origin: str, what: str,
-                        base: Path) -> tuple[Path | None, str | None]:
-    source = _table_str(table, "source", origin, what)
-    contents = _table_str(table, "contents", origin, what)
-    if (source is None) == (contents is None):
-        raise ConfigError(f"{origin}: [[{what}]] needs exactly one of source or contents")
-    return (base / source if source is not None else None), contents
-
-
-def _templates(raw: Raw, base: Path) -> list[TemplateSpec]:
-    if isinstance(raw.value, str):
-        return [_template_from_flag(p, raw.origin) for p in raw.value.split(",") if p.strip()]
-    if not isinstance(raw.value, list):
-        raise ConfigError(f"{raw.origin}: template expects [[template]] tables")
-    specs = []
-    for item in raw.value:
-        if isinstance(item, str):
-            specs.append(_template_from_flag(item, raw.origin))
-            continue
-        table = _check_table(item, _TEMPLATE_KEYS, raw.origin, "template")
-        source, contents = _source_or_contents(table, raw.origin, "template", base)
-        dest = _table_str(table, "destination", raw.origin, "template")
-        if not dest:
-            raise ConfigError(f"{raw.origin}: [[template]] needs a destination")
-        try:
-            perms = values.parse_perms(str(table.get("perms", "0600")))
-            on_change = OnChange.parse(str(table.get("on_change", "restart")))
-        except ValueError as exc:
-            raise ConfigError(f"{raw.origin}: template: {exc}") from None
-        specs.append(TemplateSpec(
-            destination=base / dest, source=source, contents=contents, perms=perms,
-            on_change=on_change, user=_table_str(table, "user", raw.origin, "template"),
-            group=_table_str(table, "group", raw.origin, "template"), origin=raw.origin))
-    return specs
-
-
-def _env_templates(raw: Raw, base: Path) -> list[EnvTemplateSpec]:
-    if not isinstance(raw.value, list):
-        raise ConfigError(f"{raw.origin}: env_template expects [[env_template]] tables")
-    specs = []
-    for item in raw.value:
-        table = _check_table(item, _ENV_TEMPLATE_KEYS, raw.origin, "env_template")
-        name = _table_str(table, "name", raw.origin, "env_template")
-        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError(f"{raw.origin}: [[env_template]] needs a name that is a valid "
-                              f"variable name, got {name!r}")
-        source, contents = _source_or_contents(table, raw.origin, "env_template", base)
-        specs.append(EnvTemplateSpec(name=name, source=source, contents=contents,
-                                     origin=raw.origin))
-    return specs
+def _int_list(items: list[str], origin: str, name: str, low: int, high: int) -> list[int]:
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ConfigError(f"{origin}: {name} expects whole numbers from {low} to {high}, "
+                              f"got {item!r}")
+        out.append(int(text))
+    return out
 
 
 def check_environment(environ: Mapping[str, str]) -> None:
@@ -376,6 +313,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
 
 def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
     """Merge flags, environment and the TOML file into one :class:`Config`."""
+    from entrypoint.config_tables import env_templates, templates
+
     check_environment(environ)
     config_raw = flags.get("config") or (
         Raw(environ["ENTRYPOINT_CONFIG"], "variable ENTRYPOINT_CONFIG")
@@ -401,23 +340,34 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
         origins[setting.name] = raw.origin
         if setting.name == "template":
             from_file = raw is file_values.get("template")
-            chosen["template"] = _templates(raw, base if from_file else Path.cwd())
+            chosen["template"] = templates(raw, base if from_file else Path.cwd())
         elif setting.name == "rewrite_signal":
             chosen[setting.name] = _rewrite_map(_convert(setting, raw), raw.origin)
+        elif setting.name in _INT_LISTS:
+            chosen[setting.name] = _int_list(_convert(setting, raw), raw.origin, setting.name,
+                                             *_INT_LISTS[setting.name])
         else:
             value = _convert(setting, raw)
             if setting.kind == "path" and raw is file_values.get(setting.name):
                 value = base / value  # paths in the file are relative to the file
             chosen[setting.name] = value
     if "env_template" in file_values:
-        chosen["env_template"] = _env_templates(file_values["env_template"], base)
+        chosen["env_template"] = env_templates(file_values["env_template"], base)
         origins["env_template"] = file_values["env_template"].origin
     config = Config(**chosen, origins=origins)
     _cross_check(config)
     return config
 
 
+# Exit statuses are 0-255; a passed descriptor is one the caller opened beyond 0, 1, 2.
+_INT_LISTS = {"success_exit_code": (0, 255), "pass_fds": (3, 2**20)}
+
+
 def _cross_check(config: Config) -> None:
+    if config.success_exit_code and config.mode == "exec":
+        raise ConfigError(f"{config.origins['success_exit_code']}: success_exit_code needs "
+                          "mode = supervise: in exec mode nothing stays to see the app exit",
+                          hint="let the orchestrator treat that status as success instead")
     if config.wait_max < config.wait_min:
         raise ConfigError(f"{config.origins['wait_max']}: wait_max ({config.wait_max:g}s) is "
                           f"shorter than wait_min ({config.wait_min:g}s)",

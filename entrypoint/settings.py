@@ -104,7 +104,20 @@ SETTINGS: tuple[Setting, ...] = (
     S("user", "str", None, "run the app as USER[:GROUP] (name or number)"),
     S("signal_group", "bool", True,
       "forward signals to the app's whole process group rather than the app alone"),
-    S("rewrite_signal", "list", [], "rewrite a forwarded signal, FROM:TO (e.g. TERM:QUIT)"),
+    S("rewrite_signal", "list", [],
+      "rewrite a forwarded signal, FROM:TO (e.g. TERM:QUIT); TO none drops it"),
+    S("success_exit_code", "list", [],
+      "an exit status of the app to report as 0, e.g. 143 for a JVM stopped by SIGTERM "
+      "(supervise mode)"),
+    S("parent_death_signal", "signal", None,
+      "signal the app gets if the entrypoint dies while it runs (matters when the "
+      "entrypoint is not PID 1, e.g. docker run --init); none by default"),
+    S("new_privileges", "bool", True,
+      "false (--no-new-privileges, as docker's option) starts the app with no_new_privs: "
+      "setuid and file-capability programs it runs then gain no privilege"),
+    S("pass_fds", "list", [],
+      "descriptors besides 0, 1 and 2 that the app inherits, e.g. 3 for socket activation; "
+      "every other one is closed"),
     S("control_socket", "str", "auto",
       "unix socket on which 'entrypoint rotate' reaches the running entrypoint: auto (an "
       "abstract socket named after the container), a path, or @NAME for an abstract "

@@ -85,7 +85,7 @@ def main() -> int:
     parser.add_argument("--success-exit-code", type=int, action="append", default=[])
     parser.add_argument("--pass-fd", type=int, action="append", default=[])
     parser.add_argument("--parent-death-signal", default=None)
-    parser.add_argument("--no-new-privs", action="store_true")
+    parser.add_argument("--no-new-privileges", action="store_true")
     parser.add_argument("--marker")
     parser.add_argument("--control")
     parser.add_argument("--hold-before-run")
@@ -107,7 +107,7 @@ def main() -> int:
                              user=args.user, splay=args.splay,
                              success_exit_codes=frozenset(args.success_exit_code),
                              pass_fds=tuple(args.pass_fd), parent_death_signal=death,
-                             no_new_privs=args.no_new_privs)
+                             no_new_privs=args.no_new_privileges)
     try:
         supervisor = Supervisor(command, options, log)
     except EntrypointError as exc:
