@@ -1,7 +1,8 @@
 """Logging to stderr, one line per event, as text or JSON.
 
-Every line passes through :func:`entrypoint.secret.scrub` before it is written: code is
-meant never to hand a secret to the logger, and this makes a slip harmless.
+Every line passes through :func:`entrypoint.secret.scrub` before it is written (in JSON,
+every field before it is encoded): code is meant never to hand a secret to the logger,
+and this makes a slip harmless.
 """
 
 from __future__ import annotations
@@ -39,18 +40,22 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    """Each field is scrubbed *before* ``json.dumps``: encoding escapes ``"``, ``\\``,
+    newlines and tabs, after which a value holding one (any PEM key) is no longer found
+    by a search for the value itself."""
+
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
         }
-        event.update({k: v if isinstance(v, int | float | bool) or v is None else str(v)
+        event.update({k: v if isinstance(v, int | float | bool) or v is None else scrub(str(v))
                       for k, v in _extras(record).items()})
         if record.exc_info:
-            event["traceback"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(event, ensure_ascii=False))
+            event["traceback"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(event, ensure_ascii=False)
 
 
 def setup(fmt: str = "text", level: str = "info") -> logging.Logger:

@@ -16,9 +16,10 @@ and the username and password of one database credential come from one lease):
 
 Filters: ``tojson``, ``b64encode``, ``b64decode``, ``quote`` (POSIX shell quoting).
 
-Errors name the template and line and never quote a secret: Jinja's own messages can
-(``'dict object' has no attribute '<a value used as a key>'``), so every message is
-scrubbed of every value the template was handed before it is raised.
+Errors name the template and line and never quote a secret: Jinja's and Python's own
+messages can, so they are built from safe parts (:mod:`entrypoint.template_errors`); a
+function given an argument the template did not spell out (computed from a value) names
+neither it nor anything built from it.
 """
 
 from __future__ import annotations
@@ -31,24 +32,31 @@ import os
 import re
 import shlex
 import stat
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import missing, object_type_repr
 
 from entrypoint.errors import EntrypointError, TemplateError
 from entrypoint.resolve import Generation
-from entrypoint.secret import REDACTED
+from entrypoint.template_errors import (
+    COMPUTED,
+    Missing,
+    Unsafe,
+    copy_error,
+    describe,
+    line_of,
+    written,
+)
 
 _VERSION = re.compile(r"\?version=(\d+)\Z")
-_QUOTED_NAME = re.compile(r"(has no (?:attribute|element|key) )'([^']*)'")
-MIN_SCRUB = 3  # shorter values would scrub ordinary letters out of a message
+_T = TypeVar("_T")
 NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
@@ -62,16 +70,26 @@ class SecretData(dict[str, str]):
 
 
 class _Undefined(StrictUndefined):
-    """A missing key names the path and the keys present (names only, never values)."""
+    """Raises :class:`~entrypoint.template_errors.Missing` (or ``Unsafe``) with the parts
+    of the message kept apart, so that a name computed from a value is never shown."""
 
-    @property
-    def _undefined_message(self) -> str:
-        obj = self._undefined_obj
-        if not self._undefined_hint and isinstance(obj, SecretData):
-            names = ", ".join(sorted(k for k in obj if k)) or "none"
-            return (f"{obj._label} has no key {self._undefined_name!r} "
-                    f"(keys present: {names})")
-        return str(super()._undefined_message)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kind = self._undefined_exception
+        # Jinja raises self._undefined_exception(message): build ours from the parts.
+        self._undefined_exception = self._structured  # type: ignore[assignment]
+
+    def _structured(self, message: str) -> Exception:
+        obj, name = self._undefined_obj, self._undefined_name
+        if issubclass(self._kind, SecurityError):
+            return Unsafe(name, type(obj).__name__)
+        if self._undefined_hint:
+            return UndefinedError("an undefined value")  # shown as such, hint left out
+        if obj is missing:
+            return Missing(None, name, None)
+        if isinstance(obj, SecretData):
+            return Missing(obj._label, name, sorted(k for k in obj if k))
+        return Missing(object_type_repr(obj), name, None)
 
 
 @dataclass(frozen=True)
@@ -95,13 +113,32 @@ class Scope:
     generation: Generation
     environ: Mapping[str, str]
     allowed: tuple[Path, ...]
+    source: str = ""  # the template's text: what it spells out may be shown in errors
     handed: set[str] = field(default_factory=set)
+    asked: set[str] = field(default_factory=set)  # arguments given to the functions
 
     def _hand(self, value: str) -> str:
         self.handed.add(value)
         return value
 
+    def _call(self, fn: str, arg: object, call: Callable[[], _T]) -> _T:
+        """Run ``call``; if it fails and the template did not spell ``arg`` out (a path
+        computed from a value is that value, transformed), the message names neither the
+        argument nor anything built from it: only the function and the error's kind."""
+        if isinstance(arg, str):
+            self.asked.add(arg)
+        try:
+            return call()
+        except EntrypointError as exc:
+            if written(arg, self.source):
+                raise
+            raise copy_error(exc, f"{fn}({COMPUTED!r}): {exc.__class__.__name__}",
+                             None) from None
+
     def secret(self, path: str) -> SecretData:
+        return self._call("secret", path, lambda: self._secret(path))
+
+    def _secret(self, path: str) -> SecretData:
         if not isinstance(path, str) or not path.strip("/"):
             raise TemplateError("secret() expects a path such as 'kv/app/db'")
         version: int | None = None
@@ -120,10 +157,13 @@ class Scope:
         data = fetched.plain()
         for value in data.values():
             self._hand(value)
-        label = f"secret {clean}" + (f"?version={version}" if version else "")
-        return SecretData(label, data)
+        label = f"secret {clean}" if written(path, self.source) else f"secret {COMPUTED}"
+        return SecretData(label + (f"?version={version}" if version else ""), data)
 
     def consul(self, key: str) -> str:
+        return self._call("consul", key, lambda: self._consul(key))
+
+    def _consul(self, key: str) -> str:
         if not isinstance(key, str) or not key.strip("/"):
             raise TemplateError("consul() expects a key such as 'config/app/feature_x'")
         value = self.generation.get(("consul", key.strip("/"), None)).value("")
@@ -132,6 +172,9 @@ class Scope:
         return self._hand(value.reveal())
 
     def env(self, name: str, default: str | None = None) -> str:
+        return self._call("env", name, lambda: self._env(name, default))
+
+    def _env(self, name: str, default: str | None) -> str:
         value = self.environ.get(name)
         if value is None:
             if default is None:
@@ -141,6 +184,9 @@ class Scope:
         return self._hand(value)
 
     def file(self, path: str, folder: Path) -> str:
+        return self._call("file", path, lambda: self._file(path, folder))
+
+    def _file(self, path: str, folder: Path) -> str:
         if not isinstance(path, str) or not path:
             raise TemplateError("file() expects a path such as 'ca.pem'")
         target = Path(os.path.realpath(folder / path))
@@ -166,24 +212,10 @@ class Scope:
 
         return {"secret": self.secret, "consul": self.consul, "env": self.env, "file": file}
 
-    def scrub(self, text: str, source: str) -> str:
-        """Remove every handed-out value from ``text`` (unless the template's own text
-        holds it), and quoted names the template never wrote (a key looked up by a
-        computed value is that value)."""
-        known = set(self.handed) | {v.reveal() for f in self.generation.fetched.values()
-                                    for v in f.data.values()}
-        for value in sorted(known, key=len, reverse=True):
-            # A value the template itself spells out (a username "app" in "kv/app/db") is
-            # no secret from its reader, and scrubbing it would garble paths in messages.
-            if len(value) >= MIN_SCRUB and value in text and value not in source:
-                text = text.replace(value, REDACTED)
-
-        def keep_if_written(match: re.Match[str]) -> str:
-            name = match.group(2)
-            written = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", source) is not None
-            return match.group(0) if written else f"{match.group(1)}'{REDACTED}'"
-
-        return _QUOTED_NAME.sub(keep_if_written, text)
+    def values(self) -> set[str]:
+        """Everything an error message must not show."""
+        fetched = {v.reveal() for f in self.generation.fetched.values() for v in f.data.values()}
+        return self.handed | self.asked | fetched
 
 
 def _b64encode(value: Any) -> str:
@@ -233,42 +265,9 @@ def render(template: Template, source: str, where: Located, scope: Scope) -> str
     try:
         return template.render(scope.functions(where.folder))
     except Exception as exc:
-        raise _located(exc, source, where, scope) from None
-
-
-def _line_of(exc: BaseException, label: str) -> int | None:
-    """Jinja rewrites tracebacks so a template frame carries the template's own line."""
-    line = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == label:
-            line = frame.lineno
-    return line
-
-
-def _located(exc: Exception, source: str, where: Located, scope: Scope) -> EntrypointError:
-    line = _line_of(exc, where.label)
-    if isinstance(exc, TemplateSyntaxError):
-        line = exc.lineno
-    here = where.at(line)
-    if isinstance(exc, EntrypointError):
-        # Keep the class (and exit status): an unreachable server stays retryable.
-        hint = scope.scrub(exc.hint, source) if exc.hint else None
-        return _copy_error(exc, f"{here}: {scope.scrub(exc.message, source)}", hint)
-    if isinstance(exc, SecurityError):
-        return TemplateError(f"{here}: refused by the sandbox: {scope.scrub(str(exc), source)}")
-    if isinstance(exc, UndefinedError):
-        return TemplateError(f"{here}: {scope.scrub(str(exc), source)}")
-    kind = exc.__class__.__name__
-    return TemplateError(f"{here}: {kind}: {scope.scrub(str(exc), source)}")
-
-
-def _copy_error(exc: EntrypointError, message: str, hint: str | None) -> EntrypointError:
-    new = exc.__class__.__new__(exc.__class__)
-    new.__dict__.update(exc.__dict__)
-    new.message = message
-    new.hint = hint
-    new.args = (message,)
-    return new
+        line = exc.lineno if isinstance(exc, TemplateSyntaxError) else None
+        here = where.at(line or line_of(exc, where.label))
+        raise describe(exc, here, source, scope.values()) from None
 
 
 def allowed_folders(implicit: Iterable[Path], explicit: Iterable[Path] = ()) -> tuple[Path, ...]:

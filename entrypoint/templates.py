@@ -142,7 +142,7 @@ def render_env(config: Config, runtime: Runtime, resolution: Resolution, *,
                               "the environment and an [[env_template]]",
                               hint="remove one of them")
         where, source = _load(spec, config)
-        scope = _scope(config, resolution, view, where, allowed)
+        scope = _scope(config, resolution, view, where, allowed, source)
         text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
         # A template file ends with a newline; a variable's value should not.
         value = Secret(text[:-1] if text.endswith("\n") else text)
@@ -167,7 +167,7 @@ def render_files(config: Config, runtime: Runtime, resolution: Resolution, *,
                               f"({seen[dest]} and {spec.name})")
         seen[dest] = spec.name
         where, source = _load(spec, config)
-        scope = _scope(config, resolution, view, where, allowed)
+        scope = _scope(config, resolution, view, where, allowed, source)
         text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
         out.append(Rendered(spec, text.encode("utf-8")))
     return out
@@ -270,11 +270,11 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
 
 
 def _scope(config: Config, resolution: Resolution, view: Mapping[str, str],
-           where: sandbox.Located, allowed: Iterable[Path]) -> sandbox.Scope:
+           where: sandbox.Located, allowed: Iterable[Path], source: str) -> sandbox.Scope:
     # Not the working folder: without a config file, only the template's own folder (a
     # render started from / must not open the whole system to file()).
     implicit = [where.folder]
     if config.config is not None:
         implicit.append(config.config.resolve().parent)
     folders = sandbox.allowed_folders(implicit, allowed)
-    return sandbox.Scope(resolution.generation, view, folders)
+    return sandbox.Scope(resolution.generation, view, folders, source)

@@ -22,7 +22,11 @@ DB_PASSWORD = "p4ss:w'o\"rd\\$HOME #x y-SECRET"
 DB_USER = "v-app-Qq71"
 API_TOKEN = "tok-Hh20-template-secret"
 STATIC_PASSWORD = "static-Mm44-secret-pw"
-SECRETS = (DB_PASSWORD, DB_USER, API_TOKEN, STATIC_PASSWORD)
+# A PEM key (newlines: escaped by repr and JSON) and a value holding ' and \ and a tab.
+PEM_KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-Pp52a\n"
+           "Kq9uTzX3m0aL7yq2cQf1Rw8sVb4nJd6Hh0eGkYiUo5tA-Pp52b\n-----END PRIVATE KEY-----\n")
+ODD_VALUE = "it's a \\ back\tslash-Secret-Qq19"
+SECRETS = (DB_PASSWORD, DB_USER, API_TOKEN, STATIC_PASSWORD, PEM_KEY, ODD_VALUE)
 
 DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
 
@@ -38,6 +42,7 @@ def secrets_dir(tmp_path: Path) -> Path:
         {"username": "app", "password": STATIC_PASSWORD, "port": 6543}))
     (root / "kv/app/api.json").write_text(json.dumps(
         {"token": API_TOKEN, "endpoint": "https://api.example.test/v1"}))
+    (root / "kv/app/tls.json").write_text(json.dumps({"key": PEM_KEY, "odd": ODD_VALUE}))
     return root
 
 
@@ -47,9 +52,18 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def leak_forms(value: str) -> set[str]:
+    """A value as it can leak: as is, escaped by repr or JSON, upper- or lower-cased, and
+    each line of a multi-line value."""
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], value.upper(), value.lower()}
+    forms.update(line for line in value.splitlines() if len(line) >= 8)
+    return forms
+
+
 def assert_no_secret(text: str) -> None:
     for value in SECRETS:
-        assert value not in text, "a secret value leaked into the output"
+        for form in leak_forms(value):
+            assert form not in text, "a secret value leaked into the output"
 
 
 def mode(path: Path) -> int:
@@ -326,6 +340,14 @@ def test_sandbox_refuses_attribute_escapes(secrets_dir: Path, tmp_path: Path,
     "{{ file(secret('kv/app/api').token) }}",
     "{{ env(secret('kv/app/db').password) }}",
     "{% set x = secret('kv/app/db').password %}{{ x.missing_attr }}",
+    # Issue 14 item 4: transformed values, which no search for the value itself finds.
+    "{{ secret('kv/app/tls').key | filesizeformat }}",       # float() quotes the PEM, escaped
+    "{{ secret(secret('kv/app/api').token | upper) }}",       # an upper-cased value as a path
+    "{{ {}[secret('kv/app/api').token | upper] }}",           # ... and as a key
+    "{{ {} | attr(secret('kv/app/db').password | lower) }}",  # ... as an attribute
+    "{{ {}[secret('kv/app/tls').odd] }}",                     # a key holding ' and \\
+    "{{ env(secret('kv/app/tls').odd ~ 'x') }}",
+    "{{ secret('kv/app/tls').odd | filesizeformat(true) }}",
 ])
 def test_no_secret_value_in_any_error(secrets_dir: Path, tmp_path: Path, leaky: str) -> None:
     """Errors whose Python or Jinja message would quote a value are scrubbed (text and json)."""
