@@ -21,7 +21,7 @@ import pytest
 from entrypoint.errors import ConfigError
 from entrypoint.identity import resolve_user
 from tests.helpers.cli import REPO, clean_env
-from tests.helpers.pid1 import Supervised
+from tests.helpers.pid1 import PRINT_SIGNALS, Supervised
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by any user, unlike a pyenv under /root
 
@@ -62,9 +62,14 @@ def throwaway() -> Iterator[Throwaway]:
 
 @pytest.fixture
 def shared_out() -> Iterator[Path]:
-    """A file the unprivileged child can write (pytest's tmp_path is root-only)."""
+    """A file the unprivileged child can write (pytest's tmp_path is root-only), beside a
+    copy of the child's script: the checkout itself may be in a folder other users cannot
+    read (a fresh ``mktemp -d``), and the child runs as one of them."""
     directory = Path(tempfile.mkdtemp(prefix="ep-pid1-"))
     directory.chmod(0o777)
+    script = directory / "print_signals.py"
+    shutil.copyfile(PRINT_SIGNALS[1], script)
+    script.chmod(0o644)
     yield directory / "out.txt"
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -74,7 +79,8 @@ needs_system_python = pytest.mark.skipif(not os.access(SYSTEM_PYTHON, os.X_OK),
 
 
 def run_as(tmp_path: Path, out: Path, user: str) -> tuple[dict[str, str], str]:
-    with Supervised(tmp_path, ["--user", user], out=out, python=SYSTEM_PYTHON) as run:
+    argv = [SYSTEM_PYTHON, str(out.parent / "print_signals.py"), "--out", str(out)]
+    with Supervised(tmp_path, ["--user", user], out=out, command=argv) as run:
         child = run.ready()
         status = Path(f"/proc/{run.proc.pid}/status").read_text().splitlines()
         supervisor_uid = next(ln for ln in status if ln.startswith("Uid:")).split()[1]
