@@ -169,6 +169,8 @@ class TomlFile:
             self.data = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except RecursionError:  # arrays or tables nested thousands deep
+            raise ConfigError(f"config file {path} is nested too deeply to be read") from None
 
     def where(self, section: str | None, key: str) -> str:
         line = _locate(self.text, section, key)

@@ -74,7 +74,13 @@ class Generation:
         with lock:
             if key not in self.fetched:
                 scheme, path, version = key
-                fetched = self.sources.get(scheme).fetch(path, version)
+                try:
+                    fetched = self.sources.get(scheme).fetch(path, version)
+                except RecursionError:
+                    # A JSON (or TOML) answer nested thousands deep: the parser gives up.
+                    raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "
+                                      "be read", hint="expected an object of key/value "
+                                      "pairs, nested at most a few hundred levels") from None
                 if not fetched.fetched_at:
                     fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
                 with self._guard:
@@ -117,6 +123,33 @@ class Generation:
         return secret
 
 
+# execve() refuses one "NAME=value" longer than this (MAX_ARG_STRLEN: 32 pages of 4 KiB).
+MAX_ENV_STRING = 32 * 4096
+
+
+def check_env_value(name: str, value: Secret, origin: str = "") -> None:
+    """Refuse a value no environment can carry, naming the variable (never the value).
+
+    Checked when a generation is built, so that a bad rotated value is refused while the
+    app still runs on the old one: found by ``execve`` instead, it would come to light
+    only after the app had been stopped for its restart.
+    """
+    text = value.reveal()
+    where = f"variable {name}" + (f" ({origin})" if origin else "")
+    if "\0" in text:
+        raise ConfigError(f"{where}: the value holds a NUL byte, which no environment "
+                          "variable can carry", hint="give it to the app in a file template")
+    try:
+        size = len(name) + 1 + len(text.encode("utf-8", "surrogateescape")) + 1
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: the value holds text that cannot be encoded "
+                          "(a lone surrogate)", hint="expected UTF-8 text") from None
+    if size > MAX_ENV_STRING:
+        raise ConfigError(f"{where}: the value is {size} bytes; an environment variable "
+                          f"holds at most {MAX_ENV_STRING}",
+                          hint="give it to the app in a file template")
+
+
 def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secret:
     if len(parts) == 1 and isinstance(parts[0], Ref):
         return generation.value(parts[0], where)
@@ -126,8 +159,11 @@ def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secr
 
 def resolve_environment(plan: EnvPlan, generation: Generation) -> dict[str, Secret]:
     generation.prefetch(plan.source_keys())
-    return {name: resolve_parts(parts, generation, f"variable {name}")
-            for name, parts in plan.references.items()}
+    out: dict[str, Secret] = {}
+    for name, parts in plan.references.items():
+        out[name] = resolve_parts(parts, generation, f"variable {name}")
+        check_env_value(name, out[name], ", ".join(r.format() for r in refs.references(parts)))
+    return out
 
 
 _INVALID = re.compile(r"[^A-Za-z0-9_]")
@@ -161,6 +197,7 @@ def bulk_export(paths: Iterable[str], generation: Generation, *, prefix: str, up
                 raise ConfigError(f"bulk export: {here} and {origin[name]} both become "
                                   f"variable {name}",
                                   hint="rename one key, or set secrets_prefix")
+            check_env_value(name, value, f"bulk export of {here}")
             origin[name] = here
             out[name] = value
     return out

@@ -35,7 +35,7 @@ from pathlib import Path
 from entrypoint import atomic, sandbox
 from entrypoint.config import Config, EnvTemplateSpec, OnChange, TemplateSpec
 from entrypoint.errors import ConfigError, RenderError, TemplateError
-from entrypoint.resolve import SourceKey
+from entrypoint.resolve import SourceKey, check_env_value
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.secret import Secret
 
@@ -146,6 +146,7 @@ def render_env(config: Config, runtime: Runtime, resolution: Resolution, *,
         text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
         # A template file ends with a newline; a variable's value should not.
         value = Secret(text[:-1] if text.endswith("\n") else text)
+        check_env_value(spec.name, value, f"[[env_template]] {where.label}")
         out[spec.name] = value
         resolution.managed[spec.name] = value
         view[spec.name] = value.reveal()
@@ -169,7 +170,14 @@ def render_files(config: Config, runtime: Runtime, resolution: Resolution, *,
         where, source = _load(spec, config)
         scope = _scope(config, resolution, view, where, allowed, source)
         text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
-        out.append(Rendered(spec, text.encode("utf-8")))
+        try:
+            content = text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A variable holding bytes that are not UTF-8 (Python keeps them as surrogates).
+            raise TemplateError(f"{where.label}: renders text that is not valid UTF-8 (a "
+                                "value it uses holds bytes that are not UTF-8 text)",
+                                hint="expected UTF-8 text in every value") from None
+        out.append(Rendered(spec, content))
     return out
 
 

@@ -73,6 +73,9 @@ def load_object(file: Path) -> dict[str, Any]:
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"secret file {file} is nested too deeply to be read",
+                          hint="expected one object of key/value pairs") from None
     except (UnicodeDecodeError, ValueError) as exc:
         # The parser's message may quote the file's content: name the place only.
         kind = "TOML" if file.suffix == ".toml" else "JSON"
