@@ -226,6 +226,7 @@ class ControlServer:
             except OSError as exc:
                 self.log.debug("control socket: accept failed: %s", exc)
                 return
+            conn.setblocking(False)  # no send or read of ours may wait on a client
             try:
                 pid, uid = peer(conn)
             except OSError:
@@ -237,7 +238,6 @@ class ControlServer:
                 conn.close()
                 self.refusals.refused(uid, pid)
                 continue
-            conn.setblocking(False)
             if len(self._pending) >= MAX_PENDING:
                 self._drop(next(iter(self._pending)))  # a real client sends at once
             self._pending[conn] = _Pending(pid, self.clock() + self.deadline)
