@@ -24,6 +24,7 @@ import pytest
 
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
 from tests.helpers.journal import events, wait_for
+from tests.helpers.pid1 import is_alive
 from tests.helpers.secrecy import seed_secret
 from tests.services.ports import free_port
 
@@ -57,19 +58,29 @@ class Running:
 
 @pytest.fixture
 def procs() -> Iterator[list[Running]]:
+    """Entrypoints started by a test, stopped after it as docker stop would, and then no
+    app of theirs may be left: a SIGKILLed entrypoint used to leave its app running."""
     running: list[Running] = []
     yield running
     for r in running:
         if r.proc.poll() is None:
-            r.proc.kill()
-            r.proc.wait()
+            r.proc.terminate()
+            try:
+                r.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()  # the app then gets its parent-death signal (see start)
+                r.proc.wait()
+    apps = [e["pid"] for r in running for e in events(r.journal, "start")]
+    wait_until(lambda: not any(is_alive(pid) for pid in apps), timeout=10,
+               what="every app to end with its entrypoint")
 
 
 def start(procs: list[Running], tmp_path: Path, env: dict[str, str], args: Sequence[str] = (),
           variables: Sequence[str] = ("APP_SECRET",)) -> Running:
     journal, log_path = tmp_path / "app.journal", tmp_path / "ep.log"
     argv = [*ENTRYPOINT, "--kill-timeout", "5s", "--wait-min", "100ms", "--wait-max", "500ms",
-            *args, "--", sys.executable, PROBE, str(journal), *variables]
+            "--parent-death-signal", "KILL", *args, "--", sys.executable, PROBE, str(journal),
+            *variables]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, env=clean_env({"ENTRYPOINT_CONTROL_SOCKET": "", **env}),
                                 stderr=log, stdout=subprocess.DEVNULL)
