@@ -78,6 +78,8 @@ class Config:
     secrets_sanitize: bool = True
     template: list[TemplateSpec] = field(default_factory=list)
     template_allowed_dirs: list[str] = field(default_factory=list)
+    template_timeout: float = 10.0
+    template_max_bytes: int = 16 * 1024 * 1024
     pass_env: list[str] = field(default_factory=list)
     vault_auth: str | None = None
     vault_auth_mount: str | None = None

@@ -44,6 +44,15 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing, object_type_repr
 
 from entrypoint.errors import EntrypointError, TemplateError
+from entrypoint.render_limits import (
+    Deadline,
+    TimeUp,
+    TooLarge,
+    check_repeat,
+    collect,
+    too_large,
+    too_slow,
+)
 from entrypoint.resolve import Generation
 from entrypoint.template_errors import (
     COMPUTED,
@@ -114,8 +123,11 @@ class Scope:
     environ: Mapping[str, str]
     allowed: tuple[Path, ...]
     source: str = ""  # the template's text: what it spells out may be shown in errors
+    timeout: float = 0.0  # template_timeout; 0: no deadline
+    max_bytes: int = 16 * 1024 * 1024  # template_max_bytes
     handed: set[str] = field(default_factory=set)
     asked: set[str] = field(default_factory=set)  # arguments given to the functions
+    deadline: Deadline | None = None  # while rendering
 
     def _hand(self, value: str) -> str:
         self.handed.add(value)
@@ -128,7 +140,10 @@ class Scope:
         if isinstance(arg, str):
             self.asked.add(arg)
         try:
-            return call()
+            if self.deadline is None:
+                return call()
+            with self.deadline.paused():  # a fetch has its own timeouts
+                return call()
         except EntrypointError as exc:
             if written(arg, self.source):
                 raise
@@ -243,9 +258,23 @@ def _quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-def make_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=_Undefined, autoescape=False,
-                               keep_trailing_newline=True)
+class _Environment(SandboxedEnvironment):
+    """Checks ``*`` and ``**`` against the size cap before they run."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, max_bytes: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_bytes = max_bytes
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        check_repeat(operator, left, right, self.max_bytes)
+        return super().call_binop(context, operator, left, right)
+
+
+def make_environment(max_bytes: int = 16 * 1024 * 1024) -> SandboxedEnvironment:
+    env = _Environment(max_bytes, undefined=_Undefined, autoescape=False,
+                       keep_trailing_newline=True)
     env.filters.update({"tojson": _tojson, "b64encode": _b64encode,
                         "b64decode": _b64decode, "quote": _quote})
     return env
@@ -261,13 +290,33 @@ def compile_template(env: SandboxedEnvironment, source: str, where: Located) -> 
 
 
 def render(template: Template, source: str, where: Located, scope: Scope) -> str:
-    """Render with the scope's functions; any failure becomes an error at ``file:line``."""
+    """Render with the scope's functions, within its deadline and size cap; any failure
+    becomes an error at ``file:line``."""
     try:
-        return template.render(scope.functions(where.folder))
+        if scope.timeout <= 0:
+            return _generate(template, where, scope)
+        with Deadline(scope.timeout) as scope.deadline:
+            return _generate(template, where, scope)
+    except TimeUp as exc:
+        raise too_slow(where.at(line_of(exc, where.label)), scope.timeout) from None
+    except TooLarge as exc:
+        raise too_large(where.at(line_of(exc, where.label)), scope.max_bytes) from None
     except Exception as exc:
         line = exc.lineno if isinstance(exc, TemplateSyntaxError) else None
         here = where.at(line or line_of(exc, where.label))
         raise describe(exc, here, source, scope.values()) from None
+    finally:
+        scope.deadline = None
+
+
+def _generate(template: Template, where: Located, scope: Scope) -> str:
+    """``Template.render``, but counting the text as it is produced."""
+    context = template.new_context(scope.functions(where.folder))
+    try:
+        return collect(template.root_render_func(context), scope.max_bytes)
+    except (Exception, TimeUp):
+        # As Template.render does: the traceback is rewritten to carry template lines.
+        template.environment.handle_exception()
 
 
 def allowed_folders(implicit: Iterable[Path], explicit: Iterable[Path] = ()) -> tuple[Path, ...]:

@@ -56,6 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("template", "list", [], "file template SRC:DEST[:PERMS]; repeatable"),
     S("template_allowed_dirs", "list", [],
       "folders, besides the template's and the config file's, that file() in templates may read"),
+    S("template_timeout", "duration", 10.0,
+      "longest one template may take to render, time spent fetching secrets not counted; "
+      "0 turns the limit off"),
+    S("template_max_bytes", "int", 16 * 1024 * 1024,
+      "largest text one template may render, in bytes"),
     S("pass_env", "list", [],
       "bootstrap variables (VAULT_TOKEN, ENTRYPOINT_*, ...) to keep in the app's environment"),
     # Vault.

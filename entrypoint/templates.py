@@ -133,7 +133,7 @@ def render_env(config: Config, runtime: Runtime, resolution: Resolution, *,
 
     ``env()`` in a later env template or a file template sees the earlier ones.
     """
-    env = sandbox.make_environment()
+    env = sandbox.make_environment(config.template_max_bytes)
     view = resolution.child_env()
     out: dict[str, Secret] = {}
     for spec in config.env_template:
@@ -157,7 +157,7 @@ def render_env(config: Config, runtime: Runtime, resolution: Resolution, *,
 def render_files(config: Config, runtime: Runtime, resolution: Resolution, *,
                  allowed: Iterable[Path] = ()) -> list[Rendered]:
     """Render every file ``[[template]]`` to bytes; nothing is written."""
-    env = sandbox.make_environment()
+    env = sandbox.make_environment(config.template_max_bytes)
     view = resolution.child_env()
     out: list[Rendered] = []
     seen: dict[Path, str] = {}
@@ -285,4 +285,5 @@ def _scope(config: Config, resolution: Resolution, view: Mapping[str, str],
     if config.config is not None:
         implicit.append(config.config.resolve().parent)
     folders = sandbox.allowed_folders(implicit, allowed)
-    return sandbox.Scope(resolution.generation, view, folders, source)
+    return sandbox.Scope(resolution.generation, view, folders, source,
+                         timeout=config.template_timeout, max_bytes=config.template_max_bytes)

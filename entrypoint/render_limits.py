@@ -1,0 +1,159 @@
+"""Bounds on one template's render: a deadline and a cap on the text it produces.
+
+A template is code: ``{% for i in range(100000) %}{% for j in range(100000) %}`` runs for
+hours, and a loop that prints grows the entrypoint's memory until the kernel kills it.
+At start that hangs the container; at rotation it hangs (or kills) the thread that keeps
+the app's credentials fresh.
+
+**The deadline** (``template_timeout``). Jinja has no hook inside a loop, so the only way
+to stop pure-Python template code is from outside: when the time is up, a timer thread
+raises :class:`TimeUp` *in the rendering thread* (``PyThreadState_SetAsyncExc``; CPython
+delivers it at the thread's next bytecode). Time spent fetching secrets is not counted:
+the deadline is paused around every fetch, which has its own timeouts and retries, and an
+exception must never land inside a network client. Arming and disarming go through one
+lock, and disarming clears an exception not yet delivered, so none arrives after the
+render has ended.
+
+**The size cap** (``template_max_bytes``): the text is produced chunk by chunk and counted
+as it comes; ``*`` and ``**`` are checked before they run (``'x' * 10**10`` would be one
+allocation no chunk count can stop).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from entrypoint.errors import TemplateError
+
+
+class TimeUp(BaseException):
+    """Raised in the rendering thread at the deadline. A BaseException, so that no
+    ``except Exception`` on the way (Jinja's, a filter's) can swallow it."""
+
+
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Have ``thread_id`` raise ``exc`` at its next bytecode; None clears a pending one."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc) if exc else None)
+
+
+class Deadline:
+    """``seconds`` of rendering for the calling thread, not counting :meth:`paused` time.
+
+    One watchdog thread per render (not one per pause: a template may call ``secret()``
+    a thousand times), waiting on a condition for the time left while the clock runs.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+        self.fired = False
+        self._target = threading.get_ident()
+        self._cond = threading.Condition()
+        self._running = False
+        self._closed = False
+        self._since = 0.0
+        self._watchdog = threading.Thread(target=self._watch, name="template-deadline",
+                                          daemon=True)
+
+    def __enter__(self) -> Deadline:
+        self._watchdog.start()
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if not self._running:
+                    self._cond.wait()
+                    continue
+                remaining = self.left - (time.monotonic() - self._since)
+                if remaining <= 0:
+                    self.fired = True
+                    _raise_in(self._target, TimeUp)
+                    return
+                self._cond.wait(remaining)
+
+    def start(self) -> None:
+        with self._cond:
+            if not self._running and not self.fired:
+                self._running = True
+                self._since = time.monotonic()
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Stop the clock: no :class:`TimeUp` is raised once this returns (it may be
+        raised by this call itself, when the deadline has just passed)."""
+        with self._cond:
+            if self._running:
+                self._running = False
+                self.left -= time.monotonic() - self._since
+                self._cond.notify()
+            if self.fired:
+                _raise_in(self._target, None)  # one not yet delivered: the caller reports it
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Not counted: a fetch, which has its own timeouts and must not be interrupted."""
+        self.stop()
+        if self.fired:
+            raise TimeUp
+        yield
+        self.start()
+
+
+class TooLarge(Exception):
+    """The template's text passed ``template_max_bytes``."""
+
+
+def check_repeat(op: str, left: Any, right: Any, max_bytes: int) -> None:
+    """Refuse ``seq * n`` and ``a ** b`` whose result would pass the cap, before they run."""
+    if op == "*":
+        for seq, times in ((left, right), (right, left)):
+            sized = isinstance(seq, str | bytes | list | tuple) and isinstance(times, int)
+            if sized and len(seq) * times > max_bytes:
+                raise TooLarge
+    elif op == "**" and _power_bits(left, right) > max_bytes * 8:
+        raise TooLarge
+
+
+def _power_bits(base: Any, exponent: Any) -> int:
+    """About how many bits ``base ** exponent`` has (0 when it cannot grow large)."""
+    if not isinstance(base, int) or not isinstance(exponent, int) or exponent <= 0:
+        return 0
+    return exponent * abs(base).bit_length() if abs(base) > 1 else 0
+
+
+def collect(chunks: Iterator[str], max_bytes: int) -> str:
+    """Join the text as it is produced; :class:`TooLarge` as soon as it passes the cap."""
+    size = 0
+    parts: list[str] = []
+    for chunk in chunks:
+        size += len(chunk.encode("utf-8", "replace"))
+        if size > max_bytes:
+            raise TooLarge
+        parts.append(chunk)
+    return "".join(parts)
+
+
+def too_large(label: str, max_bytes: int) -> TemplateError:
+    return TemplateError(f"{label}: renders more than template_max_bytes ({max_bytes} bytes)",
+                         hint="raise template_max_bytes if that much text is expected")
+
+
+def too_slow(label: str, seconds: float) -> TemplateError:
+    return TemplateError(f"{label}: took longer than template_timeout ({seconds:g}s) to "
+                         "render", hint="a loop that never ends? raise template_timeout if "
+                         "the template is meant to take that long")

@@ -1,0 +1,122 @@
+"""A template's render has a deadline and a size cap (issue 14, item 7, the template part).
+
+Before: a template looping 10^10 times hung ``render`` (and, at rotation, the thread that
+keeps the app's credentials fresh); one printing in a loop grew the entrypoint's memory
+without bound. Each setting is given here by another of its three names (flag,
+``ENTRYPOINT_*`` variable, TOML key).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from entrypoint import sandbox
+from entrypoint.errors import TemplateError
+from entrypoint.render_limits import TimeUp
+from entrypoint.resolve import Generation
+from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.registry import Sources
+from tests.helpers.cli import run_cli
+
+ENDLESS = "a\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def test_by_default_an_endless_loop_ends_and_a_flood_is_capped(tmp_path: Path) -> None:
+    """The attack with no setting given: the defaults (10 s, 16 MiB) stop both."""
+    src = tmp_path / "loop.j2"
+    src.write_text(ENDLESS)
+    proc = run_cli(["render", "--template", f"{src}:{tmp_path}/out"], timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert "took longer than template_timeout (10s)" in proc.stderr
+    src.write_text("{% for i in range(2000) %}{{ 'x' * 10000 }}{% endfor %}")  # 20 MB
+    proc = run_cli(["render", "--template", f"{src}:{tmp_path}/out"], timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert "renders more than template_max_bytes (16777216 bytes)" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_endless_loop_is_stopped_at_the_deadline(tmp_path: Path) -> None:
+    src = tmp_path / "loop.j2"
+    src.write_text(ENDLESS)
+    began = time.monotonic()
+    proc = run_cli(["render", "--template", f"{src}:{tmp_path}/out"],
+                   {"ENTRYPOINT_TEMPLATE_TIMEOUT": "1s"}, timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert "loop.j2:2: took longer than template_timeout (1s) to render" in proc.stderr
+    assert time.monotonic() - began < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", [
+    "{% for i in range(2000) %}{{ 'x' * 10000 }}{% endfor %}",  # 20 MB, chunk by chunk
+    "{{ 'x' * 2000000 }}",                                      # one repetition
+    "{{ 3 ** 10000000 }}",                                      # one power
+])
+def test_output_past_the_cap_is_refused(tmp_path: Path, text: str) -> None:
+    src = tmp_path / "big.j2"
+    src.write_text(text)
+    config = tmp_path / "app.toml"
+    config.write_text(f'template_max_bytes = 1000000\n[[template]]\nsource = "{src}"\n'
+                      f'destination = "{tmp_path}/out"\n')
+    proc = run_cli(["render", "--config", str(config)], timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    assert "renders more than template_max_bytes (1000000 bytes)" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+class Slow:
+    """A source whose every read takes ``delay`` seconds (a slow Vault)."""
+
+    name = "vault"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        time.sleep(self.delay)  # the slowness under test, not a wait for a race
+        return Fetched(data=to_secrets({"v": json.dumps(path)}), kind="local")
+
+    def describe(self, path: str) -> str:
+        return "a slow source"
+
+    def close(self) -> None:
+        pass
+
+
+def _render(text: str, tmp_path: Path, timeout: float, delay: float = 0.0) -> str:
+    generation = Generation(Sources({"vault": lambda: Slow(delay)}, {}))
+    where = sandbox.Located("t.j2", is_file=True, folder=tmp_path)
+    scope = sandbox.Scope(generation, {}, (tmp_path,), text, timeout=timeout)
+    env = sandbox.make_environment()
+    return sandbox.render(sandbox.compile_template(env, text, where), text, where, scope)
+
+
+def test_time_spent_fetching_is_not_counted(tmp_path: Path) -> None:
+    """Fetches have their own timeouts; a slow Vault is not a slow template."""
+    text = "{{ secret('kv/a').v }} {{ secret('kv/b').v }}"
+    assert _render(text, tmp_path, timeout=0.5, delay=0.4) == '"kv/a" "kv/b"'
+
+
+def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
+    """Renders ending just before, at and after their deadline: each either returns or
+    fails with the timeout error; none lets the interruption escape or arrive later."""
+    text = "{% for i in range(N) %}{{ i }}{% endfor %}"
+    outcomes = {"done": 0, "timeout": 0}
+    for n in range(300):
+        source = text.replace("N", str(200 + 40 * n))
+        try:
+            _render(source, tmp_path, timeout=0.002)
+            outcomes["done"] += 1
+        except TemplateError as exc:
+            assert "took longer than template_timeout" in exc.message
+            outcomes["timeout"] += 1
+        except TimeUp:
+            pytest.fail("the interruption escaped the render")
+        # Bytecode after the render: a late interruption would be raised here.
+        total = sum(range(20_000))
+        assert total == 199_990_000
+    assert outcomes["done"] and outcomes["timeout"], outcomes
