@@ -116,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
       "(supervise mode)"),
     S("parent_death_signal", "signal", None,
       "signal the app gets if the entrypoint dies while it runs (matters when the "
-      "entrypoint is not PID 1, e.g. docker run --init); none by default"),
+      "entrypoint is not PID 1, e.g. under another init or a shell); none by default"),
     S("new_privileges", "bool", True,
       "false (--no-new-privileges, as docker's option) starts the app with no_new_privs: "
       "setuid and file-capability programs it runs then gain no privilege"),
