@@ -1,13 +1,15 @@
 """Side commands (``command:<argv>`` on a change): run beside the app, never instead of it.
 
-They get the app's current environment and user, their own process group (so signals
-forwarded to the app's group do not reach them), and are reaped and logged by the
-supervisor's loop like everything else. One still running when the supervisor exits is
-killed: it belongs to a container that is going away.
+They get the app's current environment, user and parent-death signal (not its
+``pass_fds``), their own process group (so signals forwarded to the app's group do not
+reach them), and are reaped and logged by the supervisor's loop like everything else.
+One still running when the supervisor exits is killed: it belongs to a container that is
+going away.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from collections.abc import Mapping
@@ -26,7 +28,8 @@ class SideCommands:
     def start(self, event: RunCommand, env: Mapping[str, str], launch: Launch) -> None:
         """Start ``event.argv``; a failure to start is logged, never fatal to the app."""
         try:
-            command = spawn(event.argv, env, launch)
+            # The descriptors in pass_fds are the app's (a listening socket): not theirs.
+            command = spawn(event.argv, env, dataclasses.replace(launch, pass_fds=()))
         except ChildStartError as exc:
             self._log.error("command for %s could not start: %s", event.reason, exc)
             return
