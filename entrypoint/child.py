@@ -16,7 +16,8 @@ keeps no signal at SIG_IGN (see ``signals.install``) and lifts its mask around t
 
 A parent-death signal has to be set inside the child, after the switch of identity (which
 clears it) and before ``exec``; Popen offers no safe hook there, so the child then runs a
-few lines of Python first (``hardening.death_signal_argv``) that set it and ``exec`` the app.
+few lines of Python first (``hardening.death_signal_argv``) that switch user, set it and
+``exec`` the app.
 
 Exec failures are reported in the parent, which we map to 127 (not found) and 126
 (cannot execute), as tini and POSIX shells do.
@@ -79,12 +80,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], launch: Launch = Launch()
                               hint="give the app's command after --")
     path = find_executable(argv[0], env.get("PATH", os.defpath))
     run, executable = list(argv), path
-    if launch.death_signal:
-        run = death_signal_argv(launch.death_signal, path, argv)
-        executable = run[0]
     identity = launch.identity
     user: dict[str, Any] = {}
-    if identity is not None:
+    if launch.death_signal:
+        run = death_signal_argv(launch.death_signal, path, argv, identity)
+        executable = run[0]
+    elif identity is not None:
         user = {"user": identity.uid, "group": identity.gid,
                 "extra_groups": list(identity.groups)}
     try:

@@ -10,7 +10,8 @@
 - ``death_signal_argv``: the app gets a signal when the entrypoint dies (tini's ``-p``),
   so a SIGKILLed entrypoint that is not PID 1 does not leave an app running on credentials
   nobody renews. The kernel clears that setting on a change of uid, so it is set in the
-  child after the switch, by a few lines of Python run before the app.
+  child after the switch, by a few lines of Python run before the app (which also make
+  the switch, so that they run as root and the interpreter need not be the app user's).
 - ``keep_only``: exec mode's counterpart of Popen's ``close_fds``: the app inherits 0, 1,
   2 and what the user passes, never a descriptor its caller left open by mistake.
 """
@@ -24,17 +25,28 @@ import sys
 from collections.abc import Iterable, Sequence
 
 from entrypoint.errors import ConfigError
+from entrypoint.identity import Identity
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 
-# Run as ``python -I -S -c CODE SIGNAL PARENT PATH ARGV...`` in the child. If the parent
+# Run as ``python -I -S -c CODE SIGNAL PARENT UID GID GROUPS PATH ARGV...`` in the child,
+# as root when a user is set: the switch of user is done here, before the prctl, which it
+# would clear, and the interpreter need not be one the app's user may run. If the parent
 # died before the prctl, the signal would never come: deliver it now. Python ignores
 # SIGPIPE and SIGXFSZ, and an ignored disposition would survive exec.
 _DEATH_SIGNAL_CODE = """\
 import ctypes, os, signal, sys
-sig, parent = int(sys.argv[1]), int(sys.argv[2])
+sig, parent, uid, gid = (int(a) for a in sys.argv[1:5])
+try:
+    if uid >= 0:
+        os.setgroups([int(g) for g in sys.argv[5].split(",") if g])
+        os.setgid(gid)
+        os.setuid(uid)
+except OSError as exc:
+    sys.stderr.write(f"entrypoint: cannot switch to uid {uid}: {exc.strerror}\\n")
+    sys.exit(126)
 if ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0) != 0:
     sys.exit("entrypoint: cannot set the parent-death signal: "
              + os.strerror(ctypes.get_errno()))
@@ -44,9 +56,9 @@ if os.getppid() != parent:
 for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
     signal.signal(s, signal.SIG_DFL)
 try:
-    os.execve(sys.argv[3], sys.argv[4:], os.environ)
+    os.execve(sys.argv[6], sys.argv[7:], os.environ)
 except OSError as exc:
-    sys.stderr.write(f"entrypoint: {sys.argv[3]}: cannot execute: {exc.strerror}\\n")
+    sys.stderr.write(f"entrypoint: {sys.argv[6]}: cannot execute: {exc.strerror}\\n")
     sys.exit(127 if exc.errno == 2 else 126)
 """
 
@@ -71,10 +83,16 @@ def no_new_privs() -> int:
     return _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
-def death_signal_argv(signum: int, path: str, argv: Sequence[str]) -> list[str]:
-    """The command that sets ``signum`` as the parent-death signal, then execs ``path``."""
+def death_signal_argv(signum: int, path: str, argv: Sequence[str],
+                      identity: Identity | None) -> list[str]:
+    """The command that becomes ``identity``, sets ``signum`` as the parent-death signal,
+    then execs ``path``. Start it as this process's user: it switches by itself."""
+    uid, gid, groups = -1, -1, ""
+    if identity is not None:
+        uid, gid = identity.uid, identity.gid
+        groups = ",".join(str(g) for g in identity.groups)
     return [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_CODE, str(signum),
-            str(os.getpid()), path, *argv]
+            str(os.getpid()), str(uid), str(gid), groups, path, *argv]
 
 
 def set_death_signal(signum: int) -> int:

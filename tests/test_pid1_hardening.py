@@ -246,3 +246,29 @@ def test_without_parent_death_signal_the_app_outlives_a_killed_entrypoint(
         if is_alive(app):
             os.kill(app, signal.SIGKILL)
         wait_until(lambda: not is_alive(app), timeout=10, what="the orphan to end")
+
+
+@needs_root
+@needs_system_python
+def test_parent_death_signal_with_another_user(shared_dir: Path) -> None:
+    """The app switched to nobody still gets its parent-death signal (the kernel clears it
+    on a change of uid, so it is set after the switch), and the entrypoint's interpreter
+    need not be one nobody may run (here it may be a pyenv under /root)."""
+    shared_dir.chmod(0o777)
+    pid_file = shared_dir / "pid"
+    code = APP_WITH_PID.replace("str(os.getpid())", "f'{os.getpid()} {os.getuid()}'")
+    proc = subprocess.Popen([*ENTRYPOINT, "--control-socket", "", "--user", str(NOBODY),
+                             "--parent-death-signal", "TERM", "--", SYSTEM_PYTHON, "-c", code,
+                             str(pid_file)], env=clean_env(), cwd=REPO,
+                            stderr=subprocess.DEVNULL)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30,
+               what="the app's pid")
+    app, uid = (int(word) for word in pid_file.read_text().split())
+    try:
+        assert uid == NOBODY
+        proc.kill()
+        proc.wait()
+        wait_until(lambda: not is_alive(app), timeout=10, what="the app to end with its parent")
+    finally:
+        if is_alive(app):
+            os.kill(app, signal.SIGKILL)
