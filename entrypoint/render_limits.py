@@ -15,13 +15,14 @@ lock, and disarming clears an exception not yet delivered, so none arrives after
 render has ended.
 
 **The size cap** (``template_max_bytes``): the text is produced chunk by chunk and counted
-as it comes; ``*`` and ``**`` are checked before they run (``'x' * 10**10`` would be one
-allocation no chunk count can stop).
+as it comes. What makes a huge string in one step, which no chunk count can stop, is
+checked before it runs: ``*``, ``**``, ``%`` and ``format`` widths, ``center``/``ljust``/
+``rjust``/``zfill``/``expandtabs``, and the ``center``, ``indent`` and ``format`` filters.
 """
 
 from __future__ import annotations
 
-import ctypes
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ class TimeUp(BaseException):
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
     """Have ``thread_id`` raise ``exc`` at its next bytecode; None clears a pending one."""
+    import ctypes  # only when a deadline passes: it costs resident memory
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
                                                ctypes.py_object(exc) if exc else None)
 
@@ -119,7 +122,8 @@ class TooLarge(Exception):
 
 
 def check_repeat(op: str, left: Any, right: Any, max_bytes: int) -> None:
-    """Refuse ``seq * n`` and ``a ** b`` whose result would pass the cap, before they run."""
+    """Refuse ``seq * n``, ``a ** b`` and ``'%Ns' % x`` whose result would pass the cap,
+    before they run."""
     if op == "*":
         for seq, times in ((left, right), (right, left)):
             sized = isinstance(seq, str | bytes | list | tuple) and isinstance(times, int)
@@ -127,6 +131,41 @@ def check_repeat(op: str, left: Any, right: Any, max_bytes: int) -> None:
                 raise TooLarge
     elif op == "**" and _power_bits(left, right) > max_bytes * 8:
         raise TooLarge
+    elif op == "%":
+        check_widths(left, max_bytes)
+
+
+# A printf width or precision ("%99999999s"), or a format-spec width ("{:>99999999}").
+_PRINTF_WIDTH = re.compile(r"%[-#0 +]*(\d*)(?:\.(\d+))?")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+# str methods whose result grows with an argument, not with the string.
+_PADDING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def check_widths(text: Any, max_bytes: int) -> None:
+    """Refuse a format string asking for a field wider than the cap."""
+    if not isinstance(text, str):
+        return
+    for match in (*_PRINTF_WIDTH.finditer(text), *_FORMAT_WIDTH.finditer(text)):
+        if any(group and int(group) > max_bytes for group in match.groups()):
+            raise TooLarge
+
+
+def check_call(obj: Any, args: tuple[Any, ...], max_bytes: int) -> None:
+    """Refuse ``s.center(N)`` and the like, and ``s.format(...)`` with huge widths."""
+    # The sandbox hands out str.format wrapped; the wrapper keeps it as __wrapped__.
+    method = getattr(obj, "__wrapped__", obj)
+    owner = getattr(method, "__self__", None)
+    if not isinstance(owner, str):
+        return
+    name = getattr(method, "__name__", "")
+    if name in _PADDING:
+        widest = max((a for a in args if isinstance(a, int)), default=0)
+        grown = widest * max(owner.count("\t"), 1) if name == "expandtabs" else widest
+        if grown > max_bytes:
+            raise TooLarge
+    elif name in ("format", "format_map"):
+        check_widths(owner, max_bytes)
 
 
 def _power_bits(base: Any, exponent: Any) -> int:

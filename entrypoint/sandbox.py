@@ -48,7 +48,9 @@ from entrypoint.render_limits import (
     Deadline,
     TimeUp,
     TooLarge,
+    check_call,
     check_repeat,
+    check_widths,
     collect,
     too_large,
     too_slow,
@@ -261,7 +263,7 @@ def _quote(value: Any) -> str:
 class _Environment(SandboxedEnvironment):
     """Checks ``*`` and ``**`` against the size cap before they run."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, max_bytes: int, **options: Any) -> None:
         super().__init__(**options)
@@ -271,12 +273,36 @@ class _Environment(SandboxedEnvironment):
         check_repeat(operator, left, right, self.max_bytes)
         return super().call_binop(context, operator, left, right)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        check_call(__obj, args, __self.max_bytes)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def guard_filters(self) -> None:
+        """Filters are called directly, not through :meth:`call`: wrap those that grow."""
+        for name in ("center", "indent", "format"):
+            self.filters[name] = _guarded_filter(name, self.filters[name], self.max_bytes)
+
+
+def _guarded_filter(name: str, inner: Callable[..., Any], max_bytes: int) -> Callable[..., Any]:
+    def guarded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == "format":  # value % args
+            check_widths(value, max_bytes)
+        else:  # center(width), indent(width): a width per line
+            width = args[0] if args else kwargs.get("width", 0)
+            size = width if isinstance(width, int) else len(str(width))
+            if size * (str(value).count("\n") + 1) > max_bytes:
+                raise TooLarge
+        return inner(value, *args, **kwargs)
+
+    return guarded
+
 
 def make_environment(max_bytes: int = 16 * 1024 * 1024) -> SandboxedEnvironment:
     env = _Environment(max_bytes, undefined=_Undefined, autoescape=False,
                        keep_trailing_newline=True)
     env.filters.update({"tojson": _tojson, "b64encode": _b64encode,
                         "b64decode": _b64decode, "quote": _quote})
+    env.guard_filters()
     return env
 
 

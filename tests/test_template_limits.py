@@ -55,6 +55,11 @@ def test_an_endless_loop_is_stopped_at_the_deadline(tmp_path: Path) -> None:
     "{% for i in range(2000) %}{{ 'x' * 10000 }}{% endfor %}",  # 20 MB, chunk by chunk
     "{{ 'x' * 2000000 }}",                                      # one repetition
     "{{ 3 ** 10000000 }}",                                      # one power
+    "{{ '%2000000s' % 'x' }}",                                  # one printf width
+    "{{ '{:>2000000}'.format('x') }}",                          # one format width
+    "{{ 'x'.center(2000000) }}",                                # one padding
+    "{{ 'x' | center(2000000) }}",
+    "{{ 'a\nb' | indent(2000000) }}",
 ])
 def test_output_past_the_cap_is_refused(tmp_path: Path, text: str) -> None:
     src = tmp_path / "big.j2"
