@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -67,7 +66,9 @@ def _prctl(option: int, value: int) -> int:
     """0, or the errno of a failed prctl (ENOSYS off Linux)."""
     if not sys.platform.startswith("linux"):
         return 38
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # CDLL(None): the symbols already loaded, libc's among them. find_library would run
+    # ldconfig in a subprocess on every start, for nothing.
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(option, value, 0, 0, 0) != 0:
         return ctypes.get_errno() or 1
     return 0
