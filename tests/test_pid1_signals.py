@@ -176,3 +176,13 @@ def test_child_starts_with_clean_mask_and_default_dispositions(
     # All 64, glibc's own 32 and 33 included: its posix_spawn left those two ignored
     # (issue 19.3).
     assert int(status["SigIgn"], 16) == 0
+
+
+def test_a_real_fault_still_kills_the_entrypoint(tmp_path: Path) -> None:
+    """SIGSEGV sent with kill() is passed on, but a real fault of the entrypoint must not
+    turn into a handler that returns to the faulting instruction forever: it is blocked,
+    so the kernel applies its default action and the entrypoint dies of it."""
+    with Supervised(tmp_path) as run:
+        run.ready()
+        run.post(crash="SEGV")
+        assert run.wait() == -signal.SIGSEGV

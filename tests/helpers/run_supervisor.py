@@ -9,6 +9,7 @@ lines, each posted to the supervisor as an event:
     {"signal": "HUP", "reason": "..."}
     {"command": ["touch", "/tmp/x"], "reason": "..."}
     {"fatal": "message"}
+    {"crash": "SEGV"}        (a real fault on the main loop: reads a kernel address)
 
 --marker FILE gets "constructed", "preparing" and "started PID" lines as they happen;
 --hold-before-run / --hold-prepare FILE make the driver wait for FILE to exist at that point.
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 
 from entrypoint import signals
 from entrypoint.errors import EntrypointError, UnavailableError
-from entrypoint.events import Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
 from entrypoint.supervisor import ProcessOptions, Supervisor
 from entrypoint.values import parse_signal
 from tests.helpers.pid1 import children_of
@@ -69,6 +70,11 @@ def to_event(spec: Mapping[str, object]) -> Event:
         return Restart(env, reason)
     if "signal" in spec:
         return SignalChild(int(parse_signal(str(spec["signal"]))), reason)
+    if "crash" in spec:
+        import ctypes
+
+        # Not address 0: some sandboxes map page 0. A kernel address faults everywhere.
+        return Call(lambda: print(ctypes.string_at(0xFFFFFFFFFF700000, 1)))
     if "command" in spec:
         return RunCommand([str(a) for a in spec["command"]], reason)  # type: ignore[attr-defined]
     return Fatal(UnavailableError(str(spec["fatal"])))
