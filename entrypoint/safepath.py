@@ -1,4 +1,4 @@
-"""Open a folder by walking its path one component at a time, as root, safely.
+"""Open a folder (or read a file) by walking its path one component at a time, safely.
 
 The entrypoint runs as root and writes into folders the app (another user) may be able
 to write. A path resolved by the kernel follows every symbolic link on it, so an app that
@@ -110,3 +110,45 @@ def _open_or_make(fd: int, name: str, create: bool, group: int) -> int:
         os.close(made)
         raise
     return made
+
+
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``, reached as :func:`open_folder` reaches
+    folders: a link, on the way or at the end, is followed only in a folder that only
+    root (or the entrypoint's user) can write. So what was checked by path (``file()``
+    in templates resolves and checks it first) is what is read, even if the app can
+    write in that folder and swaps in a link meanwhile.
+
+    ``O_NONBLOCK``: a FIFO must not hang the read; anything but a regular file is
+    :class:`UnsafePath`.
+    """
+    current = Path(os.path.abspath(path))
+    for _ in range(MAX_LINKS):
+        folder = open_folder(current.parent)
+        try:
+            try:
+                fd = os.open(current.name, FILE_FLAGS, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                if not trusted(os.fstat(folder)):
+                    raise UnsafePath(errno.ELOOP, f"{current} is a symbolic link in a folder "
+                                     "others can write; refusing to follow it") from None
+                current = Path(os.path.normpath(current.parent /
+                                                os.readlink(current.name, dir_fd=folder)))
+                continue
+        finally:
+            os.close(folder)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafePath(errno.EINVAL, f"{current} is not a regular file")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    raise UnsafePath(errno.ELOOP, f"too many symbolic links at {path}")

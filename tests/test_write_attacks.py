@@ -130,3 +130,27 @@ def test_folders_are_created_0750_whatever_the_umask(place: Path) -> None:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
 
+
+
+def test_reads_never_follow_a_link_the_app_planted(place: Path) -> None:
+    """A ``file:`` reference (and ``file()``, which reads through the same source after
+    checking the resolved path) into a folder the app can write: the app swaps the file
+    for a link to a root-only file. Before the fix root read the root-only file into the
+    app's environment; now the read itself refuses the link, so no swap between check
+    and read can work. A FIFO there is refused, not hung on."""
+    from entrypoint.errors import ConfigError
+    from entrypoint.sources.files import FileSource
+
+    target = root_only_file(place)
+    app = app_folder(place)
+    as_nobody("ln", "-s", str(target), str(app / "ca.pem"))
+    proc = run_cli(["render", "--reveal"], {"CA": f"file:{app}/ca.pem"}, timeout=30)
+    assert proc.returncode == 78, proc.stderr
+    assert "is a symbolic link in a folder others can write; refusing to follow it" in proc.stderr
+    assert "root-only" not in proc.stdout + proc.stderr
+    with pytest.raises(ConfigError, match="refusing to follow it"):
+        FileSource().fetch(str(app / "ca.pem"))  # the read file() makes after its check
+    as_nobody("mkfifo", str(app / "fifo"))
+    proc = run_cli(["render"], {"CA": f"file:{app}/fifo"}, timeout=30)
+    assert proc.returncode == 78, proc.stderr
+    assert "is not a regular file" in proc.stderr

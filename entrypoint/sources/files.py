@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
+from entrypoint.safepath import read_file, reason
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched, to_secrets
-from entrypoint.sources.local import load_object
+from entrypoint.sources.local import parse_object
 
 WHOLE_FILE = ""  # the key under which file:PATH without #KEY is stored
 
@@ -22,21 +23,28 @@ class FileSource:
 
     def fetch(self, path: str, version: int | None = None) -> Fetched:
         file = Path(path)
-        if not file.exists():
-            raise SecretNotFound(f"file {path} does not exist",
-                                 hint="expected a readable file for a file: reference")
         try:
-            text = file.read_text(encoding="utf-8")
+            # Not by path: a link planted in a folder the app can write is not followed
+            # (file() in templates checked this path; this reads what was checked).
+            raw = read_file(file)
+        except FileNotFoundError:
+            raise SecretNotFound(f"file {path} does not exist",
+                                 hint="expected a readable file for a file: reference") from None
         except PermissionError:
             raise PermissionDenied(f"file {path} is not readable") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
+            raise ConfigError(f"file {path} cannot be read as UTF-8 text: {reason(exc)}"
+                              ) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"file {path} cannot be read as UTF-8 text: "
                               f"{exc.__class__.__name__}") from None
         data: dict[str, Secret] = {WHOLE_FILE: Secret(text)}
         if file.suffix in (".json", ".toml") or text.lstrip().startswith("{"):
             # Only an error if a #KEY is asked for; the resolver says so then.
             with contextlib.suppress(ConfigError):
-                data.update(to_secrets(load_object(file)))
+                data.update(to_secrets(parse_object(raw, file)))
         return Fetched(data=data, kind="file", fetched_at=time.monotonic())
 
     def close(self) -> None:

@@ -65,6 +65,11 @@ def load_object(file: Path) -> dict[str, Any]:
         raise PermissionDenied(f"secret file {file} is not readable") from None
     except OSError as exc:
         raise ConfigError(f"secret file {file} cannot be read: {exc.strerror}") from None
+    return parse_object(raw, file)
+
+
+def parse_object(raw: bytes, file: Path) -> dict[str, Any]:
+    """The one object a JSON or TOML file's bytes hold (the suffix tells which)."""
     try:
         text = raw.decode("utf-8")
         if file.suffix == ".toml":
