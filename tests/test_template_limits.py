@@ -9,7 +9,11 @@ without bound. Each setting is given here by another of its three names (flag,
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,8 @@ from entrypoint.render_limits import TimeUp
 from entrypoint.resolve import Generation
 from entrypoint.sources.base import Fetched, to_secrets
 from entrypoint.sources.registry import Sources
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
+from tests.helpers.journal import events, wait_for
 
 ENDLESS = "a\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 
@@ -125,3 +130,40 @@ def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
         total = sum(range(20_000))
         assert total == 199_990_000
     assert outcomes["done"] and outcomes["timeout"], outcomes
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_endless_template_at_rotation_leaves_the_app_running(
+        tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+    """The template is edited into an endless loop while the app runs: the rotation
+    thread is not hung, the app keeps running, and a fixed template is picked up."""
+    src, dest = tmp_path / "t.j2", tmp_path / "out/app.conf"
+    src.write_text("first\n")
+    journal, log = tmp_path / "journal", tmp_path / "entrypoint.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*ENTRYPOINT, "--template", f"{src}:{dest}", "--template-timeout", "1s",
+             "--wait-min", "100ms", "--wait-max", "1s", "--kill-timeout", "5s", "--",
+             sys.executable, str(REPO / "tests/helpers/app_probe.py"), str(journal)],
+            env=clean_env({"ENTRYPOINT_CONTROL_SOCKET": ""}), stderr=err)
+    procs.append(proc)
+    wait_for(journal, "start")
+    src.write_text(ENDLESS)
+    wait_until(lambda: "took longer than template_timeout (1s)" in log.read_text(),
+               timeout=30, what="the endless template refused at rotation")
+    assert proc.poll() is None and events(journal, "stop") == []
+    assert dest.read_text() == "first\n"
+    src.write_text("second\n")
+    wait_for(journal, "start", 2, timeout=60)  # after the backoff
+    assert dest.read_text() == "second\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
