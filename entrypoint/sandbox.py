@@ -261,7 +261,8 @@ def _quote(value: Any) -> str:
 
 
 class _Environment(SandboxedEnvironment):
-    """Checks ``*`` and ``**`` against the size cap before they run."""
+    """Checks what could make a huge string in one step (``*``, ``**``, ``%``, padding
+    and format methods) against the size cap before it runs."""
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
