@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env
-from tests.helpers.pid1 import PRINT_SIGNALS, fields
+from tests.helpers.pid1 import PRINT_SIGNALS, fields, is_alive
 
 
 def drain(master: int, into: bytearray, until: float) -> None:
@@ -77,6 +77,49 @@ def test_child_owns_the_terminal_and_gets_ctrl_c_once(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(master)
+
+
+def test_own_log_lines_with_tostop_never_stop_the_entrypoint(tmp_path: Path) -> None:
+    """With ``stty tostop`` a background process that writes to the terminal gets SIGTTOU.
+    Once the app holds the foreground, the entrypoint is in the background: its own log
+    line (here "forwarded SIGHUP") must be written, not stop it (nor be forwarded as a
+    SIGTTOU to the app)."""
+    out = tmp_path / "out.txt"
+    argv = ["sh", "-c", 'stty tostop && exec "$@"', "sh", sys.executable, "-m",
+            "tests.helpers.run_supervisor", "--kill-timeout", "5", "--", *PRINT_SIGNALS,
+            "--out", str(out), "--stay"]
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child of pty.fork
+        os.chdir(REPO)
+        os.execvpe(argv[0], argv, clean_env())
+    seen = bytearray()
+    try:
+        child = fields(wait_for(out, "ready", master, seen))
+        assert child["tty_fg"] == "yes"
+        os.kill(pid, signal.SIGHUP)
+        wait_for(out, f"signal {signal.SIGHUP}", master, seen)
+        deadline = time.monotonic() + 10
+        while b"forwarded SIGHUP" not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            drain(master, seen, deadline)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(out, f"signal {signal.SIGTERM}", master, seen)
+        os.kill(pid, signal.SIGTERM)  # the app stays: the second one kills it
+        while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline + 10, seen.decode(errors="replace")
+            drain(master, seen, deadline + 10)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status[1]) == 128 + signal.SIGKILL
+        assert f"signal {signal.SIGTTOU}" not in out.read_text().splitlines()
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+        app = fields(next((ln for ln in out.read_text().splitlines()
+                           if ln.startswith("ready ")), "ready")) if out.exists() else {}
+        if "pid" in app and is_alive(int(app["pid"])):  # it survives a failed test's kill
+            os.kill(int(app["pid"]), signal.SIGKILL)
 
 
 def tagged(tag: str) -> list[int]:
