@@ -47,10 +47,14 @@ def secrets(tmp_path: Path) -> Path:
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for proc in started:
+    for proc in started:  # a failed test's entrypoint: SIGTERM first, so it stops its app
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_nul_in_a_rotated_secret_keeps_the_app_running(

@@ -136,10 +136,14 @@ def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for proc in started:
+    for proc in started:  # a failed test's entrypoint: SIGTERM first, so it stops its app
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_an_endless_template_at_rotation_leaves_the_app_running(
