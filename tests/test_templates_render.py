@@ -321,3 +321,11 @@ def test_filters(root: Path, tmp_path: Path) -> None:
     assert json.loads(lines[0]) == {"username": DB_USER, "password": DB_PASSWORD}
     assert lines[1] == DB_PASSWORD
     assert lines[2] == "'it'\"'\"'s $HOME'"
+
+
+def test_the_root_folder_is_never_allowed_implicitly(tmp_path: Path) -> None:
+    """A template (or config file) sitting in / would otherwise open every file to file()."""
+    from entrypoint.sandbox import allowed_folders
+
+    assert allowed_folders([Path("/"), tmp_path]) == (tmp_path.resolve(),)
+    assert allowed_folders([tmp_path], [Path("/")]) == (tmp_path.resolve(), Path("/"))
