@@ -4,5 +4,5 @@ pytest_plugins = [
     "tests.services.fixtures",
     "tests.vaultserver.fixtures",
     "tests.helpers.fixtures",
-    "tests.consulserver.fixtures",
+    "tests.realservers.consul_fixtures",
 ]

@@ -87,6 +87,10 @@ class ConsulWatch:
                 delay = backoff.running_delay(failures, self.rng)
                 self.log.warning("watching %s failed: %s; retry in %.1fs", label, exc, delay,
                                  extra={"attempt": failures})
+                # Retry with a plain read: an agent that came back without its state has an
+                # index below ours, and a blocking query on ours would wait out its whole
+                # wait (5 minutes) before telling us, a change on the new agent unseen.
+                index = 0
                 if self._stop.wait(delay):
                     return
                 continue

@@ -148,6 +148,13 @@ class ConsulSource:
         clean = key.strip("/")
         if not clean:
             raise ConfigError("consul: reference names no key", hint="expected consul:KEY")
+        if any(part in ("", ".", "..") for part in clean.split("/")):
+            # The agent's HTTP router cleans the path (301 to it): odd/a//b and odd/../b
+            # would silently read another key (odd/a/b, b). Consul's own CLI cannot reach
+            # such a key either.
+            raise ConfigError(f"consul key {clean}: an empty, '.' or '..' part cannot be read "
+                              "over Consul's HTTP API (the agent would read another key)",
+                              hint="name the key without '//', '/./' or '/../'")
         try:
             raw_index, entry = self._client().kv.get(
                 clean, index=index or None, wait=_duration(wait) if wait else None)
