@@ -106,6 +106,7 @@ class Config:
     wait_max: float = 5.0
     splay: float = 0.0
     kill_timeout: float = 30.0
+    stop_delay: float = 0.0
     stop_signal: int = 15
     user: str | None = None
     signal_group: bool = True
@@ -115,6 +116,8 @@ class Config:
     new_privileges: bool = True
     pass_fds: list[int] = field(default_factory=list)
     control_socket: str = "auto"
+    ready_file: Path | None = None
+    metrics_listen: str | None = None
     log_format: str = "text"
     log_level: str = "info"
     debug: bool = False

@@ -105,6 +105,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("splay", "duration", 0.0, "random delay before a restart or signal", section="rotation"),
     # The child.
     S("kill_timeout", "duration", 30.0, "how long to wait after the stop signal before SIGKILL"),
+    S("stop_delay", "duration", 0.0,
+      "drain delay: on SIGTERM/SIGINT the ready file goes first, the app gets its stop "
+      "signal this much later (a second one skips the wait)"),
     S("stop_signal", "signal", "SIGTERM", "signal that asks the app to stop"),
     S("user", "str", None, "run the app as USER[:GROUP] (name or number)"),
     S("signal_group", "bool", True,
@@ -127,6 +130,13 @@ SETTINGS: tuple[Setting, ...] = (
       "unix socket on which 'entrypoint rotate' reaches the running entrypoint: auto (an "
       "abstract socket named after the container), a path, or @NAME for an abstract "
       "socket; empty turns it off"),
+    # Operating it.
+    S("ready_file", "path", None,
+      "file created once the first values are resolved and rendered, removed at stop and "
+      "while the app restarts (a readiness or startup probe tests it)"),
+    S("metrics_listen", "str", None,
+      "HOST:PORT serving Prometheus /metrics, /ready and /live (e.g. 127.0.0.1:9102); "
+      "off by default"),
     # Output.
     S("log_format", "choice", "text", "log format", choices=("text", "json")),
     S("log_level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")),
