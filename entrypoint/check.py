@@ -32,12 +32,12 @@ class CheckRow:
     code: int = 0  # the exit status of the error, for the command's own exit status
 
 
-def _ref(key: SourceKey) -> str:
+def ref_of(key: SourceKey) -> str:
     scheme, path, version = key
     return f"{scheme}:{path}" + (f"?version={version}" if version is not None else "")
 
 
-def _detail(fetched: Fetched) -> str:
+def detail_of(fetched: Fetched) -> str:
     if fetched.version is not None:
         return f"v{fetched.version}"
     if fetched.kind == "static-creds" and fetched.ttl is not None:
@@ -47,9 +47,9 @@ def _detail(fetched: Fetched) -> str:
     return ""
 
 
-def _failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
-    return CheckRow(path, kind, "", f"{type(exc).__name__}: {exc}", ok=False,
-                    code=exc.exit_code)
+def failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
+    # The message alone: a Python class name means nothing to the user reading the table.
+    return CheckRow(path, kind, "", str(exc), ok=False, code=exc.exit_code)
 
 
 def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
@@ -68,7 +68,7 @@ def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
         rows.append(CheckRow("vault", "server", f"{addr}" + (f" ({version})" if version else ""),
                              "ok"))
     except EntrypointError as exc:
-        rows.append(_failed("vault", "server", exc))
+        rows.append(failed("vault", "server", exc))
         return False
     try:
         source.login()
@@ -79,14 +79,16 @@ def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
             detail += f"; {ttl}; policies {','.join(current.policies) or 'none'}"
         rows.append(CheckRow("login", "login", detail, "ok"))
     except EntrypointError as exc:
-        rows.append(_failed("login", "login", exc))
+        rows.append(failed("login", "login", exc))
         return False
     return True
 
 
 def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
-              keys: Mapping[SourceKey, Iterable[str]] | None = None) -> list[CheckRow]:
-    """Rows for config, server, login and every path in ``paths`` plus ``config.secrets``.
+              keys: Mapping[SourceKey, Iterable[str]] | None = None,
+              log: logging.Logger | None = None) -> list[CheckRow]:
+    """Rows for config, server, login, every path in ``paths`` plus ``config.secrets``,
+    then every template, rendered in memory (see :mod:`entrypoint.check_templates`).
 
     ``keys`` names the keys each path must hold (from the references); a missing one
     fails that path's row, as it would fail the start.
@@ -98,7 +100,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     try:
         sources: Sources = for_config(config, environ)
     except EntrypointError as exc:
-        return [*rows, _failed("config", "config", exc)]
+        return [*rows, failed("config", "config", exc)]
     try:
         usable: dict[str, bool] = {}
         for key in sorted(todo, key=lambda k: (k[0], k[1], k[2] or 0)):
@@ -106,34 +108,43 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             try:
                 source = sources.get(scheme)
             except EntrypointError as exc:
-                rows.append(_failed(_ref(key), "-", exc))
+                rows.append(failed(ref_of(key), "-", exc))
                 continue
             if scheme not in usable:
                 usable[scheme] = _vault_rows(source, rows)
             if not usable[scheme]:
-                rows.append(CheckRow(_ref(key), "-", "", "skipped (see above)", ok=False))
+                rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
                 continue
             try:
                 fetched = source.fetch(key[1], key[2])
             except EntrypointError as exc:
-                rows.append(_failed(_ref(key), "-", exc))
+                rows.append(failed(ref_of(key), "-", exc))
                 continue
             missing = sorted(k for k in wanted.get(key, ()) if k not in fetched.data)
             if missing:
                 label = ", ".join(f"{key[1]}#{k}" for k in missing)
                 present = ", ".join(sorted(fetched.data)) or "none"
-                rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched),
-                                     f"SecretNotFound: missing key {label} (keys present: "
+                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+                                     f"missing key {label} (keys present: "
                                      f"{present})", ok=False, code=78))
             else:
-                rows.append(CheckRow(_ref(key), fetched.kind, _detail(fetched), "ok"))
+                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok"))
             if fetched.lease_id:
                 revoke = getattr(source, "revoke_lease", None)
                 if revoke is not None:
                     try:
                         revoke(fetched.lease_id)
                     except EntrypointError as exc:
-                        rows.append(_failed(_ref(key), "revoke", exc))
+                        rows.append(failed(ref_of(key), "revoke", exc))
+        if not all(usable.values()):
+            if config.template or config.env_template:
+                rows.append(CheckRow("templates", "template", "", "skipped (see above)",
+                                     ok=False))
+        else:
+            from entrypoint.check_templates import template_rows
+
+            rows += template_rows(config, sources, environ,
+                                  log or logging.getLogger("entrypoint"), set(todo))
     finally:
         sources.close()
     return rows
@@ -163,7 +174,7 @@ def main(config: Config, environ: Mapping[str, str] = os.environ,
     try:
         plan = plan_environment(environ, keep=config.pass_env)
     except EntrypointError as exc:
-        rows = [_failed("config", "config", exc)]
+        rows = [failed("config", "config", exc)]
     else:
         keys: dict[SourceKey, set[str]] = {}
         for parts in plan.references.values():
@@ -171,7 +182,7 @@ def main(config: Config, environ: Mapping[str, str] = os.environ,
                 keys.setdefault(ref.source_key, set())
                 if ref.key is not None:
                     keys[ref.source_key].add(ref.key)
-        rows = run_check(config, environ, keys, keys)
+        rows = run_check(config, environ, keys, keys, log)
     print(render_json(rows) if fmt == "json" else render_table(rows))
     return exit_code(rows)
 
