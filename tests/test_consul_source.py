@@ -153,6 +153,62 @@ def test_stopped_agent_is_unavailable_until_it_is_back(consul_agent: ConsulAgent
     assert source.fetch("k").data[""].reveal() == VALUE
 
 
+def test_https_with_the_agent_ca_and_a_client_certificate(
+        consul_tls_agent: ConsulAgent) -> None:
+    """CONSUL_CACERT verifies the agent; CONSUL_CLIENT_CERT/KEY answer its demand for a
+    client certificate (verify_incoming); reads and blocking watches work over it."""
+    index = consul_tls_agent.put("k", VALUE)
+    source = source_for(consul_tls_agent, **consul_tls_agent.tls_env())
+    assert source.settings.addr == consul_tls_agent.https_addr
+    assert source.fetch("k").data[""].reveal() == VALUE
+    result: list[tuple[int, Secret | None]] = []
+    watcher = threading.Thread(target=lambda: result.append(source.watch("k", index, 30)))
+    watcher.start()
+    consul_tls_agent.wait_for_blocked_queries(1)
+    new = consul_tls_agent.put("k", "rotated")
+    watcher.join(10)
+    assert result == [(new, Secret("rotated"))]
+    source.close()
+
+
+def test_https_without_ssl_scheme_in_the_address(consul_tls_agent: ConsulAgent) -> None:
+    """CONSUL_HTTP_SSL=true with a bare host:port, as the consul CLI takes it."""
+    consul_tls_agent.put("k", VALUE)
+    env = consul_tls_agent.tls_env()
+    env["CONSUL_HTTP_ADDR"] = f"127.0.0.1:{consul_tls_agent.https_port}"
+    source = source_for(consul_tls_agent, **env, CONSUL_HTTP_SSL="true")
+    assert source.fetch("k").data[""].reveal() == VALUE
+
+
+def test_https_failures_are_unavailable(consul_tls_agent: ConsulAgent) -> None:
+    """No client certificate (the agent ends the handshake) and an agent certificate from
+    another CA: both 69, "cannot be reached"; CONSUL_HTTP_SSL_VERIFY=false skips only the
+    second check."""
+    consul_tls_agent.put("k", VALUE)
+    no_cert = source_for(consul_tls_agent, **consul_tls_agent.tls_env(client_cert=False))
+    other = {**consul_tls_agent.tls_env(), "CONSUL_CACERT": str(consul_tls_agent.other_ca())}
+    for source in (no_cert, source_for(consul_tls_agent, **other)):
+        with pytest.raises(UnavailableError,
+                           match=f"consul at {re.escape(consul_tls_agent.https_addr)} cannot "
+                                 "be reached to read key k"):
+            source.fetch("k")
+    unverified = source_for(consul_tls_agent, **other, CONSUL_HTTP_SSL_VERIFY="false")
+    assert unverified.fetch("k").data[""].reveal() == VALUE
+
+
+def test_unverified_https_is_said_once_in_our_log(consul_tls_agent: ConsulAgent) -> None:
+    """CONSUL_HTTP_SSL_VERIFY=false through the CLI: one warning in the entrypoint's log,
+    and not urllib3's own text on stderr for every request."""
+    consul_tls_agent.put("a", "1")
+    consul_tls_agent.put("b", "2")
+    proc = run_cli(["render"], {**consul_tls_agent.tls_env(), "CONSUL_HTTP_SSL_VERIFY": "false",
+                                "A": "consul:a", "B": "consul:b"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("CONSUL_HTTP_SSL_VERIFY is false: the Consul agent's TLS "
+                             "certificate is NOT verified") == 1
+    assert "InsecureRequestWarning" not in proc.stderr
+
+
 # -- watching ------------------------------------------------------------------------------
 
 def test_watch_blocks_until_the_key_changes(consul_agent: ConsulAgent) -> None:

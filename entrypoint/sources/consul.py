@@ -17,6 +17,7 @@ they are not passed on).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.parse
@@ -140,8 +141,22 @@ class ConsulSource:
             client.token = s.token.reveal() if s.token is not None else None
             self._local.client = client
             with self._guard:
+                first = not self._clients
                 self._clients.append(client)
+            if first and s.verify is False and s.scheme == "https":
+                self._warn_unverified()
         return client
+
+    def _warn_unverified(self) -> None:
+        import urllib3
+
+        # Said once, in our log, as for VAULT_SKIP_VERIFY: urllib3 would otherwise print
+        # its own warning text to stderr, outside the log's format.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        logging.getLogger("entrypoint").warning(
+            "CONSUL_HTTP_SSL_VERIFY is false: the Consul agent's TLS certificate is NOT "
+            "verified; anyone on the network path can read every value and the token. "
+            "Use CONSUL_CACERT instead.")
 
     def _get(self, key: str, index: int | None = None,
              wait: float | None = None) -> tuple[int, dict[str, Any] | None]:

@@ -5,6 +5,8 @@
   ports, so that agents of parallel runs never meet.
 - `acl=True`: ACLs enabled with default_policy "deny" and a random initial management
   token; `create_token(rules)` makes a token with a policy, as an operator would.
+- `tls=True`: HTTPS too, on its own port, asking for a client certificate; the CA and the
+  certificates are made with Consul's own `consul tls` commands.
 - Dev mode keeps its data in memory: `restart()` brings back an agent on the same address
   that lost its state (indexes start over), which is what a client must survive.
 - The agent's own debug log is kept in the test's temporary folder: `requests()` reads its
@@ -67,6 +69,11 @@ def consul_version() -> str:
     return out.splitlines()[0]
 
 
+def _run_consul(args: list[str], cwd: Path) -> None:
+    subprocess.run([consul_binary(), *args], cwd=cwd, check=True, capture_output=True,
+                   timeout=60)
+
+
 class ConsulAPIError(RuntimeError):
     """An operator call the test made was refused by Consul (status and Consul's text)."""
 
@@ -83,8 +90,9 @@ class AgentRequest:
 class ConsulAgent(Service):
     """A real Consul agent; a context manager, or start()/stop() yourself."""
 
-    def __init__(self, acl: bool = False) -> None:
+    def __init__(self, acl: bool = False, tls: bool = False) -> None:
         self.acl = acl
+        self.tls = tls
         # Consul wants ACL SecretIDs to be UUIDs.
         self.management_token = seed_secret(str(uuid.uuid4())) if acl else None
         self.host = LOOPBACK
@@ -97,6 +105,8 @@ class ConsulAgent(Service):
         if self.management_token is not None:
             self._http.headers["X-Consul-Token"] = self.management_token
         self._proxies: list[Any] = []
+        self.https_port = 0
+        self.tls_dir = self._root / "tls"
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -111,6 +121,47 @@ class ConsulAgent(Service):
         if token is not None:
             env["CONSUL_HTTP_TOKEN"] = token
         return env
+
+    @property
+    def https_addr(self) -> str:
+        """With tls=True: the HTTPS address, which asks clients for a certificate."""
+        return f"https://{self.host}:{self.https_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "consul-agent-ca.pem"
+
+    @property
+    def client_cert(self) -> tuple[Path, Path]:
+        """A client certificate and its key, signed by the agent's CA (`consul tls`)."""
+        return (self.tls_dir / "dc1-client-consul-0.pem",
+                self.tls_dir / "dc1-client-consul-0-key.pem")
+
+    def tls_env(self, client_cert: bool = True) -> dict[str, str]:
+        """CONSUL_HTTP_ADDR (https), CONSUL_CACERT and, unless told not to, the client
+        certificate variables."""
+        env = {"CONSUL_HTTP_ADDR": self.https_addr, "CONSUL_CACERT": str(self.ca_file)}
+        if client_cert:
+            env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"] = map(str, self.client_cert)
+        return env
+
+    def other_ca(self) -> Path:
+        """A CA the agent's certificate does not come from (for a failed verification)."""
+        folder = self._root / "other-ca"
+        if not folder.exists():
+            folder.mkdir()
+            _run_consul(["tls", "ca", "create"], folder)
+        return folder / "consul-agent-ca.pem"
+
+    def _make_certificates(self) -> None:
+        # Consul's own tooling: a CA, a server certificate (SANs localhost, 127.0.0.1)
+        # and a client certificate, as an operator following Consul's TLS guide makes.
+        if self.ca_file.exists():
+            return
+        self.tls_dir.mkdir()
+        for command in (["tls", "ca", "create"], ["tls", "cert", "create", "-server"],
+                        ["tls", "cert", "create", "-client"]):
+            _run_consul(command, self.tls_dir)
 
     @property
     def log_path(self) -> Path:
@@ -132,8 +183,10 @@ class ConsulAgent(Service):
         for attempt in range(BIND_ATTEMPTS):
             if not self._ports:
                 self._ports = {"http": free_port(), "serf_lan": free_port(),
-                               "server": free_port()}
-                self.port = self._ports["http"]
+                               "server": free_port(), "https": free_port() if self.tls else -1}
+                self.port, self.https_port = self._ports["http"], self._ports["https"]
+            if self.tls:
+                self._make_certificates()
             self._write_config()
             self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             log = self.log_path.open("ab")
@@ -182,6 +235,21 @@ acl {{
     agent = "{self.management_token}"
   }}
 }}"""
+        tls = ""
+        if self.tls:
+            # The HTTPS port asks for a client certificate; plain HTTP stays on for the
+            # test's own setup calls.
+            tls = f"""
+tls {{
+  defaults {{
+    ca_file = "{self.ca_file}"
+    cert_file = "{self.tls_dir / 'dc1-server-consul-0.pem'}"
+    key_file = "{self.tls_dir / 'dc1-server-consul-0-key.pem'}"
+  }}
+  https {{
+    verify_incoming = true
+  }}
+}}"""
         (self._root / "agent.hcl").write_text(f"""
 node_name = "entrypoint-test"
 bind_addr = "{LOOPBACK}"
@@ -194,7 +262,7 @@ ui_config {{ enabled = false }}
 connect {{ enabled = false }}
 ports {{
   http = {p['http']}
-  https = -1
+  https = {p['https']}
   grpc = -1
   grpc_tls = -1
   dns = -1
@@ -203,6 +271,7 @@ ports {{
   server = {p['server']}
 }}
 {acl}
+{tls}
 """)
 
     def _ready(self) -> bool:

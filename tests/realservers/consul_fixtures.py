@@ -3,6 +3,7 @@
 - `consul_agent`: `consul agent -dev` without ACLs;
 - `consul_acl_agent`: the same with ACLs on, default_policy "deny", a random management
   token (`.management_token`) and `.create_token(rules)`;
+- `consul_tls_agent`: the same serving HTTPS too, with client certificates required;
 - `consul_proxy`: `consul_agent` behind a fault proxy (`.addr` is the proxy's).
 
 On a failed test the tail of the agent's log is printed with the report.
@@ -31,11 +32,12 @@ def pytest_runtest_makereport(item: pytest.Item,
         item.stash[_FAILED] = True
 
 
-def _agent(request: pytest.FixtureRequest, acl: bool) -> Iterator[ConsulAgent]:
+def _agent(request: pytest.FixtureRequest, acl: bool = False,
+           tls: bool = False) -> Iterator[ConsulAgent]:
     if not _versions_logged:
         _versions_logged.append(consul_version())
         sys.stderr.write(f"\nreal consul: {consul_binary()} ({_versions_logged[0]})\n")
-    with ConsulAgent(acl=acl) as agent:
+    with ConsulAgent(acl=acl, tls=tls) as agent:
         try:
             yield agent
         finally:
@@ -54,6 +56,13 @@ def consul_agent(request: pytest.FixtureRequest) -> Iterator[ConsulAgent]:
 def consul_acl_agent(request: pytest.FixtureRequest) -> Iterator[ConsulAgent]:
     """A fresh real Consul agent with ACLs on (default deny, random management token)."""
     yield from _agent(request, acl=True)
+
+
+@pytest.fixture
+def consul_tls_agent(request: pytest.FixtureRequest) -> Iterator[ConsulAgent]:
+    """A fresh real Consul agent that also serves HTTPS (`.https_addr`, `.tls_env()`),
+    asking for a client certificate; CA and certificates made with `consul tls`."""
+    yield from _agent(request, tls=True)
 
 
 @pytest.fixture
