@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import values
-from entrypoint.errors import ConfigError
+from entrypoint.describe import os_reason
+from entrypoint.errors import ConfigError, PermissionDenied
 from entrypoint.secret import Secret
 from entrypoint.settings import BY_NAME, BY_VARIABLE, SECTIONS, SETTINGS, Setting
 
@@ -165,9 +166,11 @@ class TomlFile:
             raise ConfigError(
                 f"config file {path} does not exist",
                 hint="expected a TOML file named by --config or ENTRYPOINT_CONFIG") from None
+        except PermissionError:
+            # 77 as for every file the entrypoint's user may not read (configuration.md).
+            raise PermissionDenied(f"config file {path} is not readable") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"config file {path} cannot be read: {exc.__class__.__name__}") from None
+            raise ConfigError(f"config file {path} cannot be read: {os_reason(exc)}") from None
         import tomllib  # here, not at the top: only a TOML file needs it (resident memory)
 
         try:

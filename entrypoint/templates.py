@@ -34,6 +34,7 @@ from pathlib import Path
 
 from entrypoint import atomic, sandbox
 from entrypoint.config import Config, EnvTemplateSpec, OnChange, TemplateSpec
+from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, RenderError, TemplateError
 from entrypoint.resolve import SourceKey, check_env_value
 from entrypoint.runtime import Resolution, Runtime
@@ -274,7 +275,7 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
         raise TemplateError(f"{spec.origin}: template {spec.source} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{spec.origin}: template {spec.source} cannot be read as UTF-8 "
-                            f"text: {exc.__class__.__name__}") from None
+                            f"text: {os_reason(exc)}") from None
 
 
 def _scope(config: Config, resolution: Resolution, view: Mapping[str, str],

@@ -113,11 +113,11 @@ CASES = [
                                         "expected a user name or a numeric uid"),
          tables='[[template]]\ncontents = "x"\ndestination = "out/x"\n'
                 'user = "no-such-user-xyz"\n'),
-    Case("config-is-a-directory", 78, ("config file", "cannot be read: IsADirectoryError"),
+    Case("config-is-a-directory", 78, ("config file", "cannot be read: is a folder"),
          raw_config="/"),
     Case("template-source-is-a-directory", 78, ("template", "tdir",
                                                 "cannot be read as UTF-8 text: "
-                                                "IsADirectoryError"),
+                                                "is a folder"),
          tables='[[template]]\nsource = "tdir"\ndestination = "out/t.txt"\n',
          files={"tdir": "/"}),
     Case("file-reference-unreadable", 78, ("file /proc/self/mem cannot be read as UTF-8 text",),

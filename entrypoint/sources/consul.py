@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import values
+from entrypoint.describe import os_reason, transport_reason
 from entrypoint.errors import (
     ConfigError,
     EntrypointError,
@@ -101,7 +102,7 @@ def _read(path: str, variable: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"variable {variable}: file {path} cannot be read: "
-                          f"{exc.__class__.__name__}") from None
+                          f"{os_reason(exc)}") from None
 
 
 def _duration(seconds: float) -> str:
@@ -195,7 +196,7 @@ class ConsulSource:
             detail = f"status {status}" if status.isdigit() else "a malformed answer"
             return UnavailableError(f"consul at {addr} failed to read key {key}: {detail}")
         return UnavailableError(f"consul at {addr} cannot be reached to read key {key} "
-                                f"({exc.__class__.__name__})")
+                                f"({transport_reason(exc)})")
 
     def _value(self, key: str, entry: Mapping[str, Any]) -> Secret:
         raw = entry.get("Value")

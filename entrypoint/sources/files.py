@@ -6,6 +6,7 @@ import contextlib
 import time
 from pathlib import Path
 
+from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
 from entrypoint.safepath import read_file, reason
 from entrypoint.secret import Secret
@@ -39,7 +40,7 @@ class FileSource:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"file {path} cannot be read as UTF-8 text: "
-                              f"{exc.__class__.__name__}") from None
+                              f"{os_reason(exc)}") from None
         data: dict[str, Secret] = {WHOLE_FILE: Secret(text)}
         if file.suffix in (".json", ".toml") or text.lstrip().startswith("{"):
             # Only an error if a #KEY is asked for; the resolver says so then.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, SecretNotFound
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
@@ -31,7 +32,7 @@ class LocalConsulSource:
                                  hint=f"expected a file {file}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"consul key file {file} cannot be read: "
-                              f"{exc.__class__.__name__}") from None
+                              f"{os_reason(exc)}") from None
         return Fetched(data={"": Secret(text.rstrip("\n"))}, kind="consul",
                        fetched_at=time.monotonic())
 

@@ -47,15 +47,17 @@ def transient_reason(exc: BaseException) -> str | None:
     if isinstance(exc, requests.exceptions.SSLError):
         return None  # a certificate problem does not fix itself: fail at once
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return "unreachable (" + type(exc).__name__ + ")"
+        from entrypoint.describe import transport_reason
+
+        return f"unreachable ({transport_reason(exc)})"
     if isinstance(exc, hx.VaultDown):
         return "sealed" if "sealed" in str(exc).lower() else "unavailable (HTTP 503)"
     if isinstance(exc, hx.RateLimitExceeded):
         return "rate limited (HTTP 429)"
-    if isinstance(exc, hx.InternalServerError | hx.BadGateway):
-        return f"server error (HTTP {getattr(exc, 'status', '5xx')})"
-    if isinstance(exc, hx.UnexpectedError) and getattr(exc, "status", 0) >= 500:
-        return f"server error (HTTP {exc.status})"  # type: ignore[attr-defined]
+    if isinstance(exc, hx.InternalServerError | hx.BadGateway) or (
+            isinstance(exc, hx.UnexpectedError) and getattr(exc, "status", 0) >= 500):
+        # Vault's own words say what broke (a storage backend, a plugin): keep them.
+        return f"server error (HTTP {getattr(exc, 'status', '5xx')}: {vault_message(exc)})"
     return None
 
 
@@ -65,7 +67,7 @@ def vault_message(exc: BaseException) -> str:
     if errors:
         return "; ".join(" ".join(str(e).replace("\n\t* ", " ").split()) for e in errors)
     args = getattr(exc, "args", ())
-    text = str(args[0]) if args and args[0] else type(exc).__name__
+    text = str(args[0]) if args and args[0] else "no message"
     return " ".join(text.split())[:300]
 
 

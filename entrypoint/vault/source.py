@@ -343,14 +343,16 @@ class VaultSource:
     def _transport_error(self, what: str, exc: BaseException) -> UnavailableError | None:
         import requests
 
+        from entrypoint.describe import transport_reason
+
         if isinstance(exc, requests.exceptions.SSLError):
             return UnavailableError(
                 f"Vault at {self.client.connection.addr}: TLS failed: "
-                f"{type(exc.__context__ or exc).__name__}",
+                f"{transport_reason(exc)}",
                 hint="check VAULT_CACERT / VAULT_CAPATH / VAULT_TLS_SERVER_NAME")
         if isinstance(exc, requests.exceptions.RequestException):
             return UnavailableError(f"Vault at {self.client.connection.addr}: {what}: "
-                                    f"{transient_reason(exc) or type(exc).__name__}")
+                                    f"{transient_reason(exc) or transport_reason(exc)}")
         return None
 
     def _lookup_self(self) -> dict[str, Any] | None:

@@ -130,7 +130,9 @@ class TokenKeeper:
             self._failed(exc, generation)
         except Exception as exc:
             # A TLS failure or another surprise must not end the renewal thread silently.
-            self._failed(UnavailableError(f"token renewal: {type(exc).__name__}"), generation)
+            from entrypoint.describe import transport_reason
+
+            self._failed(UnavailableError(f"token renewal: {transport_reason(exc)}"), generation)
         with self._lock:
             return self.next_at
 

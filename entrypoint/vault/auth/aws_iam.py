@@ -84,8 +84,8 @@ def aws_credentials() -> Any:
         credentials = botocore.session.get_session().get_credentials()
         frozen = credentials.get_frozen_credentials() if credentials is not None else None
     except botocore.exceptions.BotoCoreError as exc:
-        raise AuthError(f"aws-iam: AWS credentials could not be obtained: "
-                        f"{type(exc).__name__}") from None
+        # botocore's messages name the profile or endpoint at fault, never a secret.
+        raise AuthError(f"aws-iam: AWS credentials could not be obtained: {exc}") from None
     if frozen is None or not frozen.access_key:
         raise AuthError("aws-iam: no AWS credentials found",
                         hint="looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared "
