@@ -15,6 +15,7 @@ from entrypoint.runtime import Resolution, Runtime
 
 if TYPE_CHECKING:
     from entrypoint.control import ControlServer
+    from entrypoint.ops.service import Ops
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.leases import SourceKey
     from entrypoint.sources.base import Fetched
@@ -36,19 +37,25 @@ def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> 
 
 def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
               command: list[str]) -> int:
+    from entrypoint.ops.service import Ops
     from entrypoint.supervisor import ProcessOptions, Supervisor
 
     options = ProcessOptions(
         kill_timeout=config.kill_timeout, stop_signal=config.stop_signal,
+        stop_delay=config.stop_delay,
         signal_group=config.signal_group, rewrite_signal=config.rewrite_signal,
         user=config.user, splay=config.splay, pass_fds=tuple(config.pass_fds),
         parent_death_signal=config.parent_death_signal or 0, no_new_privs=not config.new_privileges,
         success_exit_codes=frozenset(config.success_exit_code))
     # Built first so that its signal handlers are in place while secrets are resolved.
     supervisor = Supervisor(command, options, log)
-    resident = Resident(config, Runtime(config, env, log), supervisor.post, log)
+    runtime = Runtime(config, env, log)
+    ops = Ops(config, runtime, log, mode="supervise")
+    resident = Resident(config, runtime, supervisor.post, log, ops)
     supervisor.on_child_started(resident.child_started)
+    supervisor.on_stopping(ops.stopping)
     supervisor.on_shutdown(resident.shutdown)
+    ops.start_metrics()
     return supervisor.run(resident.prepare)
 
 
@@ -62,11 +69,17 @@ class Resident:
     """
 
     def __init__(self, config: Config, runtime: Runtime, post: Any,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, ops: Ops | None = None) -> None:
         self.config = config
         self.runtime = runtime
         self.post = post
         self.log = log
+        if ops is None:
+            from entrypoint.ops.service import Ops
+
+            ops = Ops(config, runtime, log, mode="supervise")
+        self.ops = ops
+        ops.engine = lambda: self.rotation.engine if self.rotation is not None else None
         self.rotation: Rotation | None = None
         self.control: ControlServer | None = None
         self._lock = threading.Lock()  # shutdown against the end of prepare
@@ -85,7 +98,8 @@ class Resident:
 
                 try:
                     control = ControlServer(self.config.control_socket,
-                                            self.rotation.engine.rotate_all, self.log)
+                                            self.rotation.engine.rotate_all, self.log,
+                                            on_status=self.ops.status)
                 except EntrypointError as exc:
                     # Not worth failing the app over: only the manual trigger is lost.
                     self.log.warning("'entrypoint rotate' will not reach this process: %s",
@@ -102,6 +116,8 @@ class Resident:
     def child_started(self, pid: int) -> None:
         if self.rotation is not None:
             self.rotation.engine.child_started(pid)
+        if pid:  # the first values are resolved and rendered, and the app runs on them
+            self.ops.ready.set(True)
 
     def shutdown(self) -> None:
         with self._lock:  # waits for a prepare that is starting things; then none will
@@ -109,6 +125,7 @@ class Resident:
             control, rotation = self.control, self.rotation
         if control is not None:
             control.stop()
+        self.ops.close()
         if rotation is not None:
             rotation.stop()
         self.runtime.close()

@@ -17,7 +17,7 @@ from entrypoint.config import Config, Raw, load
 from entrypoint.errors import EX_USAGE, EntrypointError, UsageError
 from entrypoint.settings import SETTINGS, Setting
 
-SUBCOMMANDS = ("run", "render", "check", "rotate", "version")
+SUBCOMMANDS = ("run", "render", "check", "rotate", "status", "version")
 DESCRIPTIONS = {
     "run": "resolve references, render templates, then run and supervise CMD (the default)",
     "render": "resolve and write templates once, print the app's environment as dotenv "
@@ -26,6 +26,9 @@ DESCRIPTIONS = {
              "is readable; print a table; exit non-zero on any failure",
     "rotate": "ask the running entrypoint in this container to re-fetch every dynamic "
               "secret now and act once",
+    "status": "show what the running entrypoint in this container holds (auth, each "
+              "source key's version or short lease id, TTLs, next renewal, failures) and "
+              "its app; never a value",
     "version": "print the version",
 }
 
@@ -59,6 +62,7 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
         "render": "entrypoint render [OPTIONS] [--reveal] [--format dotenv|json]",
         "check": "entrypoint check [OPTIONS] [--format table|json]",
         "rotate": "entrypoint rotate [OPTIONS]",
+        "status": "entrypoint status [OPTIONS] [--format table|json]",
         "version": "entrypoint version",
     }[sub]
     parser = _Parser(prog=prog, usage=usage, description=DESCRIPTIONS[sub],
@@ -75,7 +79,7 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
                             help="print secret values instead of <redacted>")
         parser.add_argument("--format", dest="output_format", choices=("dotenv", "json"),
                             default="dotenv", help="output format (default: dotenv)")
-    if sub == "check":
+    if sub in ("check", "status"):
         parser.add_argument("--format", dest="output_format", choices=("table", "json"),
                             default="table", help="output format (default: table)")
     group = parser.add_argument_group("settings")
@@ -185,10 +189,20 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
         from entrypoint.control import request_rotation
 
         return request_rotation(config, env, log)
-    if not command:
+    if sub == "status":
+        from entrypoint.ops.status import show
+
+        return show(config, fmt=namespace.output_format)
+    if not command and (config.mode == "exec" or not config.template):
+        # Without an app, only file templates are worth keeping fresh (sidecar mode).
         raise UsageError("no command to run",
-                         hint="expected: entrypoint [OPTIONS] -- CMD [ARGS...]")
+                         hint="expected: entrypoint [OPTIONS] -- CMD [ARGS...], or file "
+                              "templates and no command for sidecar mode")
     harden(config, log)
+    if not command:
+        from entrypoint.ops import sidecar
+
+        return sidecar.run(config, env, log)
     if config.mode == "exec":
         return exec_app(config, env, log, command)
     from entrypoint.app import supervise

@@ -35,7 +35,8 @@ class SideCommands:
             return
         self._running[command.pid] = (command, event)
         self._log.info("command %s started pid=%d: %s", event.argv[0], command.pid,
-                       event.reason)
+                       event.reason, extra={"event": "command", "pid": command.pid,
+                                            "reason": event.reason})
 
     def reaped(self, pid: int, status: int) -> bool:
         """Log the end of ``pid`` if it is one of ours; False if it is not."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import selectors
@@ -29,13 +30,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from entrypoint.config import Config
 from entrypoint.errors import PermissionDenied, UnavailableError, UsageError
 
 REQUEST = b"rotate\n"
-MAX_REQUEST = 64  # bytes; the only request is 7: anything longer is refused unread
+STATUS = b"status\n"
+MAX_REQUEST = 64  # bytes; the longest request is 7: anything longer is refused unread
 MAX_REPLY = 256
+MAX_STATUS = 1 << 20  # a status reply (JSON) is read up to this, then cut
 CLIENT_TIMEOUT = 10.0
 CONNECTION_DEADLINE = 2.0  # a client that has not sent its request by then is dropped
 MAX_PENDING = 16  # connections waiting for their request; the oldest makes room
@@ -75,6 +79,32 @@ def trusted(uid: int) -> bool:
 # -- the client: entrypoint rotate --------------------------------------------------------
 
 def request_rotation(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
+    reply = _ask(config, REQUEST, MAX_REPLY).split("\n", 1)[0].strip()
+    if reply.startswith("denied"):
+        raise PermissionDenied(f"the running entrypoint refused: {reply}")
+    if not reply.startswith("ok"):
+        raise UnavailableError(f"unexpected answer from the running entrypoint: {reply!r}")
+    log.info("rotation requested: %s", reply)
+    print(reply)
+    return 0
+
+
+def request_status(config: Config) -> dict[str, Any]:
+    """The running entrypoint's status snapshot (entrypoint/ops/status.py)."""
+    reply = _ask(config, STATUS, MAX_STATUS)
+    if reply.startswith("denied"):
+        raise PermissionDenied(f"the running entrypoint refused: {reply.strip()}")
+    try:
+        snap = json.loads(reply)
+    except ValueError:
+        raise UnavailableError("unexpected answer from the running entrypoint: "
+                               f"{reply[:80]!r}") from None
+    if not isinstance(snap, dict):
+        raise UnavailableError("unexpected answer from the running entrypoint")
+    return snap
+
+
+def _ask(config: Config, request: bytes, limit: int) -> str:
     if not config.control_socket:
         raise UsageError("control_socket is empty, so the running entrypoint does not listen",
                          hint="set control_socket to the value the running entrypoint uses")
@@ -92,8 +122,8 @@ def request_rotation(config: Config, env: Mapping[str, str], log: logging.Logger
                 hint="another process took the name first; see 'control socket' in "
                      "docs/security.md")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(REQUEST)  # a server that refuses us says why, then hangs up
-        reply = _read_line(sock).strip()
+            sock.sendall(request)  # a server that refuses us says why, then hangs up
+        return _read_reply(sock, limit)
     except (FileNotFoundError, ConnectionRefusedError):
         raise UnavailableError(
             f"no running entrypoint listens on control socket {name}",
@@ -103,25 +133,18 @@ def request_rotation(config: Config, env: Mapping[str, str], log: logging.Logger
         raise UnavailableError(f"control socket {name}: {exc.strerror or exc}") from None
     finally:
         sock.close()
-    if reply.startswith("denied"):
-        raise PermissionDenied(f"the running entrypoint refused: {reply}")
-    if not reply.startswith("ok"):
-        raise UnavailableError(f"unexpected answer from the running entrypoint: {reply!r}")
-    log.info("rotation requested: %s", reply)
-    print(reply)
-    return 0
 
 
-def _read_line(sock: socket.socket) -> str:
-    """The server's one-line answer, read up to MAX_REPLY bytes (a server is not trusted
-    with our memory either)."""
-    data = b""
-    while b"\n" not in data and len(data) < MAX_REPLY:
-        chunk = sock.recv(MAX_REPLY - len(data))
+def _read_reply(sock: socket.socket, limit: int) -> str:
+    """The server's answer (one line), read up to ``limit`` bytes (a server is not
+    trusted with our memory either)."""
+    data = bytearray()
+    while b"\n" not in data and len(data) < limit:
+        chunk = sock.recv(min(65536, limit - len(data)))
         if not chunk:
             break
         data += chunk
-    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return bytes(data).split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 # -- the server -------------------------------------------------------------------------
@@ -161,10 +184,12 @@ class ControlServer:
     """Accepts ``rotate`` requests and hands them to ``on_rotate``, from one thread."""
 
     def __init__(self, name: str, on_rotate: Callable[[str], None], log: logging.Logger,
-                 *, clock: Callable[[], float] = time.monotonic,
+                 *, on_status: Callable[[], bytes] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
                  deadline: float = CONNECTION_DEADLINE) -> None:
         self.name = resolve_name(name)
         self.on_rotate = on_rotate
+        self.on_status = on_status
         self.log = log
         self.clock = clock
         self.deadline = deadline
@@ -264,15 +289,27 @@ class ControlServer:
                 self.on_rotate(f"rotation requested by 'entrypoint rotate' (pid {pending.pid})")
                 self._reply(conn, b"ok: every dynamic secret will be fetched again, then one "
                                   b"action\n")
+            elif line == STATUS and self.on_status is not None:
+                self._reply(conn, self._status())
             else:
                 self._reply(conn, b"error: unknown request\n")
         elif len(pending.received) >= MAX_REQUEST:
             # Dropped unread: the rest of a huge request never reaches our memory.
             self._reply(conn, b"error: request too long\n")
 
+    def _status(self) -> bytes:
+        assert self.on_status is not None
+        try:
+            return self.on_status()
+        except Exception:
+            self.log.exception("control socket: building the status failed")
+            return b"error: status unavailable\n"
+
     def _reply(self, conn: socket.socket, answer: bytes) -> None:
+        # Into an empty socket buffer (200 KiB and more on Linux, a status is a few KiB):
+        # never blocks; what does not fit is cut rather than waited for.
         with contextlib.suppress(OSError):
-            conn.send(answer)  # a few bytes into an empty buffer: never blocks
+            conn.send(answer)
         self._drop(conn)
 
     def _expire(self) -> None:

@@ -46,7 +46,8 @@ class Forwarder:
         else:
             self.deliver(child, sent, what)
 
-    def deliver(self, child: Child, signum: int, what: str) -> None:
+    def deliver(self, child: Child, signum: int, what: str, *,
+                event: str = "signal_forwarded", reason: str | None = None) -> None:
         """Send ``signum`` as is, unless the child is too fresh to survive it yet."""
         if not child.running and not self._group:
             return  # never signal a reaped pid: it may be someone else's by now
@@ -57,7 +58,8 @@ class Forwarder:
         signals.send(child.pid, signum, group=self._group)
         # Window resizes and SIGCONT are routine; do not flood the log with them.
         level = logging.DEBUG if signum in (signal.SIGWINCH, signal.SIGCONT) else logging.INFO
-        self._log.log(level, "%s", what)
+        self._log.log(level, "%s", what, extra={"event": event, "signal": signals.name(signum),
+                                                "pid": child.pid, "reason": reason})
 
     def release(self, child: Child) -> None:
         """Deliver what was held to ``child`` (each may be held again if still too early)."""

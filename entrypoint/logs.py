@@ -63,8 +63,11 @@ def setup(fmt: str = "text", level: str = "info") -> logging.Logger:
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setLevel(level.upper())
     logger.addHandler(handler)
-    logger.setLevel(level.upper())
+    # The logger passes every record, the handler filters: the status and metrics
+    # observer (entrypoint/ops/state.py) counts events logged below log_level too.
+    logger.setLevel(logging.DEBUG)
     logger.propagate = False
     return logger
 

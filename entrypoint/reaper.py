@@ -76,11 +76,12 @@ def log_end(log: logging.Logger, status: int, *, asked_to_stop: bool) -> None:
     """One line for the app's end, at a level that says whether it is news."""
     described = describe(status)
     code = exit_code(status)
+    fields = {"event": "child_exited", "exit_code": code, "asked_to_stop": asked_to_stop}
     if asked_to_stop:
-        log.info("child stopped %s", described)
+        log.info("child stopped %s", described, extra=fields)
     elif code == 0:
-        log.info("child exited %s", described)
+        log.info("child exited %s", described, extra=fields)
     elif code == 128 + signal.SIGKILL:
-        log.error("child exited %s: out of memory?", described)
+        log.error("child exited %s: out of memory?", described, extra=fields)
     else:
-        log.warning("child exited %s", described)
+        log.warning("child exited %s", described, extra=fields)

@@ -60,6 +60,7 @@ class ProcessOptions:
     parent_death_signal: int = 0
     no_new_privs: bool = False
     success_exit_codes: frozenset[int] = frozenset()  # the app's codes reported as 0
+    stop_delay: float = 0.0  # between SIGTERM/SIGINT and the app's stop signal (drain)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Supervisor:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._started_callbacks: list[Callable[[int], None]] = []
         self._shutdown_callbacks: list[Callable[[], None]] = []
+        self._stopping_callbacks: list[Callable[[bool], None]] = []
         self._child: Child | None = None
         self._env: Mapping[str, str] = {}
         self._commands = SideCommands(log)
@@ -121,6 +123,10 @@ class Supervisor:
 
     def on_shutdown(self, callback: Callable[[], None]) -> None:
         self._shutdown_callbacks.append(callback)
+
+    def on_stopping(self, callback: Callable[[bool], None]) -> None:
+        """``callback(restart)`` runs before the app is asked to stop (the ready file)."""
+        self._stopping_callbacks.append(callback)
 
     def run(self, prepare: Callable[[], Mapping[str, str]]) -> int:
         """Resolve with ``prepare`` (in a worker thread), start the app, supervise it.
@@ -197,7 +203,8 @@ class Supervisor:
         if self._tty is not None:
             give_terminal(self._tty, child.pid)
         as_user = f" user={self._identity}" if self._identity else ""
-        self._log.info("child started pid=%d%s", child.pid, as_user)
+        self._log.info("child started pid=%d%s", child.pid, as_user,
+                       extra={"event": "child_started", "pid": child.pid})
         for callback in self._started_callbacks:
             self._guarded(functools.partial(callback, child.pid))
         deferred, self._deferred = self._deferred, []
@@ -260,8 +267,11 @@ class Supervisor:
         if not sent:
             self._log.info("received %s: dropped (rewrite_signal)", signals.name(signum))
             return
+        self._drain(child, signum)
         self._log.info("received %s: stopping the child with %s (SIGKILL in %gs)",
-                       signals.name(signum), signals.name(sent), self._options.kill_timeout)
+                       signals.name(signum), signals.name(sent), self._options.kill_timeout,
+                       extra={"event": "stop", "reason": f"received {signals.name(signum)}",
+                              "signal": signals.name(sent), "pid": child.pid})
         self._stop(child, sent, restart=False)
         assert child.status is not None
         raise _Exit(self._app_status(child.status))
@@ -304,6 +314,32 @@ class Supervisor:
                 self._deferred.append(item)
             self._reap()
 
+    def _drain(self, child: Child, signum: int) -> None:
+        """Tell the stopping callbacks (the ready file goes), then keep the app serving for
+        stop_delay while load balancers stop sending it requests; a second stop signal
+        ends the wait. kill_timeout counts from the app's own stop signal, after this."""
+        for callback in self._stopping_callbacks:
+            self._guarded(functools.partial(callback, False))
+        delay = self._options.stop_delay
+        if delay <= 0 or not child.running:
+            return
+        self._log.info("received %s: the app gets its stop signal in %gs (stop_delay)",
+                       signals.name(signum), delay, extra={"event": "drain", "delay": delay})
+        deadline = time.monotonic() + delay
+        while child.running and (left := deadline - time.monotonic()) > 0:
+            item = self._get(min(TICK, left))
+            if isinstance(item, int) and item in signals.SHUTDOWN:
+                self._log.info("received %s again: stopping the app now", signals.name(item))
+                return
+            if isinstance(item, int) and item in signals.FORWARDED:
+                self._forwarder.forward(child, item)
+            elif isinstance(item, Call):
+                self._guarded(item.fn)
+            elif isinstance(item, Fatal):
+                self._exit_code = self._report(item.error)
+                return
+            self._reap()  # rotation actions that arrive now are dropped: the app stops
+
     def _kill(self, child: Child) -> bool:
         # Never kill() a reaped pid: it may belong to someone else by now.
         if child.running or self._options.signal_group:
@@ -326,14 +362,18 @@ class Supervisor:
             self._signals_due.remove(due)
             signum, reason = due[1].signum, due[1].reason
             self._forwarder.deliver(self._running_child(), signum,
-                                    f"signalled child {signals.name(signum)}: {reason}")
+                                    f"signalled child {signals.name(signum)}: {reason}",
+                                    event="signal", reason=reason)
         if self._restart_due is not None and self._restart_due[0] <= now:
             restart = self._restart_due[1]
             self._restart_due = None
             self._restart(restart)
 
     def _restart(self, event: Restart) -> None:
-        self._log.info("restarting: %s", event.reason)
+        self._log.info("restarting: %s", event.reason,
+                       extra={"event": "restart", "reason": event.reason})
+        for callback in self._stopping_callbacks:
+            self._guarded(functools.partial(callback, True))
         self._stop(self._running_child(), self._options.stop_signal, restart=True)
         if self._exit_code is not None:
             raise _Exit(self._exit_code)

@@ -33,7 +33,7 @@ from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
 from entrypoint.rotation.leases import HeldLease, LoginSource, Revoker, SourceKey
-from entrypoint.rotation.successor import new_leases, post_plan, stale_leases
+from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
 from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
@@ -272,7 +272,8 @@ class Engine:
             # Revoked, expired, or its secret could no longer be renewed (a dropped role):
             # the source's message says which.
             self.log.warning("lease of %s cannot be kept (%s); fetching a new one",
-                             lease.label, exc)
+                             lease.label, exc,
+                             extra=lease.fields("lease_renew", "gone", error=str(exc)))
             self.revoker.gone.add(lease_id)
             self._mark(key, f"lease of {lease.label} revoked")
             return
@@ -281,7 +282,10 @@ class Engine:
             delay = min(backoff.running_delay(lease.failures, self.rng),
                         max(0.0, lease.times.expires_at - now))
             self.log.warning("renewing lease of %s failed: %s; retry in %.1fs",
-                             lease.label, exc, delay, extra={"attempt": lease.failures})
+                             lease.label, exc, delay,
+                             extra=lease.fields("lease_renew", "error", error=str(exc),
+                                                delay=round(delay, 3),
+                                                attempt=lease.failures))
             self._schedule(now + delay, "renew", key, lease_id)
             return
         if lease.failures:
@@ -292,10 +296,13 @@ class Engine:
         if not renewable or backoff.is_capped(lease.requested, granted, warnings):
             when = self._replace_at(lease, now)
             self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.1fs",
-                          lease.label, granted, when - now)
+                          lease.label, granted, when - now,
+                          extra=lease.fields("lease_renew", ttl=granted,
+                                             delay=round(when - now, 3)))
             self._schedule(when, "replace", key, lease_id)
         else:
-            self.log.info("renewed lease of %s ttl=%.0fs", lease.label, granted)
+            self.log.info("renewed lease of %s ttl=%.0fs", lease.label, granted,
+                          extra=lease.fields("lease_renew", ttl=granted))
             self._schedule(timing.renew_at(lease.times, self.config.renew_fraction, self.rng),
                            "renew", key, lease_id)
 
@@ -357,11 +364,14 @@ class Engine:
             attempt = self.failures[label] = self.failures.get(label, 0) + 1
             delay = backoff.running_delay(attempt, self.rng)
             self.log.warning("re-reading %s failed: %s; retry in %.1fs", label, exc, delay,
-                             extra={"attempt": attempt})
+                             extra={"event": "poll", "outcome": "error", "key": label,
+                                    "kind": old.kind, "error": str(exc),
+                                    "delay": round(delay, 3), "attempt": attempt})
             self._schedule(now + delay, "poll", key, token)
             return
         if self.failures.pop(label, 0):
-            self.log.info("recovered: re-read %s", label)
+            self.log.info("recovered: re-read %s", label,
+                          extra={"event": "poll", "key": label, "kind": old.kind})
         if new.data != old.data or new.version != old.version:
             self.fresh[key] = new
             detail = (f" (v{old.version} -> v{new.version})"
@@ -431,14 +441,16 @@ class Engine:
             # retrying it at once would spin this thread and flood the log.
             self.act_failures += 1
             delay = backoff.running_delay(self.act_failures, self.rng)
+            fields = {"event": "refresh", "outcome": "error", "error": str(exc),
+                      "delay": round(delay, 3), "attempt": self.act_failures}
             if isinstance(exc, EntrypointError):
                 self.log.warning("could not fetch new values: %s; the app keeps the last "
-                                 "good values; retry in %.1fs", exc, delay,
-                                 extra={"attempt": self.act_failures})
+                                 "good values; retry in %.1fs", exc, delay, extra=fields)
             else:
                 self.log.exception("rotation engine error while building new values; the "
                                    "app keeps the last good values; retry in %.1fs", delay,
-                                   extra={"attempt": self.act_failures})
+                                   extra=fields)
+            log_replaced(self.log, old.generation, dirty, "error", str(exc))
             # A failed successor must not leak the leases it did obtain.
             for key, lease_id in new_leases(old.generation, generation):
                 self.revoker.revoke_ids(key, [lease_id])
@@ -448,6 +460,7 @@ class Engine:
             self.log.info("recovered: new values fetched after %d failed attempts",
                           self.act_failures)
         self.act_failures = 0
+        log_replaced(self.log, old.generation, dirty, "ok", None)
         reasons = self.coalescer.take()
         self.dirty.clear()
         self.fresh.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from entrypoint.errors import EntrypointError
 from entrypoint.rotation.timing import LeaseTimes
@@ -69,6 +69,13 @@ class HeldLease:
     def label(self) -> str:
         return f"{self.key[0]}:{self.key[1]}"
 
+    def fields(self, event: str, outcome: str = "ok", **more: Any) -> dict[str, Any]:
+        """The structured fields of a log line about this lease (never its id)."""
+        from entrypoint.ops.state import short_lease_id
+
+        return {"event": event, "outcome": outcome, "key": self.label, "kind": "leased",
+                "lease": short_lease_id(self.lease_id), **more}
+
 
 class Revoker:
     """Gives leases back to their source, except those Vault said are gone already."""
@@ -97,6 +104,10 @@ class Revoker:
                 continue
             try:
                 ops.revoke_lease(lease_id)
-                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why)
+                from entrypoint.ops.state import short_lease_id
+
+                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why,
+                              extra={"event": "lease_revoke", "key": f"{key[0]}:{key[1]}",
+                                     "lease": short_lease_id(lease_id), "reason": why})
             except EntrypointError as exc:
                 self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)

@@ -33,17 +33,32 @@ def new_leases(old: Generation, new: Generation) -> list[tuple[SourceKey, str]]:
     return out
 
 
+def log_replaced(log: logging.Logger, old: Generation, keys: set[SourceKey], outcome: str,
+                 error: str | None) -> None:
+    """One structured event per key a successor fetched again (or failed to), at debug
+    level: ``status`` and ``/metrics`` count them, the warning or info line says it."""
+    for key in keys:
+        item = old.fetched.get(key)
+        log.debug("replacement of %s:%s: %s", key[0], key[1], outcome, extra={
+            "event": "lease_replace", "outcome": outcome, "key": f"{key[0]}:{key[1]}",
+            "kind": item.kind if item else "unknown", "error": error})
+    if outcome == "ok":
+        log.debug("new values in place", extra={"event": "refresh"})
+
+
 def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
               post: Callable[[Any], None], log: logging.Logger) -> None:
     """Hand the supervisor the one action a successor calls for, and say why."""
     from entrypoint import events
 
     if plan.nothing:
-        log.info("values re-read, nothing the app sees changed (%s)", reason)
+        log.info("values re-read, nothing the app sees changed (%s)", reason,
+                 extra={"event": "no_action", "reason": reason})
         return
     if plan.restart:
         log.info("rotation: restarting the app (%s); changed: %s", reason,
-                 ", ".join(names) or "files")
+                 ", ".join(names) or "files", extra={"event": "rotation", "reason": reason,
+                                                     "changed": ", ".join(names) or "files"})
         post(events.Restart(env=env, reason=reason))
         return
     for signum in plan.signals:

@@ -91,9 +91,13 @@ class VaultClient:
         self.startup_timeout = startup_timeout
         self.deadline = clock() + startup_timeout
         self.session = connection.session(pool_size)
+        from entrypoint.ops.state import vault_response
+
+        # Counts and times every request for /metrics; a no-op unless metrics are on.
+        self.session.hooks["response"].append(vault_response)
         adapter = _adapter_class()
         common: dict[str, Any] = dict(
-            url=connection.addr, verify=connection.verify, cert=connection.client_cert,
+            url=connection.url, verify=connection.verify, cert=connection.client_cert,
             timeout=REQUEST_TIMEOUT, session=self.session, namespace=connection.namespace,
             adapter=adapter)
         # token="" stops hvac from falling back to VAULT_TOKEN or ~/.vault-token itself:

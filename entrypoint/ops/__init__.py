@@ -1,0 +1,1 @@
+"""Operating a running entrypoint: status, metrics, readiness, sidecar mode, drain."""

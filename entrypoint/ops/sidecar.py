@@ -1,0 +1,118 @@
+"""Sidecar mode: ``entrypoint run`` with no command stays resident without an app.
+
+For a native Kubernetes sidecar (an init container with ``restartPolicy: Always``) or an
+ECS sidecar sharing a volume: it resolves, renders the file templates, then keeps them
+fresh (renewals, replacements, polls, file edits) and runs their ``on_change`` commands.
+There is no app to restart or signal, so those actions are logged and dropped. SIGTERM
+or SIGINT ends it cleanly (exit 0 once ready), revoking its leases as usual
+(``revoke_on_exit``). ``entrypoint render`` remains the one-shot form for init containers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from entrypoint import reaper, signals
+from entrypoint.child import Launch
+from entrypoint.commands import SideCommands
+from entrypoint.config import Config
+from entrypoint.errors import EX_SOFTWARE, EntrypointError
+from entrypoint.events import Call, Fatal, Restart, RunCommand, SignalChild
+
+TICK = 1.0  # reap at least this often even if a SIGCHLD is somehow missed
+
+
+def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
+    from entrypoint.app import Resident
+    from entrypoint.identity import resolve_user
+    from entrypoint.ops.service import Ops
+    from entrypoint.runtime import Runtime
+
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    signals.install(inbox.put_nowait)  # at once: a SIGTERM while resolving is not lost
+    reaper.become_subreaper(log)  # on_change commands may leave orphans
+    identity = resolve_user(config.user) if config.user else None
+    launch = Launch(identity, (), config.parent_death_signal or 0)
+    runtime = Runtime(config, env, log)
+    ops = Ops(config, runtime, log, mode="sidecar")
+    resident = Resident(config, runtime, inbox.put, log, ops)
+    commands = SideCommands(log)
+    ops.start_metrics()
+    log.info("sidecar mode: no command, keeping files rendered and fresh",
+             extra={"event": "sidecar"})
+
+    def prepare() -> None:
+        signals.block_in_this_thread()
+        try:
+            inbox.put(("prepared", resident.prepare()))
+        except BaseException as exc:
+            inbox.put(("failed", exc))
+
+    threading.Thread(target=prepare, name="entrypoint-prepare", daemon=True).start()
+    child_env: Mapping[str, str] = {}
+    ready = False
+    revoke_at: float | None = None  # when the readers of the files had time to move on
+    code = 0
+    try:
+        while True:
+            wait = TICK if revoke_at is None else min(TICK, max(0.0, revoke_at - time.monotonic()))
+            try:
+                item = inbox.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if revoke_at is not None and time.monotonic() >= revoke_at:
+                revoke_at = None
+                resident.child_started(0)  # the engine's cue that old leases may go
+            if isinstance(item, tuple) and item[0] == "prepared":
+                child_env, ready = item[1], True
+                ops.ready.set(True)  # resolved and rendered: what a probe waits for
+            elif isinstance(item, tuple) and item[0] == "failed":
+                code = _report(log, item[1])
+                break
+            elif isinstance(item, int) and item in signals.SHUTDOWN:
+                log.info("received %s: stopping (sidecar mode)", signals.name(item),
+                         extra={"event": "stop", "reason": f"received {signals.name(item)}"})
+                code = 0 if ready else 128 + item
+                break
+            elif isinstance(item, RunCommand):
+                commands.start(item, child_env, launch)
+            elif isinstance(item, Restart):
+                child_env = item.env  # what on_change commands get from now on
+                # No app will start on the new values: whoever reads the files gets
+                # revoke_grace to pick them up before the old leases are revoked.
+                revoke_at = revoke_at or time.monotonic() + config.revoke_grace
+                log.info("new values rendered; no app to restart (sidecar mode): %s",
+                         item.reason, extra={"event": "no_action", "reason": item.reason})
+            elif isinstance(item, SignalChild):
+                log.info("no app to send %s to (sidecar mode): %s",
+                         signal.Signals(item.signum).name, item.reason)
+            elif isinstance(item, Call):
+                item.fn()
+            elif isinstance(item, Fatal):
+                code = _report(log, item.error)
+                break
+            for pid, status in reaper.reap():
+                commands.reaped(pid, status)
+    except EntrypointError as exc:
+        code = _report(log, exc)
+    finally:
+        ops.ready.set(False)
+        commands.kill_all()
+        for pid, status in reaper.reap():
+            commands.reaped(pid, status)
+        resident.shutdown()
+    return code
+
+
+def _report(log: logging.Logger, error: BaseException) -> int:
+    if isinstance(error, EntrypointError):
+        log.error("%s", error)
+        return error.exit_code
+    log.error("internal error: %r", error, exc_info=error)
+    return EX_SOFTWARE
