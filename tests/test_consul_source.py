@@ -318,13 +318,40 @@ def test_address_forms(environ: dict[str, str], addr: str) -> None:
     assert settings_from_environment(environ).addr == addr
 
 
-def test_tls_settings() -> None:
+def test_tls_settings(tmp_path: Path) -> None:
+    ca, cert, key = (str(tmp_path / name) for name in ("ca.pem", "c.pem", "k.pem"))
+    for name in (ca, cert, key):
+        Path(name).write_text("PEM")
     settings = settings_from_environment({
-        "CONSUL_HTTP_ADDR": "https://c:8501", "CONSUL_CACERT": "/ca.pem",
-        "CONSUL_CLIENT_CERT": "/c.pem", "CONSUL_CLIENT_KEY": "/k.pem"})
-    assert (settings.verify, settings.cert) == ("/ca.pem", ("/c.pem", "/k.pem"))
+        "CONSUL_HTTP_ADDR": "https://c:8501", "CONSUL_CACERT": ca,
+        "CONSUL_CLIENT_CERT": cert, "CONSUL_CLIENT_KEY": key})
+    assert (settings.verify, settings.cert) == (ca, (cert, key))
     insecure = settings_from_environment({"CONSUL_HTTP_SSL_VERIFY": "false"})
     assert insecure.verify is False
+
+
+def test_tls_files_are_a_config_error_up_front(consul_tls_agent: ConsulAgent,
+                                               tmp_path: Path) -> None:
+    """Against an agent that wants a client certificate, a missing CA file, a certificate
+    without its key, or a key that is a folder would have been "cannot be reached" (69) at
+    the first read; they are configuration errors (78), said before any request."""
+    good = consul_tls_agent.tls_env()
+    cases = [
+        ({**good, "CONSUL_CACERT": str(tmp_path / "none.pem")},
+         f"variable CONSUL_CACERT: file {tmp_path / 'none.pem'} cannot be read"),
+        ({k: v for k, v in good.items() if k != "CONSUL_CLIENT_KEY"},
+         "CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together"),
+        ({**good, "CONSUL_CLIENT_KEY": str(tmp_path)},
+         f"variable CONSUL_CLIENT_KEY: file {tmp_path} cannot be read"),
+    ]
+    for environ, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+            settings_from_environment(environ)
+        assert caught.value.exit_code == 78
+    proc = run_cli(["render"], {**cases[1][0], "X": "consul:k"})
+    assert proc.returncode == 78, proc.stderr
+    assert cases[1][1] in proc.stderr
+    assert not [r for r in consul_tls_agent.requests() if r.path == "/v1/kv/k"]
 
 
 @pytest.mark.parametrize("bad", ["unix:///var/run/consul.sock", "ftp://c:1", "c:notaport",

@@ -86,13 +86,20 @@ def settings_from_environment(environ: Mapping[str, str]) -> ConsulSettings:
         token = Secret(_read(environ["CONSUL_HTTP_TOKEN_FILE"], "CONSUL_HTTP_TOKEN_FILE").strip())
     verify: bool | str = True
     if environ.get("CONSUL_CACERT"):
-        verify = environ["CONSUL_CACERT"]
+        verify = _readable(environ["CONSUL_CACERT"], "CONSUL_CACERT")
     if environ.get("CONSUL_HTTP_SSL_VERIFY") and not _truthy(
             environ["CONSUL_HTTP_SSL_VERIFY"], "CONSUL_HTTP_SSL_VERIFY"):
         verify = False
     cert: tuple[str, str] | None = None
-    if environ.get("CONSUL_CLIENT_CERT") and environ.get("CONSUL_CLIENT_KEY"):
-        cert = (environ["CONSUL_CLIENT_CERT"], environ["CONSUL_CLIENT_KEY"])
+    client_cert, client_key = environ.get("CONSUL_CLIENT_CERT"), environ.get("CONSUL_CLIENT_KEY")
+    if bool(client_cert) != bool(client_key):
+        # One without the other would connect with no certificate, and an agent with
+        # verify_incoming would end the handshake: say what is wrong instead.
+        raise ConfigError("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together",
+                          hint="expected both a certificate file and its key file")
+    if client_cert and client_key:
+        cert = (_readable(client_cert, "CONSUL_CLIENT_CERT"),
+                _readable(client_key, "CONSUL_CLIENT_KEY"))
     return ConsulSettings(parsed.hostname, port or (8501 if scheme == "https" else 8500),
                           scheme, token, verify, cert)
 
@@ -101,6 +108,17 @@ def _read(path: str, variable: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"variable {variable}: file {path} cannot be read: "
+                          f"{os_reason(exc)}") from None
+
+
+def _readable(path: str, variable: str) -> str:
+    """``path``, once it opens: a missing CA or certificate file is a configuration error
+    (78), not "cannot be reached" (69) at the first request."""
+    try:
+        with open(path, "rb"):
+            return path
+    except OSError as exc:
         raise ConfigError(f"variable {variable}: file {path} cannot be read: "
                           f"{os_reason(exc)}") from None
 
