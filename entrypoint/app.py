@@ -92,7 +92,7 @@ class Resident:
         with self._lock:
             self._still_open()
             self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
-                                           self.log)
+                                           self.log, env_matters=self.ops.mode != "sidecar")
             if self.config.control_socket:
                 from entrypoint.control import ControlServer
 
@@ -145,7 +145,7 @@ class Rotation:
 
 
 def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
-                   post: Any, log: logging.Logger) -> Rotation:
+                   post: Any, log: logging.Logger, *, env_matters: bool = True) -> Rotation:
     """Start the engine and the watchers that feed it."""
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.watch import FileWatch
@@ -161,6 +161,7 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
                           allowed=[Path(p) for p in config.template_allowed_dirs])
         template_files = template_sources(config)
     engine = Engine(config, runtime, post, log, render=render)
+    engine.env_matters = env_matters
 
     def notify(reason: str, keys: Iterable[SourceKey], rerender: bool) -> None:
         engine.notify(reason, keys, rerender=rerender)
@@ -171,7 +172,7 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     for key, fetched in resolution.generation.fetched.items():
         source = sources.get(key[0])
         if fetched.kind == "local" and isinstance(source, LocalSource):
-            files.add_key(key, [source.file_for(key[1])])
+            files.add_key(key, [source.file_for(key[1], key[2])])
         elif fetched.kind == "file":
             files.add_key(key, [Path(key[1])])
         elif fetched.kind == "consul" and isinstance(source, LocalConsulSource):

@@ -24,13 +24,20 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{ms:03d}Z"
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+# Fields of structured events (JSON keys for log pipelines); the text line already says
+# them in words, so text shows only the other extras.
+EVENT_FIELDS = frozenset({"event", "outcome", "key", "kind", "lease", "ttl", "pid", "exit_code",
+                          "delay", "reason", "signal", "error", "changed", "asked_to_stop"})
+
+
+def _extras(record: logging.LogRecord, *, text: bool = False) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items()
+            if k not in _STANDARD and not (text and k in EVENT_FIELDS)}
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        fields = " ".join(f"{k}={v}" for k, v in _extras(record, text=True).items())
         line = f"{_timestamp(record)} entrypoint {record.levelname.lower()}: {record.getMessage()}"
         if fields:
             line += " " + fields

@@ -69,6 +69,22 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+# Go's strconv.ParseBool, which the vault CLI applies to its VAULT_* switches: exactly these
+# spellings, so that a value means the same to the CLI, Vault Agent and the entrypoint.
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def parse_go_bool(text: str) -> bool:
+    s = text.strip()
+    if s in GO_TRUE:
+        return True
+    if s in GO_FALSE:
+        return False
+    raise ValueError(f"expected true or false (as Go's ParseBool reads it: 1, t, T, TRUE, "
+                     f"true, True, 0, f, F, FALSE, false, False), got {text!r}")
+
+
 def parse_fraction(text: str) -> float:
     try:
         value = float(text)

@@ -87,6 +87,7 @@ class Engine:
         self.env: dict[str, str] = {}
         self.act_failures = 0
         self.not_before = 0.0  # backoff after a failed successor
+        self.env_matters = True  # False in sidecar mode: no app reads the environment
         self._exiting = False
         self._checking = False  # a lease check is scheduled
         self._thread: threading.Thread | None = None
@@ -465,7 +466,8 @@ class Engine:
         self.dirty.clear()
         self.fresh.clear()
         new_env = resolution.child_env()
-        plan = decide(self.env, new_env, changed_files, reasons)
+        plan = (decide(self.env, new_env, changed_files, reasons) if self.env_matters else
+                decide({}, {}, changed_files, reasons))
         stale = stale_leases(old.generation, generation)
         reason = "; ".join(reasons)
         self._adopt(resolution, only=[k for k in generation.fetched

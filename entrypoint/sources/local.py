@@ -1,8 +1,8 @@
 """The local secrets directory: ``DIR/kv/app/db.json`` answers ``vault:kv/app/db#KEY``.
 
 The embedded default for running without any server. A path maps to ``DIR/PATH.json``
-or ``DIR/PATH.toml`` holding one object. KV v2 paths may be written with or without
-the ``data/`` segment, as with Vault.
+or ``DIR/PATH.toml`` holding one object (or ``DIR/MOUNT/data/REST.json``, Vault's API
+layout); ``?version=N`` maps to ``DIR/PATH@N.json``.
 """
 
 from __future__ import annotations
@@ -19,36 +19,73 @@ EXTENSIONS = (".json", ".toml")
 
 
 class LocalSource:
+    """Answers as Vault would, so that what works locally works in production: a path with
+    ``data/`` after the mount is refused (Vault adds it for KV v2; written twice it finds
+    nothing), and ``?version=N`` reads only a file kept for that version."""
+
     name = "local"
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def candidates(self, path: str) -> list[Path]:
+    def candidates(self, path: str, version: int | None = None) -> list[Path]:
         clean = path.strip("/")
         if ".." in Path(clean).parts:
             raise ConfigError(f"secret path {path!r} leaves the local secrets directory",
                               hint="expected a path without '..'")
-        names = [clean]
-        mount, sep, rest = clean.partition("/data/")
-        if sep:
-            names.append(f"{mount}/{rest}")
-        return [self.root / f"{name}{ext}" for name in names for ext in EXTENSIONS]
+        mount, _, rest = clean.partition("/")
+        if rest == "data" or rest.startswith("data/"):
+            # KV v2 is Vault's default: there, secret/data/app/db reads
+            # secret/data/data/app/db, which does not exist. Refused here too.
+            raise SecretNotFound(
+                f"secret {clean}: a path with data/ after the mount is refused, as Vault "
+                "refuses it on a KV v2 mount",
+                hint=f"write the path without data/ ({mount}/{rest[5:]}): Vault adds it "
+                     "for KV v2")
+        # The file may also sit where Vault's API would put it (DIR/secret/data/app/db.json).
+        names = [clean, f"{mount}/data/{rest}"] if rest else [clean]
+        tag = f"@{version}" if version is not None else ""
+        return [self.root / f"{name}{tag}{ext}" for name in names for ext in EXTENSIONS]
 
     def describe(self, path: str) -> str:
         return f"local secrets directory {self.root}"
 
-    def file_for(self, path: str) -> Path:
-        for candidate in self.candidates(path):
-            if candidate.is_file():
-                return candidate
+    def file_for(self, path: str, version: int | None = None) -> Path:
+        for candidate in self.candidates(path, version):
+            try:
+                if candidate.is_file():
+                    return candidate
+            except PermissionError:
+                folder = self._unsearchable(candidate)
+                raise PermissionDenied(
+                    f"local secrets directory: folder {folder} is not readable",
+                    hint="expected folders the entrypoint's user can open (chmod o+rx, "
+                         "or run as their owner)") from None
+        clean = path.strip("/")
+        if version is not None:
+            raise SecretNotFound(
+                f"version {version} of secret {clean} not found in local secrets directory "
+                f"{self.root}",
+                hint=f"expected a file {self.root / clean}@{version}.json: a version is "
+                     "read only from a file kept for it")
         raise SecretNotFound(
-            f"secret {path} not found in local secrets directory {self.root}",
-            hint=f"expected a file {self.root / path.strip('/')}.json holding a JSON object",
+            f"secret {clean} not found in local secrets directory {self.root}",
+            hint=f"expected a file {self.root / clean}.json holding a JSON object",
         )
 
+    def _unsearchable(self, candidate: Path) -> Path:
+        """The folder on the way to ``candidate`` that may not be searched."""
+        folder = self.root
+        for part in candidate.relative_to(self.root).parts[:-1]:
+            try:
+                (folder / part).stat()
+            except PermissionError:
+                return folder
+            folder = folder / part
+        return folder
+
     def fetch(self, path: str, version: int | None = None) -> Fetched:
-        file = self.file_for(path)
+        file = self.file_for(path, version)
         data = load_object(file)
         return Fetched(data=to_secrets(data), kind="local", version=version,
                        fetched_at=time.monotonic())

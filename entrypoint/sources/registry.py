@@ -76,10 +76,15 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
             from entrypoint.sources.local import LocalSource
 
             log.info("vault: references answered by local secrets directory %s", root)
+            server = environ.get("VAULT_AGENT_ADDR") or environ.get("VAULT_ADDR")
+            if server:
+                # A dev setting left in a deployed task would silently serve dev values.
+                log.warning("vault: ENTRYPOINT_LOCAL_SECRETS is set, so Vault at %s is not "
+                            "used; unset ENTRYPOINT_LOCAL_SECRETS to read from Vault", server)
             return LocalSource(root)
 
         factories["vault"] = local_source
-    elif environ.get("VAULT_ADDR"):
+    elif environ.get("VAULT_ADDR") or environ.get("VAULT_AGENT_ADDR"):
 
         def vault_source() -> Source:
             from entrypoint.vault.source import VaultSource

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from entrypoint import __version__
 from entrypoint.errors import ConfigError
-from entrypoint.values import parse_bool
+from entrypoint.values import parse_go_bool
 
 if TYPE_CHECKING:
     import requests
@@ -29,29 +29,34 @@ USER_AGENT = f"vault-entrypoint/{__version__}"
 REQUEST_TIMEOUT = 10.0
 
 
+# The host requests name in the URL when the address is a unix socket; the socket, not
+# this name, says where the connection goes (the vault CLI sends the socket path there).
+UNIX_URL = "http://localhost"
+
+
 @dataclass(frozen=True)
 class Connection:
-    addr: str
+    addr: str  # as the user wrote it, for messages: https://..., or unix:///run/agent.sock
     namespace: str | None = None
     verify: bool | str = True
     client_cert: tuple[str, str] | None = None
     server_name: str | None = None
+    socket_path: str | None = None  # set for a unix:// address (Vault Agent or Proxy)
+
+    @property
+    def url(self) -> str:
+        """The base URL requests are sent to."""
+        return UNIX_URL if self.socket_path else self.addr
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str],
                      log: logging.Logger | None = None) -> Connection:
-        addr = environ.get("VAULT_ADDR", "").strip().rstrip("/")
-        if not addr:
-            raise ConfigError("variable VAULT_ADDR is empty",
-                              hint="expected the Vault URL, e.g. https://vault.example:8200")
-        if not addr.startswith(("http://", "https://")):
-            raise ConfigError(f"variable VAULT_ADDR: expected an http:// or https:// URL, "
-                              f"got {addr!r}")
+        addr, socket_path = address(environ, log or logging.getLogger("entrypoint"))
         verify: bool | str = True
         skip = environ.get("VAULT_SKIP_VERIFY", "").strip()
         if skip:
             try:
-                skip_on = parse_bool(skip)
+                skip_on = parse_go_bool(skip)
             except ValueError as exc:
                 raise ConfigError(f"variable VAULT_SKIP_VERIFY: {exc}") from None
         else:
@@ -77,7 +82,8 @@ class Connection:
                        if cert else None)
         return cls(addr=addr, namespace=environ.get("VAULT_NAMESPACE", "").strip() or None,
                    verify=verify, client_cert=client_cert,
-                   server_name=environ.get("VAULT_TLS_SERVER_NAME", "").strip() or None)
+                   server_name=environ.get("VAULT_TLS_SERVER_NAME", "").strip() or None,
+                   socket_path=socket_path)
 
     def session(self, pool_size: int = 10) -> requests.Session:
         """A requests session with our TLS settings, User-Agent and a large enough pool."""
@@ -93,11 +99,73 @@ class Connection:
         session.cert = self.client_cert
         session.headers["User-Agent"] = USER_AGENT
         session.trust_env = False  # HTTP(S)_PROXY still apply: see proxies below.
+        if self.socket_path:
+            # No proxy can carry a unix socket; every request goes to the socket.
+            session.mount(UNIX_URL, unix_adapter(self.socket_path, pool_size))
+            return session
         session.proxies = requests.utils.get_environ_proxies(self.addr)
         adapter = _adapter(self.server_name, pool_size)
         session.mount("https://", adapter)
         session.mount("http://", _adapter(None, pool_size))
         return session
+
+
+def address(environ: Mapping[str, str], log: logging.Logger) -> tuple[str, str | None]:
+    """-> (the address, the socket path of a unix:// one). As the vault CLI does,
+    VAULT_AGENT_ADDR wins over VAULT_ADDR: the local agent or proxy is the way to Vault."""
+    agent = environ.get("VAULT_AGENT_ADDR", "").strip().rstrip("/")
+    variable = "VAULT_AGENT_ADDR" if agent else "VAULT_ADDR"
+    addr = agent or environ.get("VAULT_ADDR", "").strip().rstrip("/")
+    if not addr:
+        raise ConfigError("variable VAULT_ADDR is empty",
+                          hint="expected the Vault URL, e.g. https://vault.example:8200")
+    if agent and environ.get("VAULT_ADDR", "").strip():
+        log.info("vault: using VAULT_AGENT_ADDR %s (it wins over VAULT_ADDR, as for the "
+                 "vault CLI)", agent)
+    if addr.startswith("unix:"):
+        path = addr[len("unix://"):] if addr.startswith("unix://") else ""
+        if not path:
+            raise ConfigError(f"variable {variable}: unix:// names no socket",
+                              hint="expected unix:///path/to/agent.sock")
+        return addr, path
+    if not addr.startswith(("http://", "https://")):
+        raise ConfigError(f"variable {variable}: expected an http:// or https:// URL or a "
+                          f"unix:// socket, got {addr!r}")
+    return addr, None
+
+
+def unix_adapter(socket_path: str, pool_size: int) -> Any:
+    """A requests adapter whose connections all go to the unix socket ``socket_path``:
+    a Vault Agent or Vault Proxy ``listener "unix"``, the node-local caching pattern."""
+    import socket
+
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+    from urllib3.exceptions import NewConnectionError
+
+    class UnixConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if isinstance(self.timeout, int | float):
+                sock.settimeout(self.timeout)
+            try:
+                sock.connect(socket_path)
+            except OSError as exc:
+                sock.close()
+                raise NewConnectionError(self, f"cannot connect to {socket_path}") from exc
+            return sock
+
+    class UnixPool(HTTPConnectionPool):
+        ConnectionCls = UnixConnection
+
+    class UnixAdapter(HTTPAdapter):
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                             **pool_kwargs: Any) -> None:
+            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": UnixPool, "https": UnixPool}
+
+    return UnixAdapter(pool_connections=1, pool_maxsize=pool_size)
 
 
 def _readable(path: str, variable: str) -> str:

@@ -16,6 +16,10 @@ from urllib.parse import quote
 from entrypoint.errors import ConfigError, SecretNotFound
 from entrypoint.sources.base import Fetched, to_secrets
 
+# Sent with every read of a non-KV path (dynamic credentials): Vault Agent and Proxy key
+# their lease cache on the whole request, headers included, so each read is a new one.
+FRESH_HEADER = "X-Entrypoint-Read"
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -30,8 +34,17 @@ class Mount:
         return f"{self.type or 'unknown'} mount {self.path}"
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any], path: str) -> Mount:
+    def from_data(cls, data: Mapping[str, Any], path: str,
+                  namespace: str | None = None) -> Mount:
+        """``namespace`` is VAULT_NAMESPACE. For a mount in a child namespace of it
+        (path ``team/kv/app`` with VAULT_NAMESPACE=org), Vault answers the mount's full
+        path from the root namespace, ``org/team/kv/`` (sys/internal/ui/mounts writes
+        ``me.Namespace().Path + me.Path`` when the namespaces differ): the part we are
+        already in is cut, leaving ``team/kv/``, which our path starts with."""
         mount_path = str(data.get("path") or "")
+        prefix = (namespace or "").strip("/")
+        if prefix and mount_path.startswith(prefix + "/"):
+            mount_path = mount_path[len(prefix) + 1:]
         if not mount_path or not (path + "/").startswith(mount_path):
             # Old servers without the field: treat the first segment as the mount.
             mount_path = path.split("/", 1)[0] + "/"
@@ -47,7 +60,8 @@ class Mount:
 class MountTable:
     """Mounts seen so far; one question to Vault per mount, not per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str | None = None) -> None:
+        self.namespace = namespace
         self._mounts: dict[str, Mount] = {}
         self._guard = threading.Lock()
         # One lock per first path segment: concurrent first reads of one mount ask once,
@@ -72,7 +86,7 @@ class MountTable:
             data = ask(path)
             if data is None:
                 return Mount(path=path.split("/", 1)[0] + "/", type="")
-            mount = Mount.from_data(data, path)
+            mount = Mount.from_data(data, path, self.namespace)
             with self._guard:
                 self._mounts[mount.path] = mount
             return mount

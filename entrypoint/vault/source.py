@@ -52,7 +52,7 @@ class VaultSource:
         self.keeper = keeper or TokenKeeper(client, method, log=log,
                                             revoke_on_exit=revoke_on_exit)
         self.revoke_on_close = revoke_on_exit
-        self.mounts = kv.MountTable()
+        self.mounts = kv.MountTable(client.connection.namespace)
         self._leases: set[str] = set()
         self._leases_lock = threading.Lock()
         self._closed = False
@@ -83,8 +83,12 @@ class VaultSource:
         if version is not None:
             raise ConfigError(f"vault:{path}?version={version}: ?version applies to KV v2 "
                               f"only; {path} is on {mount.label}")
-        response = self._authed(f"read {path}", path,
-                                lambda: self.client.hvac.adapter.get(kv.api_path(path)))
+        # A caching Vault Agent or Proxy answers a request identical to one it has seen
+        # (same path, headers, token) with the cached lease: a replacement would get the
+        # very credential it replaces. A header unique to this read makes it a new request.
+        nonce = os.urandom(8).hex()
+        response = self._authed(f"read {path}", path, lambda: self.client.hvac.adapter.get(
+            kv.api_path(path), headers={kv.FRESH_HEADER: nonce}))
         if mount.version == 1:
             return kv.kv1_fetched(path, response, started)
         fetched = kv.leased_fetched(path, mount, response, started)

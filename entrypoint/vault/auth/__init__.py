@@ -75,7 +75,12 @@ def choose(config: Config, environ: Mapping[str, str]) -> LoginMethod:
     if name == "aws-iam":
         from entrypoint.vault.auth.aws_iam import AwsIamLogin
 
-        return AwsIamLogin.from_config(config, mount)
+        aws = AwsIamLogin.from_config(config, mount)
+        if config.vault_auth:
+            return aws
+        from entrypoint.vault.auth.default import ChosenByDefault
+
+        return ChosenByDefault(aws)
     if name == "approle":
         from entrypoint.vault.auth.approle import AppRoleLogin
 
