@@ -196,6 +196,16 @@ def test_https_failures_are_unavailable(consul_tls_agent: ConsulAgent) -> None:
     assert unverified.fetch("k").data[""].reveal() == VALUE
 
 
+def test_plain_http_to_the_https_port_says_so(consul_tls_agent: ConsulAgent) -> None:
+    """The agent's TLS port answers plain HTTP with Go's 400: a configuration error that
+    names the fix, not a retried "status 400"."""
+    consul_tls_agent.put("k", VALUE)
+    addr = f"http://127.0.0.1:{consul_tls_agent.https_port}"
+    with pytest.raises(ConfigError, match=f"consul at {re.escape(addr)} speaks HTTPS") as caught:
+        source_for(consul_tls_agent, CONSUL_HTTP_ADDR=addr).fetch("k")
+    assert "https://" in (caught.value.hint or "")
+
+
 def test_unverified_https_is_said_once_in_our_log(consul_tls_agent: ConsulAgent) -> None:
     """CONSUL_HTTP_SSL_VERIFY=false through the CLI: one warning in the entrypoint's log,
     and not urllib3's own text on stderr for every request."""

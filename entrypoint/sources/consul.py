@@ -40,6 +40,8 @@ from entrypoint.sources.base import Fetched
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 CONNECT_TIMEOUT = 10.0  # seconds to connect or answer; a blocking query adds its wait
+# What Go's HTTP server answers (400) to plain HTTP on a TLS port.
+HTTP_TO_HTTPS = "Client sent an HTTP request to an HTTPS server"
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,11 @@ class ConsulSource:
                                     "permission denied",
                                     hint="check CONSUL_HTTP_TOKEN and the token's policy")
         if isinstance(exc, consul.ConsulException):
+            if self.settings.scheme == "http" and HTTP_TO_HTTPS in str(exc):
+                # Go's own 400 for plain HTTP on a TLS port: retrying will not help.
+                return ConfigError(f"consul at {addr} speaks HTTPS on that port",
+                                   hint="write CONSUL_HTTP_ADDR as https://HOST:PORT "
+                                        "(or set CONSUL_HTTP_SSL=true)")
             # The message is "<status> <body>": keep the status, drop the body.
             status = str(exc).split(" ", 1)[0]
             detail = f"status {status}" if status.isdigit() else "a malformed answer"
