@@ -71,16 +71,22 @@ def test_path_comes_next(tmp_path: Path) -> None:
 
 
 def test_then_the_cached_build_of_the_pinned_version(tmp_path: Path) -> None:
-    """Both names by default; the cache file is named after the version go.mod pins, and a
-    cached binary is used without Go."""
-    cache = tmp_path / "cache/entrypoint-tests/bin"
-    for name, says in (("vault", "Vault v-cached"), ("consul", "Consul v-cached")):
-        fake_binary(cache / f"{name}-{pinned(name)}", says)
-    proc = run(tmp_path)
+    """The cache file is named after the version go.mod pins; a cached binary is used
+    without Go."""
+    cached = fake_binary(tmp_path / f"cache/entrypoint-tests/bin/consul-{pinned('consul')}",
+                         "Consul v-cached")
+    proc = run(tmp_path, "consul")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"VAULT_BIN={cache / ('vault-' + pinned('vault'))}",
-                                        f"CONSUL_BIN={cache / ('consul-' + pinned('consul'))}"]
-    assert "Vault v-cached" in proc.stderr and "Consul v-cached" in proc.stderr
+    assert proc.stdout == f"CONSUL_BIN={cached}\n"
+    assert "cached" in proc.stderr and "Consul v-cached" in proc.stderr
+
+
+def test_both_by_default(tmp_path: Path) -> None:
+    vault = fake_binary(tmp_path / "v/vault", "Vault v0.0.1")
+    consul = fake_binary(tmp_path / "c/consul", "Consul v0.0.1")
+    proc = run(tmp_path, VAULT_BIN=str(vault), CONSUL_BIN=str(consul))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"VAULT_BIN={vault}", f"CONSUL_BIN={consul}"]
 
 
 def test_without_a_binary_or_go_it_says_what_to_do(tmp_path: Path) -> None:
