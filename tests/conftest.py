@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.services.fixtures",
     "tests.vaultserver.fixtures",
+    "tests.realservers.vault_fixtures",
     "tests.helpers.fixtures",
     "tests.realservers.consul_fixtures",
 ]

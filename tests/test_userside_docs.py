@@ -21,6 +21,7 @@ import pytest
 
 from entrypoint import errors
 from entrypoint.cli import SUBCOMMANDS, build_parser
+from entrypoint.cli_help import settings_for
 from entrypoint.config import BOOTSTRAP_VARIABLES
 from entrypoint.settings import BY_VARIABLE, SETTINGS
 
@@ -57,10 +58,10 @@ def test_help_of_every_subcommand_is_complete_and_documented(sub: str) -> None:
     text = run_help(sub)
     assert text.startswith(f"usage: {build_parser(sub).usage}")
     flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text)) - {"--help"}
-    if sub == "version":
+    if sub in ("version", "help"):
         assert flags == set()
         return
-    for setting in SETTINGS:
+    for setting in settings_for(sub):  # only what the subcommand reads (issue 18.6)
         assert setting.flag in flags, f"entrypoint {sub} --help does not show {setting.flag}"
         assert setting.variable in text, f"entrypoint {sub} --help does not name {setting.variable}"
     documented = read(CONFIGURATION)
@@ -256,6 +257,8 @@ def test_every_vault_and_consul_variable_we_claim_is_read_by_the_code() -> None:
     pattern = re.compile(r"\b(?:VAULT|CONSUL)_[A-Z][A-Z_]*\b")
     claimed: set[tuple[str, str]] = set()
     for path in pages():
+        if path.name == "testing.md":
+            continue  # the test harness's variables (VAULT_BIN...): read by tests/realservers
         text = read(path)
         if path.name.startswith("migrating-from-"):
             cells = [row.split("|")[2] for row in text.splitlines()

@@ -31,11 +31,11 @@ def user(moto_sts: MotoServer) -> User:
 
 
 @pytest.fixture
-def aws(vault_server: VaultTestServer, moto_sts: MotoServer, user: User) -> Iterator[hvac.Client]:
-    vault_server.set_policy("app", {"secret/data/app/*": ["read"]})
-    vault_server.configure_aws(moto_sts, header_value=HEADER)
-    vault_server.add_aws_role("app", user[2], ["app"], ttl=300, max_ttl=600)
-    yield hvac.Client(url=vault_server.addr)
+def aws(vault_standin: VaultTestServer, moto_sts: MotoServer, user: User) -> Iterator[hvac.Client]:
+    vault_standin.set_policy("app", {"secret/data/app/*": ["read"]})
+    vault_standin.configure_aws(moto_sts, header_value=HEADER)
+    vault_standin.add_aws_role("app", user[2], ["app"], ttl=300, max_ttl=600)
+    yield hvac.Client(url=vault_standin.addr)
 
 
 def login_error(call: Callable[[], Any]) -> str:
@@ -71,7 +71,7 @@ def post_login(server: VaultTestServer, payload: dict[str, Any]) -> requests.Res
 
 
 def test_good_login_shape_and_token(aws: hvac.Client, user: User,
-                                    vault_server: VaultTestServer) -> None:
+                                    vault_standin: VaultTestServer) -> None:
     answer = aws.auth.aws.iam_login(user[0], user[1], role="app", header_value=HEADER)
     assert (answer["lease_id"], answer["lease_duration"], answer["data"]) == ("", 0, None)
     auth = answer["auth"]
@@ -83,7 +83,7 @@ def test_good_login_shape_and_token(aws: hvac.Client, user: User,
     looked = aws.auth.token.lookup_self()["data"]  # hvac now uses the new token
     assert looked["path"] == "auth/aws/login"
     assert looked["display_name"] == "aws-" + user[2].rsplit("/", 1)[1]
-    vault_server.write_kv("secret", "app/db", {"p": "1"})
+    vault_standin.write_kv("secret", "app/db", {"p": "1"})
     assert aws.secrets.kv.v2.read_secret("app/db", raise_on_deleted_version=True)[
         "data"]["data"] == {"p": "1"}
     renewed = aws.auth.token.renew_self(increment=3600)
@@ -105,39 +105,39 @@ def test_wrong_region_is_refused_by_sts(aws: hvac.Client, user: User) -> None:
 
 
 def test_server_id_header_checks(aws: hvac.Client, user: User,
-                                 vault_server: VaultTestServer) -> None:
+                                 vault_standin: VaultTestServer) -> None:
     prefix = "error validating X-Vault-AWS-IAM-Server-ID header: "
     wrong = login_error(lambda: aws.auth.aws.iam_login(user[0], user[1], role="app",
                                                        header_value="other"))
     assert wrong == prefix + f'expected "{HEADER}" but got "other"'
     missing = login_error(lambda: aws.auth.aws.iam_login(user[0], user[1], role="app"))
     assert missing == prefix + 'missing header "X-Vault-AWS-IAM-Server-ID"'
-    unsigned = post_login(vault_server, signed_payload(user, header=None, unsigned_header=HEADER))
+    unsigned = post_login(vault_standin, signed_payload(user, header=None, unsigned_header=HEADER))
     assert (unsigned.status_code, unsigned.json()) == (
         400, {"errors": [prefix + "vault header wasn't signed"]})
 
 
 def test_request_checks_before_sts(user: User, aws: hvac.Client,
-                                   vault_server: VaultTestServer) -> None:
-    amz = post_login(vault_server, signed_payload(user, extra={"X-Amz-Foo": "bar"}))
+                                   vault_standin: VaultTestServer) -> None:
+    amz = post_login(vault_standin, signed_payload(user, extra={"X-Amz-Foo": "bar"}))
     assert amz.json() == {"errors": ["invalid request header: X-Amz-Foo"]}
-    body = post_login(vault_server, signed_payload(
+    body = post_login(vault_standin, signed_payload(
         user, body="Action=GetCallerIdentity&Version=2011-06-15&Extra=1"))
     assert body.json() == {"errors": ["iam request body is invalid"]}
-    partial = post_login(vault_server, {"iam_http_request_method": "POST"})
+    partial = post_login(vault_standin, {"iam_http_request_method": "POST"})
     assert partial.json() == {"errors": ["missing iam_request_url"]}
-    nothing = post_login(vault_server, {"role": "app"})
+    nothing = post_login(vault_standin, {"role": "app"})
     assert nothing.json() == {"errors": ["didn't supply required authentication values"]}
-    method = post_login(vault_server, {**signed_payload(user), "iam_http_request_method": "PUT"})
+    method = post_login(vault_standin, {**signed_payload(user), "iam_http_request_method": "PUT"})
     assert method.json() == {"errors": [
         "invalid iam_http_request_method; currently only 'GET' and 'POST' are supported"]}
-    garbage = post_login(vault_server, {**signed_payload(user), "iam_request_url": "%%%"})
+    garbage = post_login(vault_standin, {**signed_payload(user), "iam_request_url": "%%%"})
     assert garbage.json() == {"errors": ["failed to base64 decode iam_request_url"]}
 
     def with_url(url: str, method: str = "POST") -> object:
         payload = {**signed_payload(user), "iam_http_request_method": method,
                    "iam_request_url": b64encode(url.encode()).decode()}
-        return post_login(vault_server, payload).json()
+        return post_login(vault_standin, payload).json()
 
     sts = "https://sts.amazonaws.com/"
     assert with_url(sts + "?Action=GetCallerIdentity") == {"errors": ["invalid request"]}
@@ -152,27 +152,27 @@ def test_request_checks_before_sts(user: User, aws: hvac.Client,
     get_amz = with_url(sts + "?Action=GetCallerIdentity&X-Amz-SignedHeaders=host;"
                        "x-vault-aws-iam-server-id&X-Amz-Foo=1", "GET")
     assert get_amz == {"errors": ["invalid request header: X-Amz-Foo"]}
-    no_body = post_login(vault_server, {**signed_payload(user), "iam_request_body": ""})
+    no_body = post_login(vault_standin, {**signed_payload(user), "iam_request_body": ""})
     assert no_body.json() == {
         "errors": ["missing iam_request_body which is required for POST requests"]}
 
 
-def test_sts_region_from_client(vault_server: VaultTestServer, moto_sts: MotoServer,
+def test_sts_region_from_client(vault_standin: VaultTestServer, moto_sts: MotoServer,
                                 user: User) -> None:
-    vault_server.configure_aws(moto_sts, use_sts_region_from_client=True)
-    vault_server.add_aws_role("app", user[2], ["app"])
-    client = hvac.Client(url=vault_server.addr)
+    vault_standin.configure_aws(moto_sts, use_sts_region_from_client=True)
+    vault_standin.add_aws_role("app", user[2], ["app"])
+    client = hvac.Client(url=vault_standin.addr)
     assert client.auth.aws.iam_login(user[0], user[1], role="app")["auth"]["client_token"]
     payload = signed_payload(user, header=None)
     headers = json.loads(base64.b64decode(payload["iam_request_headers"]))
     del headers["Authorization"]
     payload["iam_request_headers"] = b64encode(json.dumps(headers).encode()).decode()
-    assert post_login(vault_server, payload).json() == {
+    assert post_login(vault_standin, payload).json() == {
         "errors": ["region missing from Authorization header"]}
 
 
 def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServer,
-                                           vault_server: VaultTestServer) -> None:
+                                           vault_standin: VaultTestServer) -> None:
     other = create_iam_user(moto_sts, unique_user_name("other"))
     unbound = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="app",
                                                          header_value=HEADER))
@@ -180,30 +180,30 @@ def test_unbound_principal_and_missing_role(aws: hvac.Client, moto_sts: MotoServ
     missing = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="nope",
                                                          header_value=HEADER))
     assert missing == "entry for role nope not found"
-    vault_server.add_aws_role("ec2only", [], [], auth_type="ec2", bound_ami_id="ami-1")
+    vault_standin.add_aws_role("ec2only", [], [], auth_type="ec2", bound_ami_id="ami-1")
     ec2 = login_error(lambda: aws.auth.aws.iam_login(other[0], other[1], role="ec2only",
                                                      header_value=HEADER))
     assert ec2 == "auth method iam not allowed for role ec2only"
 
 
 def test_wildcard_exact_arn_and_default_role_name(
-    aws: hvac.Client, moto_sts: MotoServer, vault_server: VaultTestServer
+    aws: hvac.Client, moto_sts: MotoServer, vault_standin: VaultTestServer
 ) -> None:
     other = create_iam_user(moto_sts, unique_user_name("wild"))
-    vault_server.add_aws_role("wild", "arn:aws:iam::123456789012:user/wild-*", ["app"])
+    vault_standin.add_aws_role("wild", "arn:aws:iam::123456789012:user/wild-*", ["app"])
     assert aws.auth.aws.iam_login(other[0], other[1], role="WILD", header_value=HEADER)["auth"]
     name = other[2].rsplit("/", 1)[1]
-    vault_server.add_aws_role(name, other[2], ["app"], resolve_aws_unique_ids=False)
+    vault_standin.add_aws_role(name, other[2], ["app"], resolve_aws_unique_ids=False)
     # No role in the body: the role is the caller's friendly name.
     answer = aws.auth.aws.iam_login(other[0], other[1], header_value=HEADER)
     assert answer["auth"]["policies"] == ["app", "default"]
 
 
 def test_assumed_role_login(aws: hvac.Client, moto_sts: MotoServer,
-                            vault_server: VaultTestServer) -> None:
+                            vault_standin: VaultTestServer) -> None:
     role_name = unique_user_name("task")
     assumed = assume_new_role(moto_sts, role_name)
-    vault_server.add_aws_role("task", assumed["RoleArn"], ["app"])
+    vault_standin.add_aws_role("task", assumed["RoleArn"], ["app"])
     answer = aws.auth.aws.iam_login(assumed["AccessKeyId"], assumed["SecretAccessKey"],
                                     session_token=assumed["SessionToken"], role="task",
                                     header_value=HEADER)
@@ -211,8 +211,8 @@ def test_assumed_role_login(aws: hvac.Client, moto_sts: MotoServer,
     assert aws.auth.token.lookup_self()["data"]["display_name"] == f"aws-{role_name}/task"
 
 
-def test_role_and_config_endpoints(vault_server: VaultTestServer, moto_sts: MotoServer) -> None:
-    root = hvac.Client(url=vault_server.addr, token=vault_server.root_token)
+def test_role_and_config_endpoints(vault_standin: VaultTestServer, moto_sts: MotoServer) -> None:
+    root = hvac.Client(url=vault_standin.addr, token=vault_standin.root_token)
     root.sys.enable_auth_method("aws")
     with pytest.raises(hvac.exceptions.InvalidPath):
         root.auth.aws.read_config()
@@ -235,9 +235,9 @@ def test_role_and_config_endpoints(vault_server: VaultTestServer, moto_sts: Moto
 
 
 def test_renew_rechecks_the_role(aws: hvac.Client, user: User,
-                                 vault_server: VaultTestServer) -> None:
+                                 vault_standin: VaultTestServer) -> None:
     aws.auth.aws.iam_login(user[0], user[1], role="app", header_value=HEADER)
-    root = hvac.Client(url=vault_server.addr, token=vault_server.root_token)
+    root = hvac.Client(url=vault_standin.addr, token=vault_standin.root_token)
     root.auth.aws.delete_role("app")
     with pytest.raises(hvac.exceptions.InvalidRequest, match='role "app" no longer bound'):
         aws.auth.token.renew_self()

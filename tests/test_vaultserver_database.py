@@ -21,10 +21,10 @@ LEASE_ID = re.compile(r"database/creds/app/[A-Za-z0-9]{24}")
 
 
 @pytest.fixture
-def db(vault_server: VaultTestServer, postgres: PostgresCluster) -> Iterator[hvac.Client]:
-    vault_server.configure_database(postgres)
-    vault_server.add_database_role("app", default_ttl=60, max_ttl=120)
-    yield hvac.Client(url=vault_server.addr, token=vault_server.root_token)
+def db(vault_standin: VaultTestServer, postgres: PostgresCluster) -> Iterator[hvac.Client]:
+    vault_standin.configure_database(postgres)
+    vault_standin.add_database_role("app", default_ttl=60, max_ttl=120)
+    yield hvac.Client(url=vault_standin.addr, token=vault_standin.root_token)
 
 
 def role_exists(postgres: PostgresCluster, name: str) -> bool:
@@ -61,9 +61,9 @@ def test_creds_shape_and_a_real_login(db: hvac.Client, postgres: PostgresCluster
 
 
 def test_renew_is_capped_and_moves_valid_until(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
-    vault_server.add_database_role("short", default_ttl=2, max_ttl=30)
+    vault_standin.add_database_role("short", default_ttl=2, max_ttl=30)
     creds = db.secrets.database.generate_credentials("short")
     before = valid_until(postgres, creds["data"]["username"])
     renewed = db.sys.renew_lease(creds["lease_id"], increment=3600)
@@ -77,7 +77,7 @@ def test_renew_is_capped_and_moves_valid_until(
     assert plain["lease_duration"] == 2 and plain["warnings"] is None
 
 
-def test_lookup_and_lease_errors(db: hvac.Client, vault_server: VaultTestServer) -> None:
+def test_lookup_and_lease_errors(db: hvac.Client, vault_standin: VaultTestServer) -> None:
     creds = db.secrets.database.generate_credentials("app")
     looked = db.sys.read_lease(creds["lease_id"])
     data = looked["data"]
@@ -90,20 +90,20 @@ def test_lookup_and_lease_errors(db: hvac.Client, vault_server: VaultTestServer)
         db.sys.read_lease("database/creds/app/nope")
     with pytest.raises(hvac.exceptions.InvalidRequest, match=r"^lease not found"):
         db.sys.renew_lease("database/creds/app/nope")
-    missing = requests.put(f"{vault_server.addr}/v1/sys/leases/renew", json={}, timeout=10,
-                           headers={"X-Vault-Token": vault_server.root_token})
+    missing = requests.put(f"{vault_standin.addr}/v1/sys/leases/renew", json={}, timeout=10,
+                           headers={"X-Vault-Token": vault_standin.root_token})
     assert missing.json() == {"errors": ["lease_id must be specified"]}
     for action in ("lookup", "revoke"):
-        answer = requests.put(f"{vault_server.addr}/v1/sys/leases/{action}", json={},
-                              headers={"X-Vault-Token": vault_server.root_token}, timeout=10)
+        answer = requests.put(f"{vault_standin.addr}/v1/sys/leases/{action}", json={},
+                              headers={"X-Vault-Token": vault_standin.root_token}, timeout=10)
         assert answer.json() == {"errors": ["lease_id must be specified"]}
     with pytest.raises(hvac.exceptions.InvalidRequest,
                        match="tokens cannot be renewed through this endpoint"):
         db.sys.renew_lease("auth/token/create/abc")
     with pytest.raises(hvac.exceptions.InvalidRequest, match=r"^unknown role: nobody"):
         db.secrets.database.generate_credentials("nobody")
-    wrong_method = requests.delete(f"{vault_server.addr}/v1/database/creds/app", timeout=10,
-                                   headers={"X-Vault-Token": vault_server.root_token})
+    wrong_method = requests.delete(f"{vault_standin.addr}/v1/database/creds/app", timeout=10,
+                                   headers={"X-Vault-Token": vault_standin.root_token})
     assert wrong_method.json() == {"errors": ["unsupported operation"]}
     assert wrong_method.status_code == 405
     listed = db.sys.list_leases("database/creds/app/")["data"]["keys"]
@@ -129,44 +129,44 @@ def test_revoke_is_202_and_drops_the_role(db: hvac.Client, postgres: PostgresClu
 
 
 def test_expiry_revokes_with_the_statements(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
-    vault_server.add_database_role("brief", default_ttl=1, max_ttl=1)
+    vault_standin.add_database_role("brief", default_ttl=1, max_ttl=1)
     creds = db.secrets.database.generate_credentials("brief")
     username = creds["data"]["username"]
     assert creds["lease_duration"] == 1 and role_exists(postgres, username)
     wait_until(lambda: not role_exists(postgres, username), 5, "the expired lease's role to go")
-    assert vault_server.leases("database/creds/brief/") == []
+    assert vault_standin.leases("database/creds/brief/") == []
 
 
 def test_token_revocation_takes_its_leases(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
-    vault_server.set_policy("dbapp", {"database/creds/app": ["read"]})
-    token = vault_server.create_token(["dbapp"], ttl=60)
-    client = hvac.Client(url=vault_server.addr, token=token)
+    vault_standin.set_policy("dbapp", {"database/creds/app": ["read"]})
+    token = vault_standin.create_token(["dbapp"], ttl=60)
+    client = hvac.Client(url=vault_standin.addr, token=token)
     creds = client.secrets.database.generate_credentials("app")
     with pytest.raises(hvac.exceptions.Forbidden):
         client.sys.revoke_lease(creds["lease_id"])  # not in the default policy
     client.auth.token.revoke_self()
     assert not role_exists(postgres, creds["data"]["username"])
-    assert vault_server.leases() == []
+    assert vault_standin.leases() == []
 
 
 def test_token_expiry_takes_its_leases(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
-    token = vault_server.create_token(["root"], ttl=1)
-    creds = hvac.Client(url=vault_server.addr, token=token).secrets.database.generate_credentials(
+    token = vault_standin.create_token(["root"], ttl=1)
+    creds = hvac.Client(url=vault_standin.addr, token=token).secrets.database.generate_credentials(
         "app")
     assert creds["lease_duration"] == 60, "the lease outlives the token on paper"
     wait_until(lambda: not role_exists(postgres, creds["data"]["username"]), 5,
                "the role of the expired token's lease to go")
-    assert vault_server.leases() == []
+    assert vault_standin.leases() == []
 
 
 def test_custom_revocation_and_revoke_prefix(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
     db.secrets.database.create_role(
         "custom", db_name="pg", default_ttl="1m", max_ttl="2m",
@@ -184,7 +184,7 @@ def test_custom_revocation_and_revoke_prefix(
 
 
 def test_connection_config_and_allowed_roles(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster
 ) -> None:
     url = f"postgresql://{{{{username}}}}:{{{{password}}}}@{postgres.host}:{postgres.port}/postgres"
     answer = db.secrets.database.configure(
@@ -196,7 +196,7 @@ def test_connection_config_and_allowed_roles(
     assert config["connection_details"] == {"connection_url": url,
                                             "username": postgres.superuser}
     assert postgres.superuser_password not in str(config)
-    vault_server.add_database_role("blocked", db_name="narrow")
+    vault_standin.add_database_role("blocked", db_name="narrow")
     with pytest.raises(hvac.exceptions.InternalServerError, match='"blocked" is not an allowed'):
         db.secrets.database.generate_credentials("blocked")
     literal = postgres.dsn()
@@ -221,7 +221,7 @@ def static_user(postgres: PostgresCluster) -> Iterator[str]:
 
 
 def test_static_role_creds_and_rotation(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster, static_user: str
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster, static_user: str
 ) -> None:
     with pytest.raises(hvac.exceptions.InvalidRequest, match="5 seconds or more"):
         db.secrets.database.create_static_role("st", "pg", static_user, None, rotation_period=2)
@@ -244,10 +244,10 @@ def test_static_role_creds_and_rotation(
 
 
 def test_static_role_rotates_on_its_period(
-    vault_server: VaultTestServer, db: hvac.Client, postgres: PostgresCluster, static_user: str
+    vault_standin: VaultTestServer, db: hvac.Client, postgres: PostgresCluster, static_user: str
 ) -> None:
-    vault_server.engine("database").min_rotation_period = 1
-    vault_server.add_static_role("fast", static_user, rotation_period=1)
+    vault_standin.engine("database").min_rotation_period = 1
+    vault_standin.add_static_role("fast", static_user, rotation_period=1)
     first = db.secrets.database.get_static_credentials("fast")["data"]["password"]
     wait_until(lambda: db.secrets.database.get_static_credentials("fast")["data"]["password"]
                != first, 5, "the scheduled rotation")
@@ -256,12 +256,12 @@ def test_static_role_rotates_on_its_period(
         db.secrets.database.get_static_credentials("fast")["data"]["password"] != current
 
 
-def test_rotate_root(vault_server: VaultTestServer, postgres: PostgresCluster) -> None:
+def test_rotate_root(vault_standin: VaultTestServer, postgres: PostgresCluster) -> None:
     admin = f"vault_admin_{secrets.token_hex(4)}"
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD 'first'")
     try:
-        client = hvac.Client(url=vault_server.addr, token=vault_server.root_token)
+        client = hvac.Client(url=vault_standin.addr, token=vault_standin.root_token)
         client.sys.enable_secrets_engine("database")
         client.secrets.database.configure(
             "own", "postgresql-database-plugin", allowed_roles="*", username=admin,
@@ -270,10 +270,10 @@ def test_rotate_root(vault_server: VaultTestServer, postgres: PostgresCluster) -
                            f"{postgres.port}/postgres")
         assert client.secrets.database.rotate_root_credentials("own").status_code == 204
         assert not can_log_in(postgres, admin, "first")
-        vault_server.add_database_role("after", db_name="own")
+        vault_standin.add_database_role("after", db_name="own")
         creds = client.secrets.database.generate_credentials("after")["data"]
         assert can_log_in(postgres, creds["username"], creds["password"])
     finally:
-        vault_server.close()  # revoke while the admin role still exists
+        vault_standin.close()  # revoke while the admin role still exists
         with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
             conn.execute(f"DROP ROLE IF EXISTS {admin}")

@@ -5,13 +5,15 @@ it to 0), but it signs its own copy of the request with whatever region the clie
 the credential scope, so a request signed for the wrong region still passes. Real STS
 refuses it ("Credential should be scoped to a valid region"), and Vault's AWS auth relies
 on that, so this process adds the check before moto's own. The region comes from
-MOTO_SIGNING_REGION; IAM, being global, is always signed for us-east-1.
+MOTO_SIGNING_REGION; IAM, being global, is always signed for us-east-1. STS's signature
+errors go out as text/xml, as AWS sends them (Vault checks the type before the status).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from moto.core.exceptions import SignatureDoesNotMatchError
 from moto.iam.access_control import IAMRequest
@@ -41,6 +43,27 @@ def install_region_check(region: str) -> None:
     IAMRequest.check_signature = check_signature  # type: ignore[method-assign]
 
 
+def install_xml_errors() -> None:
+    """Send the query APIs' errors as text/xml, as STS and IAM do: moto's server sends its
+    signature errors as text/html, and Vault's AWS auth reads an answer of any other type
+    than text/xml as "body of GetCallerIdentity is invalid", hiding AWS's error code."""
+    from moto.server import DomainDispatcherApplication
+
+    dispatch = DomainDispatcherApplication.__call__
+
+    def call(self: Any, environ: Any, start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            if int(status.split()[0]) >= 400:
+                headers = [(k, "text/xml" if k.lower() == "content-type"
+                            and v.startswith("text/html") else v) for k, v in headers]
+            return start_response(status, headers, *exc)
+
+        return dispatch(self, environ, start)
+
+    DomainDispatcherApplication.__call__ = call  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     install_region_check(os.environ.get("MOTO_SIGNING_REGION", "us-east-1"))
+    install_xml_errors()
     moto_main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""Pytest plugin: the `vault_server` fixture (registered in tests/conftest.py)."""
+"""Pytest plugin: the `vault_standin` fixture (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.vaultserver.server import VaultTestServer
 
 
 @pytest.fixture
-def vault_server() -> Iterator[VaultTestServer]:
+def vault_standin() -> Iterator[VaultTestServer]:
     """A fresh Vault stand-in per test on a free loopback port (see VaultTestServer).
 
     Like `vault server -dev`: root token `.root_token`, KV v2 at secret/, plus KV v1 at kv/.
