@@ -17,7 +17,7 @@ from entrypoint.config import Config, Raw, load
 from entrypoint.errors import EX_USAGE, EntrypointError, UsageError
 from entrypoint.settings import SETTINGS, Setting
 
-SUBCOMMANDS = ("run", "render", "check", "rotate", "status", "version")
+SUBCOMMANDS = ("run", "render", "check", "rotate", "status", "help", "version")
 DESCRIPTIONS = {
     "run": "resolve references, render templates, then run and supervise CMD (the default)",
     "render": "resolve and write templates once, print the app's environment as dotenv "
@@ -29,6 +29,7 @@ DESCRIPTIONS = {
     "status": "show what the running entrypoint in this container holds (auth, each "
               "source key's version or short lease id, TTLs, next renewal, failures) and "
               "its app; never a value",
+    "help": "list the subcommands, or show one's options (entrypoint help SUBCOMMAND)",
     "version": "print the version",
 }
 
@@ -39,9 +40,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_setting(group: argparse._ArgumentGroup, setting: Setting) -> None:
+    from entrypoint.cli_help import default_text
+
     help_text = setting.help
-    if setting.default not in (None, [], ""):
-        help_text += f" (default: {setting.default})"
+    if default := default_text(setting):
+        help_text += f" (default: {default})"
     help_text += f" [{setting.variable}]"
     if setting.kind == "bool":
         group.add_argument(setting.flag, dest=setting.name, default=None,
@@ -59,31 +62,46 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
     prog = "entrypoint" if sub == "run" else f"entrypoint {sub}"
     usage = {
         "run": "entrypoint [run] [OPTIONS] -- CMD [ARGS...]",
-        "render": "entrypoint render [OPTIONS] [--reveal] [--format dotenv|json]",
+        "render": "entrypoint render [OPTIONS] [--reveal] [--format dotenv|env-file|json]",
         "check": "entrypoint check [OPTIONS] [--format table|json]",
         "rotate": "entrypoint rotate [OPTIONS]",
         "status": "entrypoint status [OPTIONS] [--format table|json]",
+        "help": "entrypoint help [SUBCOMMAND]",
         "version": "entrypoint version",
     }[sub]
+    from entrypoint.cli_help import settings_for
+
+    settings = settings_for(sub)
+    only = ("" if settings is SETTINGS or not settings
+            else f" Only the settings {prog} reads are listed.")
     parser = _Parser(prog=prog, usage=usage, description=DESCRIPTIONS[sub],
                      epilog="Every option is also an ENTRYPOINT_* variable and a TOML key; "
-                            "see docs/configuration.md. Subcommands: " + ", ".join(SUBCOMMANDS))
+                            f"see docs/configuration.md.{only} Subcommands: "
+                            + ", ".join(SUBCOMMANDS))
+    if sub == "help":
+        parser.add_argument("topic", nargs="?", choices=SUBCOMMANDS, metavar="SUBCOMMAND")
+        return parser
     if sub == "version":
         return parser
     if sub == "run":
+        parser.add_argument("--version", dest="show_version", action="store_true",
+                            help="print the version and exit")
         parser.add_argument("--exec", dest="exec_mode", action="store_true",
                             help="resolve once, then replace this process with CMD "
                                  "(same as --mode exec)")
     if sub == "render":
         parser.add_argument("--reveal", action="store_true",
                             help="print secret values instead of <redacted>")
-        parser.add_argument("--format", dest="output_format", choices=("dotenv", "json"),
-                            default="dotenv", help="output format (default: dotenv)")
+        parser.add_argument("--format", dest="output_format",
+                            choices=("dotenv", "env-file", "json"), default="dotenv",
+                            help="dotenv: for set -a; . FILE (values single-quoted when "
+                                 "needed); env-file: for docker's and podman's env files "
+                                 "(verbatim, no line breaks); json (default: dotenv)")
     if sub in ("check", "status"):
         parser.add_argument("--format", dest="output_format", choices=("table", "json"),
                             default="table", help="output format (default: table)")
     group = parser.add_argument_group("settings")
-    for setting in SETTINGS:
+    for setting in settings:
         _add_setting(group, setting)
     return parser
 
@@ -166,11 +184,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> int:
     sub, options, command = split_argv(argv)
     parser = build_parser(sub)
+    if sub == "help":
+        from entrypoint.cli_help import overview
+
+        topic = parser.parse_args(options).topic
+        print(build_parser(topic).format_help() if topic else overview(SUBCOMMANDS,
+                                                                        DESCRIPTIONS))
+        return 0
     if sub == "version":
         parser.parse_args(options)
+    if sub == "version" or (sub == "run" and "--version" in options):
         print(f"vault-entrypoint {__version__} (Python {sys.version.split()[0]})")
         return 0
-    namespace = parser.parse_args(options)
+    namespace, extra = parser.parse_known_args(options)
+    if extra:
+        from entrypoint.cli_help import stray_words
+
+        raise stray_words(extra, SUBCOMMANDS)
     config = load(flags_of(namespace), env)
     log = logs.setup(config.log_format, config.log_level)
     if getattr(namespace, "vault_approle_secret_id", None) is not None:
@@ -231,6 +261,15 @@ def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, revea
         from entrypoint.app import render_outputs
 
         render_outputs(config, runtime, resolution)
+        raw = {name: value.reveal() for name, value in sorted(resolution.managed.items())}
+        shown = raw if reveal else {name: str(resolution.managed[name]) for name in raw}
+        if fmt == "json":
+            output = json.dumps(shown, indent=2, sort_keys=True)
+        else:
+            from entrypoint.dotenv import lines
+
+            # Before keep(): a value the format cannot carry fails with nothing kept.
+            output = "\n".join(lines(raw, fmt, reveal=reveal))
         # An init container renders credentials for an app that starts after us: what was
         # fetched must outlive this process (their TTL bounds them).
         keep = getattr(runtime.sources.built().get("vault"), "keep_on_close", None)
@@ -238,22 +277,9 @@ def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, revea
             keep()
     finally:
         runtime.close()
-    shown = {name: value.reveal() if reveal else str(value)
-             for name, value in sorted(resolution.managed.items())}
-    if fmt == "json":
-        print(json.dumps(shown, indent=2, sort_keys=True))
-    else:
-        for name, value in shown.items():
-            print(f"{name}={dotenv_quote(value)}")
+    if output:
+        print(output)
     return 0
-
-
-def dotenv_quote(value: str) -> str:
-    if value and all(c.isalnum() or c in "_-./:@%+,<>" for c in value):
-        return value
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-               .replace("\n", "\\n"))
-    return f'"{escaped}"'
 
 
 class _Interrupted(Exception):
