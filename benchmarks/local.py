@@ -9,6 +9,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +99,29 @@ def add_cpu(row: Row, cpu: list[float], base_cpu: list[float]) -> None:
 
 # -- the resident supervisor on the local directory -------------------------------------------
 
-def local_supervise_runs(ctx: Context) -> list[dict[str, Any]]:
+def local_supervise_runs(ctx: Context, extra: dict[str, str] | None = None,
+                        name: str = "local-supervise",
+                        probe: Callable[[], object] | None = None) -> list[dict[str, Any]]:
     """Start the supervisor on 10 KV refs + 1 DB ref from the local directory, ``runs``
     times: ms to the app running, and RSS once it has settled. Shared by two rows."""
     def measure() -> list[dict[str, Any]]:
-        folder = ctx.folder("local-supervise")
+        folder = ctx.folder(name)
         secrets = write_local_secrets(folder / "secrets")
         env = entrypoint_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), **kv_refs(),
-                              "DATABASE_URL": DB_URL})
+                              "DATABASE_URL": DB_URL, **(extra or {})})
         results = []
         for i in range(ctx.runs + 1):  # the first one warms the caches and is dropped
-            results.append(supervised_start(ctx, folder / f"run-{i}", env, ["SECRET_0"]))
+            results.append(supervised_start(ctx, folder / f"run-{i}", env, ["SECRET_0"],
+                                            probe=probe))
         return results[1:]
 
-    runs: list[dict[str, Any]] = ctx.once("local-supervise", measure)
+    runs: list[dict[str, Any]] = ctx.once(name, measure)
     return runs
 
 
 def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
-                     names: list[str], settle: float = SETTLE) -> dict[str, Any]:
+                     names: list[str], settle: float = SETTLE,
+                     probe: Callable[[], object] | None = None) -> dict[str, Any]:
     """One run of the supervisor with an app probe: ms from spawn to the probe's first
     journal line, RSS of the entrypoint process ``settle`` seconds later."""
     folder.mkdir(parents=True)
@@ -129,6 +134,8 @@ def supervised_start(ctx: Context, folder: Path, env: dict[str, str],
         arrived, event = journal.wait("start", alive=lambda: proc.poll() is None)
         running_at = time.time()  # wall clock, as in the Vault test server's request log
         cpu = cpu_ms(proc.pid)
+        if probe is not None:
+            probe()  # e.g. a scrape, so that what it allocates is counted
         time.sleep(settle)
         memory = rss_kb(proc.pid)
     except BenchError as exc:
@@ -228,6 +235,42 @@ def rss_local(ctx: Context) -> list[Row]:
     row.extra["peak_VmHWM_MB"] = [mb(r["rss"]["VmHWM"]) for r in runs]
     row.extra["RssAnon_MB"] = [mb(r["rss"]["RssAnon"]) for r in runs]
     row.extra["RssFile_MB"] = [mb(r["rss"]["RssFile"]) for r in runs]
+    row.extra["threads"] = [r["rss"]["Threads"] for r in runs]
+    return [row]
+
+
+def rss_local_metrics(ctx: Context) -> list[Row]:
+    """The same with metrics_listen on: prometheus_client, an HTTP server thread and the
+    event observer, scraped once before the sample (a scrape builds every family)."""
+    import socket
+
+    with socket.socket() as sock:  # a free port (nobody else binds loopback here)
+        sock.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{sock.getsockname()[1]}"
+    def scrape() -> object:
+        import urllib.request
+
+        deadline = time.monotonic() + 10
+        while True:  # the listener starts before the app; retry only a refused connect
+            try:
+                with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as r:
+                    return r.read()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    runs = local_supervise_runs(ctx, {"ENTRYPOINT_METRICS_LISTEN": listen},
+                                name="local-supervise-metrics", probe=scrape)
+    row = Row(
+        name="supervisor RSS, local dir, metrics on", unit="MB",
+        target=Target("max", 20.0, "<= 20 MB"),
+        samples=[mb(r["rss"]["VmRSS"]) for r in runs],
+        baseline_samples=[mb(b["VmRSS"]) for b in bare_python_rss(ctx)],
+        baseline_what='python -c "import time; time.sleep(60)"',
+        what="as 'supervisor RSS, local dir' with ENTRYPOINT_METRICS_LISTEN set "
+             "(prometheus_client loaded, the listener's thread running)")
+    row.extra["peak_VmHWM_MB"] = [mb(r["rss"]["VmHWM"]) for r in runs]
     row.extra["threads"] = [r["rss"]["Threads"] for r in runs]
     return [row]
 

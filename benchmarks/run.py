@@ -45,6 +45,8 @@ def cases() -> dict[str, tuple[Case, str]]:
         "vault-start": (vault("vault_start"),
                         "test server, token auth, 10 KV + 1 DB: start to app running"),
         "rss-local": (local.rss_local, "supervisor RSS, local directory"),
+        "rss-local-metrics": (local.rss_local_metrics,
+                              "supervisor RSS, local directory, metrics_listen on"),
         "rss-iam": (vault("rss_iam"), "supervisor RSS, Vault + AWS IAM login"),
         "refs-1000": (vault("refs_1000"), "1,000 references over 100 paths resolved"),
         "requests": (vault("requests_per_hour"),

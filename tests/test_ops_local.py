@@ -217,7 +217,7 @@ def test_stop_delay_removes_the_ready_file_then_drains_then_stops(
     asked = time.time()
     run.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: not run.ready.exists(), timeout=1.0, what="the ready file to go")
-    assert run.get("/ready")[0] == 503 and run.get("/live")[0] == 503
+    assert run.get("/ready")[0] == 503 and run.get("/live")[0] == 200  # draining, alive
     assert not events(run.journal, "stop")  # the app still serves while it drains
     [stop] = wait_for(run.journal, "stop", timeout=10)
     assert stop["t"] - asked >= 1.5 and stop["ready"] is False

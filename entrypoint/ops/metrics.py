@@ -1,33 +1,35 @@
 """``metrics_listen``: Prometheus ``/metrics``, plus ``/ready`` and ``/live``.
 
-Imported only when ``metrics_listen`` is set: ``prometheus_client`` (the maintained
-client, for the exposition format) is loaded by nobody else. Every metric is computed at
-scrape time from memory (:mod:`entrypoint.ops.status` and the observer's counters): a
-scrape never makes a request to Vault or any other server.
+Imported only when ``metrics_listen`` is set. Every metric is computed at scrape time
+from memory (:mod:`entrypoint.ops.status` and the observer's counters): a scrape never
+makes a request to Vault or any other server. The format is written by
+:mod:`entrypoint.ops.exposition` (why not prometheus_client: its memory, see there), and
+the HTTP side is the least HTTP/1.0 a scraper or a probe needs, on ``socketserver``
+(``http.server`` would load ``http.client`` and ``ssl``): a GET of a path, one answer,
+the connection closed. Each connection has a deadline, and a request is read up to
+:data:`MAX_REQUEST` bytes, as on the control socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
 from entrypoint.errors import ConfigError, UnavailableError
+from entrypoint.ops.exposition import CONTENT_TYPE, Family, render
 from entrypoint.ops.state import BUCKETS, Observer
 
 Snapshot = Callable[[], dict[str, Any]]
+MAX_REQUEST = 8192  # bytes of request line and headers; a scraper sends a few hundred
+DEADLINE = 5.0  # seconds a client has to send its request
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           503: "Service Unavailable"}
 
 
 def parse_listen(text: str, origin: str = "metrics_listen") -> tuple[str, int]:
@@ -46,72 +48,100 @@ def parse_listen(text: str, origin: str = "metrics_listen") -> tuple[str, int]:
     return host, number
 
 
-class _Collector:
-    """Builds every family at each scrape from the observer and the status snapshot."""
-
-    def __init__(self, observer: Observer, snapshot: Snapshot) -> None:
-        self.observer = observer
-        self.snapshot = snapshot
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self.snapshot()
-        o = self.observer
-        ttl = GaugeMetricFamily("entrypoint_lease_ttl_seconds",
-                                "Seconds left on each held lease or static credential",
-                                labels=["key", "kind"])
-        for k in snap["keys"]:
-            if k["ttl"] is not None:
-                ttl.add_metric([k["key"], k["kind"]], k["ttl"])
-        yield ttl
-        token = GaugeMetricFamily("entrypoint_vault_token_ttl_seconds",
-                                  "Seconds left on the Vault token (absent: none, or no expiry)")
-        auth = snap.get("auth") or {}
-        if auth.get("token_ttl") is not None:
-            token.add_metric([], auth["token_ttl"])
-        yield token
-        with o.guard:
-            renewals = dict(o.renewals)
-            replacements = dict(o.replacements)
-            failures = dict(o.failures)
-            signals = dict(o.signals)
-            requests = {k: (list(h.counts), h.total, h.sum) for k, h in o.requests.items()}
-            restarts, refreshed, ready = o.restarts, o.last_refresh_at, o.ready
-        for name, doc, data in (
-                ("entrypoint_lease_renewals", "Lease renewals by kind and outcome", renewals),
-                ("entrypoint_replacements",
-                 "Fresh reads of a changed, ending or revoked secret by kind and outcome",
-                 replacements)):
-            family = CounterMetricFamily(name, doc, labels=["kind", "outcome"])
-            for (kind, outcome), value in sorted(data.items()):
-                family.add_metric([kind, outcome], value)
-            yield family
-        family = CounterMetricFamily("entrypoint_failures", "Failed renewals, re-reads and "
-                                     "replacements by kind", labels=["kind"])
-        for kind, value in sorted(failures.items()):
-            family.add_metric([kind], value)
+def families(observer: Observer, snap: dict[str, Any]) -> Iterator[Family]:
+    """Every family, from the status snapshot and the observer's counters."""
+    ttl = Family("entrypoint_lease_ttl_seconds",
+                 "Seconds left on each held lease or static credential", "gauge")
+    for k in snap["keys"]:
+        if k["ttl"] is not None:
+            ttl.add(k["ttl"], [("key", k["key"]), ("kind", k["kind"])])
+    yield ttl
+    token = Family("entrypoint_vault_token_ttl_seconds",
+                   "Seconds left on the Vault token (absent: no token, or no expiry)", "gauge")
+    auth = snap.get("auth") or {}
+    if auth.get("token_ttl") is not None:
+        token.add(auth["token_ttl"])
+    yield token
+    o = observer
+    with o.guard:
+        renewals, replacements = dict(o.renewals), dict(o.replacements)
+        failures, signals = dict(o.failures), dict(o.signals)
+        requests = {k: (list(h.counts), h.total, h.sum) for k, h in o.requests.items()}
+        restarts, refreshed, ready = o.restarts, o.last_refresh_at, o.ready
+    for name, doc, data in (
+            ("entrypoint_lease_renewals", "Lease renewals by kind and outcome", renewals),
+            ("entrypoint_replacements", "Fresh reads of a changed, ending or revoked "
+             "secret by kind and outcome", replacements)):
+        family = Family(name, doc, "counter")
+        for (kind, outcome), value in sorted(data.items()):
+            family.add(value, [("kind", kind), ("outcome", outcome)])
         yield family
-        hist = HistogramMetricFamily("entrypoint_vault_request_duration_seconds",
-                                     "Vault requests by endpoint class and HTTP status",
-                                     labels=["endpoint", "status"])
-        for (endpoint, status), (counts, total, seconds) in sorted(requests.items()):
-            buckets = [(str(b), c) for b, c in zip(BUCKETS, counts, strict=True)]
-            hist.add_metric([endpoint, status], [*buckets, ("+Inf", total)], seconds)
-        yield hist
-        yield CounterMetricFamily("entrypoint_app_restarts", "Restarts of the app",
-                                  value=restarts)
-        family = CounterMetricFamily("entrypoint_app_signals",
-                                     "Signals sent to the app (forwarded or for a rotation)",
-                                     labels=["signal"])
-        for name, value in sorted(signals.items()):
-            family.add_metric([name], value)
-        yield family
-        last = GaugeMetricFamily("entrypoint_last_refresh_timestamp_seconds",
-                                 "Unix time of the last successful renewal or new values")
-        if refreshed is not None:
-            last.add_metric([], refreshed)
-        yield last
-        yield GaugeMetricFamily("entrypoint_ready", "1 while the ready file would exist",
-                                value=1.0 if ready else 0.0)
+    family = Family("entrypoint_failures",
+                    "Failed renewals, re-reads and replacements by kind", "counter")
+    for kind, value in sorted(failures.items()):
+        family.add(value, [("kind", kind)])
+    yield family
+    hist = Family("entrypoint_vault_request_duration_seconds",
+                  "Vault requests by endpoint class and HTTP status", "histogram")
+    for (endpoint, status), (counts, total, seconds) in sorted(requests.items()):
+        hist.add_histogram([("endpoint", endpoint), ("status", status)], BUCKETS, counts,
+                           total, seconds)
+    yield hist
+    family = Family("entrypoint_app_restarts", "Restarts of the app", "counter")
+    family.add(restarts)
+    yield family
+    family = Family("entrypoint_app_signals",
+                    "Signals sent to the app (forwarded, or for a rotation)", "counter")
+    for name, value in sorted(signals.items()):
+        family.add(value, [("signal", name)])
+    yield family
+    last = Family("entrypoint_last_refresh_timestamp_seconds",
+                  "Unix time of the last successful renewal or new values", "gauge")
+    if refreshed is not None:
+        last.add(refreshed)
+    yield last
+    family = Family("entrypoint_ready", "1 while the ready file would exist", "gauge")
+    family.add(1.0 if ready else 0.0)
+    yield family
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        conn: socket.socket = self.request
+        conn.settimeout(DEADLINE)
+        data = bytearray()
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < MAX_REQUEST:
+                chunk = conn.recv(MAX_REQUEST - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        parts = bytes(data).split(b"\n", 1)[0].decode("latin-1").split()
+        if len(parts) < 2:
+            self._answer(400, b"bad request\n")
+        elif parts[0] not in ("GET", "HEAD"):
+            self._answer(405, b"only GET\n")
+        else:
+            code, body, ctype = self.server.route(parts[1].split("?", 1)[0])
+            self._answer(code, b"" if parts[0] == "HEAD" else body, ctype)
+
+    def _answer(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        head = (f"HTTP/1.0 {code} {REASONS[code]}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(OSError):
+            self.request.sendall(head.encode() + body)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True  # a stuck scraper must not hold up the exit
+    allow_reuse_address = True  # a restarted container binds again at once
+    route: Callable[[str], tuple[int, bytes, str]]
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class MetricsServer:
@@ -119,53 +149,38 @@ class MetricsServer:
                  log: logging.Logger) -> None:
         host, port = parse_listen(listen)
         self.log = log
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(observer, snapshot))  # type: ignore[arg-type]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path == "/ready":
-                    ok = observer.ready
-                    self._answer(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-                elif path == "/live":
-                    ok = observer.live
-                    self._answer(200 if ok else 503, b"live\n" if ok else b"stopping\n")
-                else:
-                    self._answer(404, b"not found: /metrics, /ready, /live\n")
-
-            def _answer(self, code: int, body: bytes,
-                        ctype: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # one line per scrape would drown the app's log
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True  # a stuck scraper must not hold up the exit
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
+        self.observer = observer
+        self.snapshot = snapshot
+        server_class = _Server6 if ":" in host else _Server
         try:
-            self.server = Server((host, port), Handler)
+            self.server = server_class((host, port), _Handler)
         except OSError as exc:
             raise UnavailableError(f"cannot listen on metrics_listen {listen}: "
                                    f"{exc.strerror or exc}",
                                    hint="choose a free port, or leave metrics_listen empty"
                                    ) from None
+        self.server.route = self.route
         self.address = self.server.server_address
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics",
                                        kwargs={"poll_interval": 0.5}, daemon=True)
+
+    def route(self, path: str) -> tuple[int, bytes, str]:
+        text = "text/plain; charset=utf-8"
+        if path == "/metrics":
+            return 200, render(families(self.observer, self.snapshot())), CONTENT_TYPE
+        if path == "/ready":
+            ready = self.observer.ready
+            return (200, b"ready\n", text) if ready else (503, b"not ready\n", text)
+        if path == "/live":
+            live = self.observer.live
+            return (200, b"live\n", text) if live else (503, b"stopping\n", text)
+        return 404, b"not found: /metrics, /ready, /live\n", text
 
     def start(self) -> None:
         self.thread.start()
         self.log.info("metrics on http://%s:%d/metrics", *self.address[:2])
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()

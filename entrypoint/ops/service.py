@@ -58,10 +58,9 @@ class Ops:
         return encode(self.snapshot())
 
     def stopping(self, restart: bool) -> None:
-        """The app is about to be asked to stop: not ready from now on."""
+        """The app is about to be asked to stop (or restarted): not ready from now on.
+        /live stays 200: the process is alive and draining, not stuck."""
         self.ready.set(False)
-        if not restart:
-            self.observer.live = False
 
     def close(self) -> None:
         self.ready.set(False)

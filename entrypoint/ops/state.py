@@ -12,7 +12,6 @@ Vault requests are counted by a response hook on the client's HTTP session
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -32,6 +31,8 @@ def short_lease_id(lease_id: str | None) -> str | None:
     about one lease can be matched: ``printf %s LEASE_ID | sha256sum | cut -c1-12``."""
     if not lease_id:
         return None
+    import hashlib  # here: it loads OpenSSL's libcrypto (~3 MB resident), needed for leases
+
     return hashlib.sha256(lease_id.encode()).hexdigest()[:12]
 
 
@@ -96,7 +97,7 @@ class Observer(logging.Handler):
         self.last_action_at: float | None = None
         self.last_refresh_at: float | None = None  # last successful resolution
         self.ready = False
-        self.live = True
+        self.live = True  # /live: the listener answers while the process runs
 
     # -- events ---------------------------------------------------------------------------
 
