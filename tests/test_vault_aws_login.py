@@ -1,5 +1,5 @@
 """aws-iam end to end: botocore's chain reads keys from an ECS container-credentials
-endpoint on loopback, botocore signs GetCallerIdentity, the Vault test server replays it
+endpoint on loopback, botocore signs GetCallerIdentity, the real Vault replays it
 to moto's STS (signature checked), and binds the answer to a Vault role."""
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def test_bound_task_role_logs_in(aws_vault: Any, ecs_credentials: Any,
 def test_custom_mount(vault_server: Any, moto_sts: Any,
                      user_endpoint: EcsCredentialsServer) -> None:
     vault_server.configure_aws(moto_sts, mount="aws-prod")
-    vault_server.add_aws_role("app", user_endpoint.arn, ["root"], mount="aws-prod")
+    # Real Vault refuses a role that would make root tokens ("auth methods cannot create
+    # root tokens"); the stand-in allowed it.
+    vault_server.set_policy("x-reader", {"secret/data/x": ["read"]})
+    vault_server.add_aws_role("app", user_endpoint.arn, ["x-reader"], mount="aws-prod")
     vault_server.write_kv("secret", "x", {"k": "v"})
     src = source(vault_server, vault_role="app", vault_auth_mount="aws-prod",
                  vault_aws_header=None)

@@ -32,7 +32,7 @@ with open(sys.argv[1], "w") as out:
 @pytest.fixture
 def db_vault(vault_server: Any, postgres: Any) -> Any:
     vault_server.configure_database(postgres)
-    vault_server.engine("database").add_role("app", default_ttl=300, max_ttl=600)
+    vault_server.add_database_role("app", default_ttl=300, max_ttl=600)
     vault_server.write_kv("secret", "app/api", {"key": "api-key-value-0123456789"})
     vault_server.set_policy("app", {"secret/data/app/*": ["read"],
                                     "database/creds/app": ["read"],

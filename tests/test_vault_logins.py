@@ -1,4 +1,4 @@
-"""AppRole and Kubernetes logins against the Vault test server, in-process and through the
+"""AppRole and Kubernetes logins against the real Vault, in-process and through the
 binary; secret_id and service-account token are read at every login."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from entrypoint.config import Config
 from entrypoint.errors import AuthError
 from entrypoint.vault.source import VaultSource
 from tests.helpers.cli import run_cli
+from tests.helpers.secrecy import seed_secret
 
 
 @pytest.fixture
@@ -56,10 +57,10 @@ def test_approle_refused(server: Any) -> None:
 def test_kubernetes_on_a_custom_mount(server: Any, tmp_path: Path) -> None:
     server.enable_auth("kubernetes", "k8s")
     engine = server.engine("k8s", auth=True)
-    engine.add_jwt("jwt-of-the-pod-0123456789", "app-sa", "prod")
+    pod_jwt = seed_secret(engine.add_jwt("app-sa", "prod"))
     engine.add_role("app", ["app-sa"], ["prod"], ["app"], ttl=120)
     jwt = tmp_path / "token"
-    jwt.write_text("jwt-of-the-pod-0123456789")
+    jwt.write_text(pod_jwt)
     src = VaultSource.from_config(
         Config(vault_auth="kubernetes", vault_auth_mount="k8s", vault_role="app",
                vault_kubernetes_token_file=jwt, startup_timeout=2), {"VAULT_ADDR": server.addr})

@@ -120,7 +120,7 @@ def test_permission_denied_names_path_and_policies(vault_server: Any) -> None:
 @pytest.fixture
 def database(vault_server: Any, postgres: Any) -> Any:
     vault_server.configure_database(postgres)
-    vault_server.engine("database").add_role("app", default_ttl=60, max_ttl=120)
+    vault_server.add_database_role("app", default_ttl=60, max_ttl=120)
     return vault_server
 
 
@@ -168,7 +168,7 @@ def test_static_creds(database: Any, postgres: Any, source: VaultSource) -> None
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
         conn.execute("CREATE ROLE static_app LOGIN PASSWORD 'initial-pw'")
     try:
-        database.engine("database").add_static_role("static", "static_app", rotation_period=300)
+        database.add_static_role("static", "static_app", rotation_period=300)
         fetched = source.fetch("database/static-creds/static")
         assert fetched.kind == "static-creds" and fetched.lease_id is None
         assert fetched.ttl is not None and 0 < fetched.ttl <= 300

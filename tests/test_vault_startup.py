@@ -53,8 +53,9 @@ def build(server: Any, t: Time, timeout: float = 30.0, rng: float = 0.5) -> Vaul
 
 @pytest.fixture
 def kv(vault_server: Any) -> Any:
+    """Real Vault behind the fault proxy: every test here needs a fault at start-up."""
     vault_server.write_kv("secret", "app", {"k": "v"})
-    return vault_server
+    return vault_server.proxy()
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

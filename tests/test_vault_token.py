@@ -80,6 +80,12 @@ def kv_server(vault_server: Any) -> Iterator[Any]:
     yield vault_server
 
 
+@pytest.fixture
+def kv_proxy(kv_server: Any) -> Any:
+    """The same Vault behind the fault proxy, for the renewal faults it cannot give."""
+    return kv_server.proxy()
+
+
 def test_renewed_ahead_of_expiry(kv_server: Any) -> None:
     clock = Clock()
     method = CreateTokenLogin(kv_server.root_token, ttl=60)
@@ -98,9 +104,14 @@ def test_renewed_ahead_of_expiry(kv_server: Any) -> None:
 
 def test_near_max_ttl_logs_in_again_and_reissues_nothing(kv_server: Any, database: Any) -> None:
     clock = Clock()
-    method = CreateTokenLogin(kv_server.root_token, ttl=60, max_ttl=60)
+    method = CreateTokenLogin(kv_server.root_token, ttl=60, max_ttl=62)
     src = build(kv_server, method, clock)
     lease = src.fetch("database/creds/app").lease_id
+    # Vault counts the max TTL on its own clock, in whole seconds: once 5 s have passed
+    # there, a renewal can grant at most 57 s of the 60 asked -- capped.
+    token = src.client.token
+    wait_until(lambda: kv_server.api("POST", "auth/token/lookup", {"token": token})
+               ["data"]["ttl"] <= 55, timeout=15, what="5 s of the token's life on Vault's clock")
     clock.now = src.keeper.next_at
     src.keeper.tick()  # renewal capped at the max TTL: no more room
     assert src.keeper.capped and kv_server.count("auth/token/renew-self") == 1
@@ -113,12 +124,12 @@ def test_near_max_ttl_logs_in_again_and_reissues_nothing(kv_server: Any, databas
     src.close()
 
 
-def test_refused_renewal_logs_in_again(kv_server: Any) -> None:
+def test_refused_renewal_logs_in_again(kv_proxy: Any) -> None:
     clock = Clock()
-    method = CreateTokenLogin(kv_server.root_token, ttl=60)
-    src = build(kv_server, method, clock)
+    method = CreateTokenLogin(kv_proxy.root_token, ttl=60)
+    src = build(kv_proxy, method, clock)
     src.fetch("secret/app")
-    kv_server.fail_next(1, status=400, message="lease is not renewable",
+    kv_proxy.fail_next(1, status=400, message="lease is not renewable",
                         path_prefix="auth/token/renew-self")
     clock.now = src.keeper.next_at
     src.keeper.tick()
@@ -126,20 +137,20 @@ def test_refused_renewal_logs_in_again(kv_server: Any) -> None:
     src.close()
 
 
-def test_transient_renewal_failure_is_retried_not_relogged(kv_server: Any) -> None:
+def test_transient_renewal_failure_is_retried_not_relogged(kv_proxy: Any) -> None:
     clock = Clock()
-    method = CreateTokenLogin(kv_server.root_token, ttl=60)
-    src = build(kv_server, method, clock)
+    method = CreateTokenLogin(kv_proxy.root_token, ttl=60)
+    src = build(kv_proxy, method, clock)
     src.fetch("secret/app")
     src.client.end_startup()
-    kv_server.fail_next(1, status=503, path_prefix="auth/token/renew-self")
+    kv_proxy.fail_next(1, status=503, path_prefix="auth/token/renew-self")
     clock.now = src.keeper.next_at
     src.keeper.tick()
     assert method.logins == 1 and src.keeper.failures == 1
     assert src.keeper.next_at < clock.now + 60  # retried before the token runs out
     clock.now = src.keeper.next_at
     src.keeper.tick()
-    assert src.keeper.failures == 0 and kv_server.count("auth/token/renew-self") == 2
+    assert src.keeper.failures == 0 and kv_proxy.count("auth/token/renew-self") == 2
     src.close()
 
 
@@ -238,17 +249,17 @@ def test_token_not_in_logs(kv_server: Any, caplog: pytest.LogCaptureFixture) -> 
 @pytest.fixture
 def database(vault_server: Any, postgres: Any) -> Any:
     vault_server.configure_database(postgres)
-    vault_server.engine("database").add_role("app", default_ttl=600, max_ttl=1200)
+    vault_server.add_database_role("app", default_ttl=600, max_ttl=1200)
     return vault_server
 
 
-def test_vault_down_while_running_renewal_retries_then_recovers(kv_server: Any) -> None:
+def test_vault_down_while_running_renewal_retries_then_recovers(kv_proxy: Any) -> None:
     clock = Clock()
-    method = CreateTokenLogin(kv_server.root_token, ttl=60)
-    src = build(kv_server, method, clock)
+    method = CreateTokenLogin(kv_proxy.root_token, ttl=60)
+    src = build(kv_proxy, method, clock)
     src.fetch("secret/app")
     src.client.end_startup()
-    kv_server.stop()
+    kv_proxy.stop()
     delays = []
     for _ in range(3):
         clock.now = src.keeper.next_at
@@ -256,7 +267,7 @@ def test_vault_down_while_running_renewal_retries_then_recovers(kv_server: Any) 
         delays.append(src.keeper.next_at - clock.now)
     assert src.keeper.failures == 3 and method.logins == 1
     assert all(0 < d <= 30 for d in delays)  # backoff, always before the token's expiry
-    kv_server.start()
+    kv_proxy.start()
     clock.now = src.keeper.next_at
     src.keeper.tick()
     assert src.keeper.failures == 0 and method.logins == 1, "renewed, not logged in again"
@@ -264,17 +275,19 @@ def test_vault_down_while_running_renewal_retries_then_recovers(kv_server: Any) 
 
 
 def wrapped_token(server: Any) -> tuple[str, str]:
-    """(wrap info JSON as a Vault Agent sink with wrap_ttl writes it, the accessor inside)."""
+    """(wrap info JSON as a Vault Agent file sink with wrap_ttl writes it, the accessor of
+    the token inside). The agent wraps the token it holds with sys/wrapping/wrap, so the
+    unwrapped answer carries it as data.token, with no auth block."""
     import json
 
     import requests
 
-    answer = requests.post(f"{server.addr}/v1/auth/token/create",
+    token = server.create_token(["root"], ttl=600)
+    answer = requests.post(f"{server.addr}/v1/sys/wrapping/wrap",
                            headers={"X-Vault-Token": server.root_token,
                                     "X-Vault-Wrap-TTL": "300"},
-                           json={"policies": ["root"], "ttl": "600s"}, timeout=10).json()
-    info = answer["wrap_info"]
-    return json.dumps(info), info["wrapped_accessor"]
+                           json={"token": token}, timeout=10).json()
+    return json.dumps(answer["wrap_info"]), server.token_accessor(token)
 
 
 def test_wrapped_token_file_is_unwrapped_once(kv_server: Any, tmp_path: Path) -> None:

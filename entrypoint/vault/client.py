@@ -71,6 +71,13 @@ def vault_message(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+def token_is_invalid(exc: BaseException) -> bool:
+    """A 403 for a token Vault does not know (expired, revoked, another Vault's): Vault adds
+    "invalid token" to "permission denied"; a valid token refused by its policies gets only
+    the latter."""
+    return "invalid token" in vault_message(exc)
+
+
 class VaultClient:
     """hvac clients for one Vault, plus the retry policy shared by every call."""
 

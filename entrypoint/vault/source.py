@@ -30,7 +30,7 @@ from entrypoint.errors import (
 from entrypoint.sources.base import Fetched
 from entrypoint.vault import kv
 from entrypoint.vault.auth import LoginMethod, choose
-from entrypoint.vault.client import VaultClient, transient_reason, vault_message
+from entrypoint.vault.client import VaultClient, token_is_invalid, transient_reason, vault_message
 from entrypoint.vault.connection import Connection
 from entrypoint.vault.token_keeper import TokenKeeper
 
@@ -366,8 +366,9 @@ class VaultSource:
         try:
             response = self.client.call("token lookup",
                                         lambda: self.client.hvac.auth.token.lookup_self())
-        except hx.Forbidden:
-            return None
+        except hx.Forbidden as exc:
+            # Valid but without the `default` policy: it may not look itself up.
+            return None if token_is_invalid(exc) else {}
         except hx.VaultError:
             return {}
         data = response.get("data") if isinstance(response, dict) else None

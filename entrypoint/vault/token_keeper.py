@@ -223,6 +223,10 @@ class TokenKeeper:
                 current = self.current
             if current is None or not current.created or not self.revoke_on_exit:
                 return
+            if current.batch:
+                # Vault refuses to revoke a batch token (400): it ends at its TTL.
+                self.log.info("vault: our batch token is not revoked: Vault ends it at its TTL")
+                return
             try:
                 self.client.hvac.auth.token.revoke_self()
                 self.log.info("vault: revoked our token (revoke_on_exit)")

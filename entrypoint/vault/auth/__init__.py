@@ -34,6 +34,8 @@ class LoginResult:
     policies: tuple[str, ...] = ()
     created: bool = True
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # A batch token cannot be renewed or revoked, and caps its leases at its own expiry.
+    batch: bool = False
 
 
 class LoginMethod(Protocol):
@@ -102,7 +104,8 @@ def result_of(response: Any, method: str) -> LoginResult:
                        ttl=float(auth.get("lease_duration") or 0),
                        renewable=bool(auth.get("renewable")),
                        policies=tuple(str(p) for p in policies),
-                       metadata={str(k): str(v) for k, v in (auth.get("metadata") or {}).items()})
+                       metadata={str(k): str(v) for k, v in (auth.get("metadata") or {}).items()},
+                       batch=auth.get("token_type") == "batch")
 
 
 def refused(method: str, exc: BaseException, hint: str | None = None) -> AuthError:

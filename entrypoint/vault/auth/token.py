@@ -85,8 +85,7 @@ class TokenLogin:
                             f"{vault_message(exc)}",
                             hint="a wrapping token works once and expires: another process "
                                  "may have unwrapped it, or its wrap_ttl has passed") from None
-        auth = response.get("auth") if isinstance(response, dict) else None
-        token = auth.get("client_token") if isinstance(auth, dict) else None
+        token = _token_of(response)
         if not isinstance(token, str) or not token:
             raise AuthError(f"the wrapped answer in {self._origin()} holds no token")
         self._unwrapped = (text, Secret(token))
@@ -102,11 +101,20 @@ class TokenLogin:
             response = client.call("token lookup at auth/token/lookup-self", lambda: (
                 client.anonymous.adapter.get("/v1/auth/token/lookup-self",
                                              headers={"X-Vault-Token": token})))
-        except hx.Forbidden:
-            raise AuthError(f"the token from {self._origin()} is not valid (expired, revoked "
-                            "or from another Vault)",
-                            hint="give a current token, or use another vault_auth method"
-                            ) from None
+        except hx.Forbidden as exc:
+            from entrypoint.vault.client import token_is_invalid
+
+            if token_is_invalid(exc):
+                raise AuthError(f"the token from {self._origin()} is not valid (expired, "
+                                "revoked or from another Vault)",
+                                hint="give a current token, or use another vault_auth method"
+                                ) from None
+            # Only the `default` policy grants lookup-self: a token made without it works
+            # but cannot describe itself. Use it; its TTL is unknown, so it is not renewed.
+            client.log.warning("vault: the token from %s may not look itself up (no "
+                               "`default` policy?): its TTL is unknown and it is not renewed",
+                               self._origin())
+            return LoginResult(token=Secret(token), ttl=0.0, renewable=False, created=False)
         except hx.VaultError as exc:
             from entrypoint.vault.client import vault_message
 
@@ -116,7 +124,23 @@ class TokenLogin:
         policies = data.get("policies") or []
         return LoginResult(token=Secret(token), ttl=float(data.get("ttl") or 0),
                            renewable=bool(data.get("renewable")),
-                           policies=tuple(str(p) for p in policies), created=False)
+                           policies=tuple(str(p) for p in policies), created=False,
+                           batch=data.get("type") == "batch")
 
     def describe(self) -> str:
         return f"token ({self._origin()})"
+
+
+def _token_of(response: object) -> str | None:
+    """The token in an unwrapped answer. Vault Agent's sink wraps the token it holds with
+    sys/wrapping/wrap, so it comes back as `data.token`; a login wrapped by the client
+    (X-Vault-Wrap-TTL on the login) comes back as `auth.client_token`."""
+    if not isinstance(response, dict):
+        return None
+    auth = response.get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("client_token"), str):
+        return str(auth["client_token"])
+    data = response.get("data")
+    if isinstance(data, dict) and isinstance(data.get("token"), str):
+        return str(data["token"])
+    return None
