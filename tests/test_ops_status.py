@@ -1,0 +1,106 @@
+"""`entrypoint status` over the control socket has the peer checks of `rotate` (issue 17):
+another user is denied without the status being built, a listener run by another user
+is not believed, a failing snapshot answers an error rather than killing the server, and
+an unknown request is still refused. In-process ControlServer on a real abstract socket,
+other users made with setuid in a fork (tests/test_control_socket.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from entrypoint.config import Config
+from entrypoint.control import ControlServer, address, request_status
+from entrypoint.errors import PermissionDenied, UnavailableError
+from tests.test_control_socket import LOG, NOBODY, as_user, connect, needs_root, unique_name
+
+SNAPSHOT = {"mode": "supervise", "keys": [{"key": "vault:kv/app/db", "kind": "kv2"}]}
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[ControlServer, list[str]]]:
+    built: list[str] = []
+
+    def status() -> bytes:
+        built.append("status")
+        return json.dumps(SNAPSHOT).encode() + b"\n"
+
+    srv = ControlServer(unique_name(), lambda reason: None, LOG, on_status=status)
+    srv.start()
+    yield srv, built
+    srv.stop()
+
+
+def test_status_is_answered_to_our_own_user(served: tuple[ControlServer, list[str]]) -> None:
+    srv, built = served
+    assert request_status(Config(control_socket=srv.name)) == SNAPSHOT
+    assert built == ["status"]
+
+
+@needs_root
+def test_status_is_denied_to_another_user_without_being_built(
+        served: tuple[ControlServer, list[str]]) -> None:
+    srv, built = served
+
+    def ask() -> None:
+        with connect(srv.name) as sock:
+            sock.sendall(b"status\n")
+            assert sock.recv(200).startswith(b"denied")
+
+    assert as_user(NOBODY, ask) == 0
+    assert built == []
+
+
+def test_a_failing_snapshot_answers_an_error_and_the_server_goes_on() -> None:
+    def broken() -> bytes:
+        raise RuntimeError("bug")
+
+    srv = ControlServer(unique_name(), lambda reason: None, LOG, on_status=broken)
+    srv.start()
+    try:
+        with pytest.raises(UnavailableError, match="unexpected answer"):
+            request_status(Config(control_socket=srv.name))
+        with connect(srv.name) as sock:  # still serving
+            sock.sendall(b"stats\n")
+            assert sock.recv(100) == b"error: unknown request\n"
+    finally:
+        srv.stop()
+
+
+@needs_root
+def test_status_client_refuses_a_listener_run_by_another_user() -> None:
+    name = unique_name()
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: an impostor with a fake status
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.bind(address(name))
+                sock.listen(1)
+                os.write(ready_w, b"x")
+                sock.settimeout(10)
+                try:
+                    conn, _ = sock.accept()
+                    with conn:
+                        conn.sendall(b'{"mode": "fake"}\n')
+                except TimeoutError:
+                    pass
+                os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        with pytest.raises(PermissionDenied, match=f"uid {NOBODY}"):
+            request_status(Config(control_socket=name))
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
