@@ -183,6 +183,33 @@ def test_subcommands_run_with_entrypoint_overridden(app_image: str) -> None:
     assert "check: command not found in the app's PATH" in as_app.stderr
 
 
+def test_the_build_context_holds_only_what_the_dockerfile_copies(
+        app_image: str, tmp_path: Path) -> None:
+    """.dockerignore, as the builder reads it: `COPY . /ctx` of the repository root, in
+    an image of its own (removed), shows what reaches the builder."""
+    containerfile = tmp_path / "Containerfile"
+    containerfile.write_text("FROM scratch\nCOPY . /ctx\n")
+    tag = f"{pm.APP_REPOSITORY}:context-{pm.RUN_ID}"
+    try:
+        pm.podman("build", "--runtime", "runc", "--pull=never", "--network", "none",
+                  "--layers=false", "--label", f"{pm.RUN_LABEL}={pm.RUN_ID}",
+                  "--file", str(containerfile), "--tag", tag, str(REPO), timeout=300)
+        mounted = Path(pm.podman("image", "mount", tag).stdout.strip())
+        try:
+            found = {str(p.relative_to(mounted / "ctx")) for p in (mounted / "ctx").rglob("*")
+                     if p.is_file()}
+        finally:
+            pm.podman("image", "unmount", tag, check=False)
+    finally:
+        pm.remove_image(tag)
+    expected = {"pyproject.toml", "README.md", "examples/sample_app.py"}
+    for folder in ("entrypoint", "templates"):
+        expected |= {str(p.relative_to(REPO)) for p in (REPO / folder).rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts
+                     and p.suffix not in (".pyc", ".pyo")}
+    assert found == expected, (sorted(found - expected), sorted(expected - found))
+
+
 def test_database_credentials_rotate_in_the_container_against_the_real_vault(
         app_image: str, database: Any, postgres: Any, tmp_path: Path,
         containers: list[pm.Container]) -> None:

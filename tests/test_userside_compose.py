@@ -408,6 +408,26 @@ def test_compose_has_vault_postgres_bootstrap_and_the_app(compose: dict[str, Any
     assert boot["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
+def test_the_postgres_healthcheck_asks_over_tcp(compose: dict[str, Any]) -> None:
+    """The image's first start serves a temporary server on the socket only
+    (docker-library/postgres#880): only a TCP check says when Vault can connect."""
+    test = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"], test
+    assert "-h" in test and test[test.index("-h") + 1] == "127.0.0.1", test
+
+
+def test_the_by_hand_bootstrap_does_not_send_vault_to_its_own_loopback() -> None:
+    """PGHOST goes into Vault's connection_url: Vault dials it from its own container,
+    where 127.0.0.1 is Vault itself, whatever address the user's shell uses for Vault."""
+    for path in (COMPOSE / "README.md", BOOTSTRAP):
+        text = path.read_text(encoding="utf-8")
+        hosts = re.findall(r"\bPGHOST=\"?([^\s\"]+)", text)
+        assert hosts, f"{path.name}: no PGHOST shown"
+        for host in hosts:
+            assert host not in ("127.0.0.1", "localhost", "::1"), f"{path.name}: PGHOST={host}"
+    assert "PGHOST=postgres" in (COMPOSE / "README.md").read_text(encoding="utf-8")
+
+
 def test_the_app_runs_the_example_image_under_the_entrypoint(compose: dict[str, Any]) -> None:
     app = compose["services"]["app"]
     build = app["build"]

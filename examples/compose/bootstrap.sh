@@ -3,10 +3,16 @@
 #
 # docker-compose.yml runs it once in the hashicorp/vault image, after Vault and
 # PostgreSQL are healthy, with VAULT_ADDR and VAULT_TOKEN (the dev root token) set.
-# It is safe to run again against the same Vault. To try it by hand against any Vault:
+# It is safe to run again against the same Vault. To try it by hand against the compose
+# stack's Vault, from the host:
 #
-#   VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root PGHOST=127.0.0.1 \
-#       PGPASSWORD=... TOKEN_FILE=./app-token sh examples/compose/bootstrap.sh
+#   VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=root PGHOST=postgres \
+#       PGPASSWORD=... POLICY_FILE=examples/compose/app-policy.hcl TOKEN_FILE=./app-token \
+#       sh examples/compose/bootstrap.sh
+#
+# PGHOST is the database's address as Vault (and the app) reach it, not as this shell
+# does: Vault dials it for the database engine. In the stack that is `postgres`;
+# 127.0.0.1 would be Vault's own container.
 #
 # Every value below is for local development only.
 set -eu
