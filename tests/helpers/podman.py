@@ -175,6 +175,14 @@ def base_image() -> str:
             sys.stderr.write(f"\n[measure] base root filesystem made by mmdebstrap in "
                              f"{time.monotonic() - began:.0f}s ({tar})\n")
         podman("import", "--change", 'CMD ["/bin/bash"]', str(tar), tag, timeout=300)
+        # A changed recipe leaves the old base behind: the cache keeps only the current one.
+        for old in CACHE.glob(f"base-{SUITE}-*.tar"):
+            if old != tar:
+                old.unlink(missing_ok=True)
+        for line in podman("images", "--format", "{{.Repository}}:{{.Tag}}",
+                           BASE_REPOSITORY, check=False).stdout.split():
+            if line != tag:
+                podman("rmi", line, check=False)
         return tag
 
 
@@ -202,6 +210,10 @@ def wheelhouse() -> Path:
              "--python-version", "3.11", "--dest", str(partial), *requirements],
             timeout=600, what="pip download (the wheelhouse; needs the package index once)")
         partial.rename(path)
+        # Changed dependencies leave the old wheelhouse behind: keep only the current one.
+        for old in CACHE.glob("wheels-cp311-*"):
+            if old != path and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
         return path
 
 
