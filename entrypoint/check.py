@@ -84,6 +84,23 @@ def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
     return True
 
 
+def namesake_rows() -> list[CheckRow]:
+    """PyPI's unrelated ``entrypoint`` distribution installs an import package of our
+    name: next to ours, each overwrites the other's files (README, "Package, licence and
+    names"). A warning row, not a failure: the check of secrets still holds."""
+    from importlib import metadata
+
+    try:
+        other = metadata.distribution("entrypoint")
+    except metadata.PackageNotFoundError:
+        return []
+    return [CheckRow("environment", "package", f"entrypoint {other.version}",
+                     "warning: the 'entrypoint' distribution from PyPI is installed here and "
+                     "shares the import package entrypoint/ with vault-entrypoint; "
+                     "uninstalling either breaks the other: give vault-entrypoint an "
+                     "environment of its own")]
+
+
 def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
               keys: Mapping[SourceKey, Iterable[str]] | None = None,
               log: logging.Logger | None = None) -> list[CheckRow]:
@@ -96,7 +113,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     wanted = {k: set(v) for k, v in (keys or {}).items()}
     todo: set[SourceKey] = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
-                     config.config else "", "ok")]
+                     config.config else "", "ok"), *namesake_rows()]
     try:
         sources: Sources = for_config(config, environ)
     except EntrypointError as exc:
