@@ -75,3 +75,28 @@ def transport_reason(exc: BaseException) -> str:
     if "RemoteDisconnected" in names or "ProtocolError" in names:
         return "the server closed the connection"
     return "connection failed"
+
+
+def error_kind(exc: BaseException) -> str:
+    """What kind of failure ``exc`` is, in words, for a message that may not quote it
+    (a template error whose text could hold a secret value)."""
+    from entrypoint import errors
+
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (errors.SecretNotFound, "not found"),
+        (errors.ReferenceSyntaxError, "not a valid reference"),
+        (errors.TemplateError, "not a valid argument"),
+        (errors.AuthError, "login refused"),
+        (errors.PermissionDenied, "permission denied"),
+        (errors.UnavailableError, "the server is unavailable"),
+        (errors.LeaseGone, "the lease is gone"),
+        (errors.ConfigError, "a configuration error"),
+        (ZeroDivisionError, "a division by zero"),
+        (OverflowError, "a number too large"),
+        (KeyError, "a missing key"),
+        (IndexError, "an index out of range"),
+        (RecursionError, "recursion too deep"),
+        (ValueError, "a value of the wrong form"),
+        (TypeError, "an operation on a value of the wrong type"),
+    )
+    return next((words for kind, words in kinds if isinstance(exc, kind)), "an error")

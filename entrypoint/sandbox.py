@@ -149,8 +149,9 @@ class Scope:
         except EntrypointError as exc:
             if written(arg, self.source):
                 raise
-            raise copy_error(exc, f"{fn}({COMPUTED!r}): {exc.__class__.__name__}",
-                             None) from None
+            from entrypoint.describe import error_kind
+
+            raise copy_error(exc, f"{fn}({COMPUTED!r}): {error_kind(exc)}", None) from None
 
     def secret(self, path: str) -> SecretData:
         return self._call("secret", path, lambda: self._secret(path))

@@ -100,7 +100,7 @@ def describe(exc: Exception, here: str, source: str, values: Iterable[str]) -> E
         return TemplateError(f"{here}: refused by the sandbox: access to attribute "
                              f"{shown(exc.name, source)} of a {exc.owner_type} object is unsafe")
     if isinstance(exc, SecurityError):
-        return TemplateError(f"{here}: refused by the sandbox ({exc.__class__.__name__})")
+        return TemplateError(f"{here}: refused by the sandbox")
     if isinstance(exc, Missing):
         name = shown(exc.name, source)
         if exc.owner is None:
@@ -114,8 +114,10 @@ def describe(exc: Exception, here: str, source: str, values: Iterable[str]) -> E
         return TemplateError(f"{here}: {scrub(exc.message or '', source, values)}")
     if isinstance(exc, UndefinedError):
         return TemplateError(f"{here}: an undefined value was used")
-    return TemplateError(f"{here}: {exc.__class__.__name__} (its message is not shown: "
-                         "it could quote a secret value)")
+    from entrypoint.describe import error_kind
+
+    return TemplateError(f"{here}: {error_kind(exc)} (its message is not shown: it could "
+                         "quote a secret value)")
 
 
 def copy_error(exc: EntrypointError, message: str, hint: str | None) -> EntrypointError:

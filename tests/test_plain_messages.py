@@ -111,3 +111,24 @@ def test_unreadable_config_exits_77_as_documented(tmp_path: Path,
     code = main(["render"], {"ENTRYPOINT_CONFIG": str(config), "PATH": os.defpath})
     assert code == 77
     assert f"config file {config} is not readable" in capsys.readouterr().err
+
+
+def test_template_errors_name_their_kind_in_words(tmp_path: Path) -> None:
+    (tmp_path / "sec/kv").mkdir(parents=True)
+    (tmp_path / "sec/kv/a.json").write_text('{"x": "no-such-path", "n": "abc"}')
+    cases = {
+        "{{ secret(secret('kv/a').x | upper) }}": "secret('<computed>'): not found",
+        "{{ secret('kv/a').n | filesizeformat }}": "a value of the wrong form (its message is",
+        "{{ 1 // 0 }}": "a division by zero (its message is not shown",
+        "{{ ''.__class__ }}": "refused by the sandbox",
+    }
+    for template, expected in cases.items():
+        (tmp_path / "t.j2").write_text(template)
+        result = run_cli(["render"], {"ENTRYPOINT_LOCAL_SECRETS": str(tmp_path / "sec"),
+                                      "ENTRYPOINT_TEMPLATE": f"{tmp_path / 't.j2'}:"
+                                                             f"{tmp_path / 'out'}"})
+        assert result.returncode == 78, (template, result.stderr)
+        assert expected in result.stderr, (template, result.stderr)
+        assert not any(name in result.stderr for name in
+                       ("SecretNotFound", "ValueError", "ZeroDivisionError", "SecurityError",
+                        "TypeError")), result.stderr
