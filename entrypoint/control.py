@@ -110,9 +110,14 @@ def _ask(config: Config, request: bytes, limit: int) -> str:
                          hint="set control_socket to the value the running entrypoint uses")
     name = resolve_name(config.control_socket)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(CLIENT_TIMEOUT)
+    # A blocking connect bounded by SO_SNDTIMEO: with a timeout set, Python connects in
+    # non-blocking mode, and a unix socket whose backlog is full (silent clients ahead of
+    # us) then fails at once with EAGAIN instead of waiting for the server to accept.
+    seconds = int(CLIENT_TIMEOUT)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, 0))
     try:
         sock.connect(address(name))
+        sock.settimeout(CLIENT_TIMEOUT)
         pid, uid = peer(sock)
         if not trusted(uid):
             raise PermissionDenied(
