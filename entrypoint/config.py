@@ -216,8 +216,10 @@ class TomlFile:
 
 
 def _expect(setting: Setting, raw: Raw, what: str) -> ConfigError:
-    got = type(raw.value).__name__
-    return ConfigError(f"{raw.origin}: {setting.name} expects {what}, got a {got}")
+    from entrypoint.describe import value_kind
+
+    return ConfigError(f"{raw.origin}: {setting.name} expects {what}, got "
+                       f"{value_kind(raw.value)}")
 
 
 def _convert(setting: Setting, raw: Raw) -> Any:

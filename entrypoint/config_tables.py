@@ -15,6 +15,7 @@ from entrypoint.config import (
     TemplateSpec,
     _did_you_mean,
 )
+from entrypoint.describe import value_kind
 from entrypoint.errors import ConfigError
 
 
@@ -38,14 +39,14 @@ def _table_str(table: dict[str, Any], key: str, origin: str, what: str) -> str |
     value = table.get(key)
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{origin}: {what}.{key} expects a string, "
-                          f"got a {type(value).__name__}")
+                          f"got {value_kind(value)}")
     return value
 
 
 def _check_table(table: Any, allowed: tuple[str, ...], origin: str, what: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{origin}: each [[{what}]] must be a table, "
-                          f"got a {type(table).__name__}")
+                          f"got {value_kind(table)}")
     for key in table:
         if key not in allowed:
             raise ConfigError(f"{origin}: unknown key {key!r} in [[{what}]]",

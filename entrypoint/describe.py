@@ -100,3 +100,15 @@ def error_kind(exc: BaseException) -> str:
         (TypeError, "an operation on a value of the wrong type"),
     )
     return next((words for kind, words in kinds if isinstance(exc, kind)), "an error")
+
+
+def value_kind(value: object) -> str:
+    """A TOML or JSON value's type as users name it: "a boolean", not "a bool"."""
+    import datetime
+
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "a boolean"), (int, "a whole number"), (float, "a number"), (str, "a string"),
+        (list, "a list"), (dict, "a table"),
+        ((datetime.date, datetime.time), "a date or time"),
+    )
+    return next((words for kind, words in kinds if isinstance(value, kind)), "another type")

@@ -32,7 +32,9 @@ class UnsafePath(OSError):
 
 
 def reason(exc: OSError) -> str:
-    return exc.strerror or exc.__class__.__name__
+    from entrypoint.describe import os_reason
+
+    return exc.strerror or os_reason(exc)
 
 
 def trusted(st: os.stat_result) -> bool:

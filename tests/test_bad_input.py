@@ -59,7 +59,7 @@ CASES = [
                                       "did you mean 'destination'"),
          tables='[[template]]\ncontents = "x"\ndestinaton = "out/x"\n'),
     Case("wrong-type-toml", 78, ("entrypoint.toml:2: kill_timeout expects a duration such "
-                                 "as 30s, got a bool",), top="kill_timeout = true\n"),
+                                 "as 30s, got a boolean",), top="kill_timeout = true\n"),
     Case("wrong-type-variable", 78, ("variable ENTRYPOINT_VAULT_CONCURRENCY",
                                      "expected a whole number, got 'many'"),
          env={"ENTRYPOINT_VAULT_CONCURRENCY": "many"}),

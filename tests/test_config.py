@@ -59,7 +59,7 @@ def test_toml_top_level_key_that_belongs_in_a_section_is_rejected(tmp_path: Path
                                   "did you mean 'kill_timeout'"]),
         ('\n\nkill_timeout = "soon"\n', ["entrypoint.toml:3", "kill_timeout",
                                          "expected a duration"]),
-        ("revoke_on_exit = 3\n", ["entrypoint.toml:1", "expects true or false, got a int"]),
+        ("revoke_on_exit = 3\n", ["entrypoint.toml:1", "expects true or false, got a whole number"]),
         ('mode = "exce"\n', ["mode must be one of supervise, exec", "did you mean 'exec'"]),
         ('stop_signal = "SIGNOPE"\n', ["stop_signal", "expected a signal name"]),
         ("secrets = [1, 2]\n", ["secrets expects a list of strings"]),

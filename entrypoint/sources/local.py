@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from entrypoint.describe import value_kind
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
 from entrypoint.sources.base import Fetched, to_secrets
 
@@ -126,6 +127,6 @@ def parse_object(raw: bytes, file: Path) -> dict[str, Any]:
         raise ConfigError(f"secret file {where} is not valid {kind}",
                           hint="expected one object of key/value pairs") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"secret file {file} holds a {type(data).__name__}",
+        raise ConfigError(f"secret file {file} holds {value_kind(data)}",
                           hint="expected one object of key/value pairs")
     return data
