@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.helpers.cli import run_cli
 
@@ -57,3 +58,29 @@ def test_template_syntax_error_is_a_row_with_exit_78(tmp_path: Path) -> None:
     assert check.returncode == 78
     row = next(line for line in check.stdout.splitlines() if line.startswith("template "))
     assert "app.tmpl" in row and "ok" not in row.split()[-1:]
+
+
+def test_templates_on_real_vault_read_creds_and_leave_no_lease(
+        database: Any, tmp_path: Path) -> None:
+    """A template reading database/creds: check renders it with a real lease, then
+    revokes it; a typo'd key in it is 78, as in render."""
+    database.add_database_role("app", default_ttl=600, max_ttl=3600)
+    database.write_kv("secret", "app", {"host": "db.internal"})
+    token = database.create_token(["root"], ttl=600)
+    (tmp_path / "pg.tmpl").write_text(
+        "{{ secret('database/creds/app').username }}@{{ secret('secret/app').host }}\n")
+    (tmp_path / "entrypoint.toml").write_text(
+        f'[[template]]\nsource = "pg.tmpl"\ndestination = "{tmp_path}/out/pg"\n')
+    env = {"VAULT_ADDR": database.addr, "VAULT_TOKEN": token,
+           "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
+    good = run_cli(["check", "--format", "json"], env, cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    rows = {row["path"]: row for row in json.loads(good.stdout)["rows"]}
+    assert rows["vault:database/creds/app"]["kind"] == "leased"
+    assert rows["vault:secret/app"]["kind"] == "kv2"
+    assert database.leases("database/creds/app") == []
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "pg.tmpl").write_text("{{ secret('database/creds/app').usernme }}\n")
+    bad = run_cli(["check"], env, cwd=tmp_path)
+    assert bad.returncode == 78 and "no key 'usernme'" in bad.stdout
+    assert database.leases("database/creds/app") == []
