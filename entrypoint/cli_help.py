@@ -14,6 +14,7 @@ _RESOLVE = _COMMON | {
     "local_secrets", "secrets", "secrets_prefix", "secrets_upcase", "secrets_sanitize",
     "template", "template_allowed_dirs", "template_timeout", "template_max_bytes",
     "startup_timeout",
+    "pass_env",  # what env() in a template sees of the bootstrap variables
 } | {s.name for s in SETTINGS if s.name.startswith("vault_")}
 # rotate and status only talk to the running entrypoint over its control socket.
 _CONTROL = _COMMON | {"control_socket"}
