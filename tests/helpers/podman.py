@@ -217,22 +217,44 @@ def wheelhouse() -> Path:
         return path
 
 
+def build(containerfile: Path, tag: str, *args: str, base: str | None = None) -> None:
+    """``podman build`` of the repository root (without network, without cache layers:
+    a run removes its images and leaves nothing behind), one build at a time.
+
+    A build cut short (a test timeout kills podman) leaves buildah's working container,
+    mounted; builds hold a lock, so any working container of our base found around one
+    is such a leftover, and is removed."""
+    base = base or base_image()
+    with _locked("build"):
+        _remove_working_containers(base)
+        try:
+            podman("build", "--runtime", "runc", *LIMITS, "--pull=never", "--network", "none",
+                   "--layers=false", "--from", base, "--label", f"{RUN_LABEL}={RUN_ID}",
+                   *args, "--file", str(containerfile), "--tag", tag, str(REPO), timeout=600)
+        finally:
+            _remove_working_containers(base)
+
+
+def _remove_working_containers(base: str) -> None:
+    out = podman("ps", "--all", "--external", "--filter", f"ancestor={base}",
+                 "--format", "{{.ID}} {{.Names}}", check=False).stdout
+    for line in out.splitlines():
+        ident, _, name = line.partition(" ")
+        if "working-container" in name:
+            podman("rm", "--force", ident, check=False)
+
+
 def build_app_image(workdir: Path) -> str:
-    """``podman build -f Dockerfile.example`` of this tree, without network; the tag is
-    unique to this run. Returns the tag."""
-    base = base_image()
+    """``podman build -f Dockerfile.example`` of this tree; the tag is unique to this run.
+    The wheelhouse and a no-index pip config are mounted for its RUN steps (their empty
+    mount points stay in the image). Returns the tag."""
     wheels = wheelhouse()
     pip_conf = workdir / "pip.conf"
     pip_conf.write_text("[global]\nno-index = true\nfind-links = /wheels\n")
     tag = f"{APP_REPOSITORY}:run-{RUN_ID}"
     began = time.monotonic()
-    podman("build", "--runtime", "runc", *LIMITS, "--pull=never", "--network", "none",
-           # No cache layers: the run removes its image and leaves nothing behind.
-           "--layers=false", "--from", base,
-           # The mounts are seen by RUN only; their empty mount points stay in the image.
-           "--volume", f"{wheels}:/wheels:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro",
-           "--label", f"{RUN_LABEL}={RUN_ID}",
-           "--file", str(REPO / "Dockerfile.example"), "--tag", tag, str(REPO), timeout=600)
+    build(REPO / "Dockerfile.example", tag,
+          "--volume", f"{wheels}:/wheels:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro")
     sys.stderr.write(f"\n[measure] podman build of Dockerfile.example in "
                      f"{time.monotonic() - began:.1f}s\n")
     return tag
@@ -302,6 +324,17 @@ class Container:
         podman("rm", "--force", "--time", "0", self.name, check=False)
 
 
+def env_file(path: Path, env: dict[str, str]) -> Path:
+    """The variables as an ``--env-file`` (read as is: no quoting, no expansion), so that
+    no token or password is on a command line, in ``ps`` or in a PodmanError."""
+    for key, value in env.items():
+        if "\n" in value or "=" in key:
+            raise ValueError(f"{key}: an env-file holds one KEY=VALUE per line")
+    path.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    path.chmod(0o600)
+    return path
+
+
 def start(image: str, journal: Path, *, env: dict[str, str] | None = None,
           volumes: Sequence[str] = (), command: Sequence[str] = (),
           extra: Sequence[str] = ()) -> Container:
@@ -315,8 +348,8 @@ def start(image: str, journal: Path, *, env: dict[str, str] | None = None,
             "--volume", f"{journal}:/journal"]
     for volume in volumes:
         argv += ["--volume", volume]
-    for key, value in (env or {}).items():
-        argv += ["--env", f"{key}={value}"]
+    if env:
+        argv += ["--env-file", str(env_file(journal.parent / f"{name}.env", env))]
     container = Container(name, image, journal)
     try:
         podman(*argv, *extra, image, *command, timeout=60)
