@@ -72,8 +72,11 @@ def snapshot(engine: Engine | None, runtime: Runtime, observer: Observer,
             lease = leases.get(key)
             task = due.get(key)
             facts = observer.keys.get(label)
+            # A static role's ttl is Vault's countdown to its next password, as read
+            # (fetched_at is on the engine's monotonic clock).
             ttl = (lease.times.expires_at - mono if lease is not None else
-                   item.ttl if item.kind == "static-creds" else None)
+                   item.ttl - (mono - item.fetched_at)
+                   if item.kind == "static-creds" and item.ttl is not None else None)
             keys.append({
                 "key": label + (f"?version={key[2]}" if key[2] is not None else ""),
                 "kind": item.kind,
