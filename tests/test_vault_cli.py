@@ -125,7 +125,7 @@ def test_check_fails_on_a_missing_key_and_a_denied_path(db_vault: Any, postgres:
     result = run_cli(["check"], env)
     assert result.returncode in (77, 78)
     assert "secret/app/api#nope" in result.stdout and "keys present: key" in result.stdout
-    assert "PermissionDenied" in result.stdout and "app" in result.stdout
+    assert "permission denied" in result.stdout and "app" in result.stdout
 
 
 @pytest.mark.parametrize(("extra", "code", "needle"), [
