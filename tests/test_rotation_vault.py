@@ -67,6 +67,7 @@ def test_vault_outage_keeps_the_app_running_with_capped_quiet_retries(
         database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
     database.add_database_role("app", default_ttl=8, max_ttl=3600)
     database.write_kv("secret", "app/config", {"greeting": "hello"})
+    database = database.proxy()  # the real Vault's host going away: the proxy's stop()
     env = vault_env(database, DB_USER="vault:database/creds/app#username",
                     DB_PASSWORD="vault:database/creds/app#password",
                     GREETING="vault:secret/app/config#greeting")
@@ -105,6 +106,7 @@ def test_lease_expiring_while_vault_is_down_follows_on_expiry(
         policy: str, database: Any, postgres: Any, tmp_path: Path,
         procs: list[Running]) -> None:
     database.add_database_role("app", default_ttl=3, max_ttl=3600)
+    database = database.proxy()  # the real Vault's host going away: the proxy's stop()
     env = vault_env(database, DB_USER="vault:database/creds/app#username",
                     DB_PASSWORD="vault:database/creds/app#password")
     ep = start(tmp_path, env, [*FAST, "--on-expiry", policy], pg_app(postgres))
@@ -133,9 +135,8 @@ def test_lease_expiring_while_vault_is_down_follows_on_expiry(
 
 
 def approle_tokens(vault: Any) -> list[str]:
-    with vault.state.lock:
-        return [t.accessor for t in vault.state.tokens.values()
-                if t.path.startswith("auth/approle")]
+    accessors: list[str] = vault.tokens_issued_by("auth/approle/login")
+    return accessors
 
 
 @pytest.mark.parametrize("revoke", [True, False])
@@ -272,15 +273,16 @@ def test_leases_replaced_before_the_token_that_made_them_ends(
 def test_lease_that_cannot_be_renewed_is_replaced_before_it_expires(
         database: Any, postgres: Any, tmp_path: Path, procs: list[Running]) -> None:
     database.add_database_role("app", default_ttl=4, max_ttl=3600)
+    # A real database lease is renewable up to its max TTL; a lease Vault will not renew
+    # is a fault only the proxy can give: Vault's own 400 for a non-renewable lease.
+    database = database.proxy()
     env = vault_env(database, DB_USER="vault:database/creds/app#username",
                     DB_PASSWORD="vault:database/creds/app#password")
     ep = start(tmp_path, env, [*FAST, "--renew-fraction", "0.3"], pg_app(postgres))
     procs.append(ep)
     ep.wait_log("child started")
-    # As if the role issued leases Vault will not renew: the renewal is refused.
-    with database.state.lock:
-        for lease in database.state.leases.values():
-            lease.renewable = False
+    database.fail_next(10**6, status=400, message="lease is not renewable",
+                       path_prefix="sys/leases/renew")
     users = ep.wait_users(2)
     ep.wait_logins(users[-1])
     assert ep.stop() == 0, ep.log

@@ -7,10 +7,8 @@ tests/helpers/secrecy.py.)"""
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 
 from tests.helpers.cli import run_cli
 from tests.helpers.secrecy import seed_secret
-from tests.vaultserver.http import VaultHTTPServer
+from tests.realservers.vault import RealVault
 
 VALUE = seed_secret("sec-Vault-Value-77q")
 DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
@@ -82,23 +80,12 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def https_vault(vault: Any, self_signed: tuple[Path, Path]) -> Iterator[str]:
-    """The same Vault test server's state, served over HTTPS on another port."""
-    cert, key = self_signed
-    httpd = VaultHTTPServer(("127.0.0.1", 0), vault)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        httpd.drop_connections()
-        thread.join(5)
+def tls_vault(self_signed: tuple[Path, Path]) -> Iterator[Any]:
+    """A real Vault that also serves HTTPS with the self-signed certificate (.https_addr)."""
+    with RealVault(tls=self_signed) as server:
+        server.write_kv("secret", "app", {"value": VALUE})
+        server.set_policy("app", {"secret/data/*": ["read"]})
+        yield server
 
 
 def _tls_env(vault: Any, addr: str, **extra: str) -> dict[str, str]:
@@ -106,31 +93,32 @@ def _tls_env(vault: Any, addr: str, **extra: str) -> dict[str, str]:
             "APP_SECRET": "vault:secret/app#value", **extra}
 
 
-def test_self_signed_vault_is_refused_by_default(vault: Any, https_vault: str,
-                                                 tmp_path: Path) -> None:
+def test_self_signed_vault_is_refused_by_default(tls_vault: Any, tmp_path: Path) -> None:
     """No VAULT_CACERT: the certificate is not trusted, the run fails at once (a bad
     certificate is not retried for the whole start-up window) and the app never runs."""
     marker = tmp_path / "started"
     began = time.monotonic()
     result = run_cli(["--startup-timeout", "30s", "--", sys.executable, "-c",
-                      f"open({str(marker)!r}, 'w').close()"], _tls_env(vault, https_vault))
+                      f"open({str(marker)!r}, 'w').close()"],
+                     _tls_env(tls_vault, tls_vault.https_addr))
     assert result.returncode == 69, result.stderr
     assert "TLS failed" in result.stderr and "VAULT_CACERT" in result.stderr
     assert time.monotonic() - began < 10
     assert not marker.exists()
-    assert not any(r.status == 200 and r.path == "secret/data/app" for r in vault.requests)
+    assert not any(r.status == 200 and r.path == "secret/data/app" for r in tls_vault.requests)
 
 
-def test_self_signed_vault_with_its_cacert_works(vault: Any, https_vault: str,
+def test_self_signed_vault_with_its_cacert_works(tls_vault: Any,
                                                  self_signed: tuple[Path, Path]) -> None:
-    result = run_cli(["render"], _tls_env(vault, https_vault,
+    result = run_cli(["render"], _tls_env(tls_vault, tls_vault.https_addr,
                                           VAULT_CACERT=str(self_signed[0])))
     assert result.returncode == 0, result.stderr
     assert "APP_SECRET=<redacted>" in result.stdout
 
 
-def test_skip_verify_works_but_says_so_loudly(vault: Any, https_vault: str) -> None:
-    result = run_cli(["render"], _tls_env(vault, https_vault, VAULT_SKIP_VERIFY="true"))
+def test_skip_verify_works_but_says_so_loudly(tls_vault: Any) -> None:
+    result = run_cli(["render"], _tls_env(tls_vault, tls_vault.https_addr,
+                                          VAULT_SKIP_VERIFY="true"))
     assert result.returncode == 0, result.stderr
     assert "VAULT_SKIP_VERIFY is set: the Vault server's TLS certificate is NOT verified" \
         in result.stderr

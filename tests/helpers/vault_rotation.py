@@ -40,7 +40,7 @@ def app_token(vault: Any, ttl: int = 3600) -> str:
 def approle_login(vault: Any, ttl: int = 600, max_ttl: int = 0) -> dict[str, str]:
     """The environment of an app that logs in with AppRole (so it creates its own token)."""
     vault.set_policy("app", APP_POLICY)
-    if "approle/" not in vault.state.auth_mounts:
+    if "approle/" not in vault.mounts(auth=True):
         vault.enable_auth("approle")
     role_id, secret_id = vault.engine("approle", auth=True).add_role(
         "app", ["app"], ttl=ttl, max_ttl=max_ttl)

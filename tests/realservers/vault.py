@@ -54,10 +54,14 @@ class VaultAPIError(RuntimeError):
 
 
 class RealVault(Service):
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """With ``tls`` (certificate, key), a second listener serves HTTPS on
+        ``.https_addr`` with that certificate, beside the dev server's HTTP one."""
         self.root_token = "hvs-test-root-" + secrets.token_hex(12)
         self.host = LOOPBACK
         self.port = 0
+        self.tls = tls
+        self.https_port = 0
         self.unseal_key = ""
         self._root: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -72,6 +76,10 @@ class RealVault(Service):
     @property
     def addr(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def https_addr(self) -> str:
+        return f"https://{self.host}:{self.https_port}"
 
     @property
     def log_path(self) -> Path | None:
@@ -95,10 +103,19 @@ class RealVault(Service):
                "VAULT_LOG_LEVEL": "info"}
         for _ in range(BIND_ATTEMPTS):
             self.port = free_port()
+            argv = [vault, "server", "-dev", f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address={LOOPBACK}:{self.port}", "-dev-no-store-token"]
+            if self.tls is not None:
+                # A dev server takes extra listeners from a config file.
+                self.https_port = free_port()
+                config = self._root / "tls.hcl"
+                config.write_text(
+                    f'listener "tcp" {{\n  address = "{LOOPBACK}:{self.https_port}"\n'
+                    f'  tls_cert_file = "{self.tls[0]}"\n  tls_key_file = "{self.tls[1]}"\n}}\n')
+                argv.append(f"-config={config}")
             log = (self._root / "vault.log").open("wb")
             self._process = subprocess.Popen(
-                [vault, "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                 f"-dev-listen-address={LOOPBACK}:{self.port}", "-dev-no-store-token"],
+                argv,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=self._root, start_new_session=True,
             )
