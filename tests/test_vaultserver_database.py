@@ -110,20 +110,22 @@ def test_lookup_and_lease_errors(db: hvac.Client, vault_standin: VaultTestServer
     assert listed == [creds["lease_id"].rsplit("/", 1)[1]]
 
 
-def test_revoke_is_202_and_drops_the_role(db: hvac.Client, postgres: PostgresCluster) -> None:
+def test_revoke_is_synchronous_204_and_drops_the_role(db: hvac.Client,
+                                                      postgres: PostgresCluster) -> None:
+    """sys/leases/revoke is synchronous unless `sync` is false (as Vault's default): 204,
+    and the role is gone when the answer comes; with sync=false, 202 (lazy)."""
     creds = db.secrets.database.generate_credentials("app")
     assert role_exists(postgres, creds["data"]["username"])
     answer = db.sys.revoke_lease(creds["lease_id"])
     assert isinstance(answer, requests.Response)
-    assert (answer.status_code, answer.content) == (202, b"")
+    assert (answer.status_code, answer.content) == (204, b"")
     assert not role_exists(postgres, creds["data"]["username"])
-    assert db.sys.revoke_lease("database/creds/app/unknown").status_code == 202
+    assert db.sys.revoke_lease("database/creds/app/unknown").status_code == 204
     other = db.secrets.database.generate_credentials("app")
-    synced = requests.put(f"{db.url}/v1/sys/leases/revoke", timeout=10,
-                          headers={"X-Vault-Token": db.token},
-                          json={"lease_id": other["lease_id"], "sync": True})
-    assert (synced.status_code, synced.content) == (204, b"")
-    assert not role_exists(postgres, other["data"]["username"])
+    lazy = requests.put(f"{db.url}/v1/sys/leases/revoke", timeout=10,
+                        headers={"X-Vault-Token": db.token},
+                        json={"lease_id": other["lease_id"], "sync": False})
+    assert (lazy.status_code, lazy.content) == (202, b"")
     with pytest.raises(hvac.exceptions.InvalidRequest, match="lease not found"):
         db.sys.renew_lease(creds["lease_id"])
 

@@ -26,6 +26,8 @@ MAX_BODY = 32 * 1024 * 1024
 CONTROL_PREFIX = "/_test/"
 OPERATIONS = {"GET": "read", "HEAD": "read", "POST": "update", "PUT": "update",
               "DELETE": "delete", "LIST": "list", "PATCH": "patch"}
+GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 class VaultHTTPServer(ThreadingHTTPServer):
@@ -176,8 +178,13 @@ class VaultHandler(BaseHTTPRequestHandler):
                     raise VaultError(400, "error parsing JSON")
                 data = parsed
         if method in ("GET", "HEAD", "DELETE"):
-            if query.get("list") in ("true", "1") and method == "GET":
-                operation = "list"
+            if "list" in query and method == "GET":
+                # Vault parses it with Go's strconv.ParseBool: anything else is a 400.
+                flag = query["list"]
+                if flag not in GO_TRUE + GO_FALSE:
+                    raise VaultError(400)
+                if flag in GO_TRUE:
+                    operation = "list"
             for key, value in query.items():
                 if key not in ("help", "list"):
                     data.setdefault(key, value)

@@ -19,6 +19,7 @@ from tests.vaultserver.wire import (
     Request,
     Response,
     VaultError,
+    as_bool,
     bad_request,
     base62,
     no_content,
@@ -176,8 +177,8 @@ def handle(state: State, request: Request, rest: str) -> Response:
         )
     if action == "revoke":
         lease_id = _lease_id(request, suffix)
-        if request.data.get("sync") in (True, "true"):
-            revoke_lease(state, lease_id)
+        if as_bool(request.data.get("sync"), default=True):  # Vault's default: sync
+            revoke_lease(state, lease_id)  # a failed revocation is its 400
             return no_content()
         # LazyRevoke: 202, empty body, also for an unknown lease.
         try:

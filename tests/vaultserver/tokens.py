@@ -213,7 +213,7 @@ def _token_from_body(state: State, request: Request) -> Token:
         raise bad_request("missing token")
     token = state.tokens.get(str(value))
     if token is None:
-        raise bad_request("bad token")
+        raise VaultError(403, "bad token")  # Vault: ErrorResponse("bad token") + 403
     return token
 
 
