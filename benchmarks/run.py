@@ -43,7 +43,9 @@ def cases() -> dict[str, tuple[Case, str]]:
     return {
         "exec-start": (local.exec_start, "local dir, 10 refs, --exec: start to app exec"),
         "vault-start": (vault("vault_start"),
-                        "test server, token auth, 10 KV + 1 DB: start to app running"),
+                        "real Vault, token auth, 10 KV + 1 DB: start to app running"),
+        "vault-start-standin": (vault("vault_start_standin"),
+                                "the same against the Vault test server, for comparison"),
         "rss-local": (local.rss_local, "supervisor RSS, local directory"),
         "rss-local-metrics": (local.rss_local_metrics,
                               "supervisor RSS, local directory, metrics_listen on"),
