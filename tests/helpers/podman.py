@@ -217,7 +217,8 @@ def wheelhouse() -> Path:
         return path
 
 
-def build(containerfile: Path, tag: str, *args: str, base: str | None = None) -> None:
+def build(containerfile: Path, tag: str, *, args: Sequence[str] = (),
+          base: str | None = None) -> None:
     """``podman build`` of the repository root (without network, without cache layers:
     a run removes its images and leaves nothing behind), one build at a time.
 
@@ -248,13 +249,20 @@ def build_app_image(workdir: Path) -> str:
     """``podman build -f Dockerfile.example`` of this tree; the tag is unique to this run.
     The wheelhouse and a no-index pip config are mounted for its RUN steps (their empty
     mount points stay in the image). Returns the tag."""
+    base = base_image()  # made (or imported) first: not part of the build's time
+    # A run killed before its teardown leaves its image behind; no run lasts 4 hours (CI
+    # has 90 minutes), so an older one is garbage, while a concurrent run's is kept.
+    stale = podman("images", "--filter", f"reference={APP_REPOSITORY}", "--filter",
+                   "until=4h", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout
+    for old in stale.split():
+        podman("rmi", old, check=False)
     wheels = wheelhouse()
     pip_conf = workdir / "pip.conf"
     pip_conf.write_text("[global]\nno-index = true\nfind-links = /wheels\n")
     tag = f"{APP_REPOSITORY}:run-{RUN_ID}"
     began = time.monotonic()
-    build(REPO / "Dockerfile.example", tag,
-          "--volume", f"{wheels}:/wheels:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro")
+    build(REPO / "Dockerfile.example", tag, base=base, args=(
+        "--volume", f"{wheels}:/wheels:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"))
     sys.stderr.write(f"\n[measure] podman build of Dockerfile.example in "
                      f"{time.monotonic() - began:.1f}s\n")
     return tag
