@@ -9,7 +9,7 @@ subcommands through `--entrypoint entrypoint`; and, against the real Vault on th
 network, database credentials replaced with the app restarted on them.
 
 Marked ``podman``; skipped with the reason where podman, runc or root is missing, unless
-ENTRYPOINT_TESTS_REQUIRE_PODMAN=1 (CI), which turns the skip into a failure.
+REQUIRE_PODMAN=1 (CI), which turns the skip into a failure.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def app_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Dockerfile.example built once per run; the image is removed at the end."""
     reason = pm.missing()
     if reason:
-        if os.environ.get("ENTRYPOINT_TESTS_REQUIRE_PODMAN") == "1":
-            pytest.fail(f"ENTRYPOINT_TESTS_REQUIRE_PODMAN=1 but {reason}")
+        if os.environ.get("REQUIRE_PODMAN") == "1":
+            pytest.fail(f"REQUIRE_PODMAN=1 but {reason}")
         pytest.skip(reason)
     tag = pm.build_app_image(tmp_path_factory.mktemp("podman-build"))
     try:

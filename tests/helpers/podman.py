@@ -40,8 +40,9 @@ from typing import Any
 from tests.services.ports import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("ENTRYPOINT_TESTS_CACHE",
-                            Path.home() / ".cache" / "entrypoint-tests")) / "podman"
+# Next to the Vault and Consul binaries (tests/realservers/binaries.py).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / (
+    "entrypoint-tests/podman")
 
 # The hard limits of these machines are below podman's defaults (1048576 open files),
 # and runc refuses to raise them; cgroupfs since there is no systemd to ask.
@@ -138,8 +139,8 @@ def _cached_base_tar() -> Path | None:
 
 def debian_mirror() -> str:
     """The Debian mirror apt already uses here (deb822 or one-line sources), since that is
-    the one known to be reachable; ENTRYPOINT_TESTS_DEBIAN_MIRROR overrides it."""
-    chosen = os.environ.get("ENTRYPOINT_TESTS_DEBIAN_MIRROR", "")
+    the one known to be reachable; DEBIAN_MIRROR overrides it."""
+    chosen = os.environ.get("DEBIAN_MIRROR", "")
     if chosen:
         return chosen
     sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
