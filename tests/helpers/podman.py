@@ -92,12 +92,11 @@ def missing() -> str | None:
 
 
 def run(args: Sequence[str], *, timeout: float = 120, check: bool = True,
-        what: str | None = None, input_text: str | None = None,
-        ) -> subprocess.CompletedProcess[str]:
+        what: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command; with ``check``, a failure raises PodmanError with its output."""
     try:
         result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                                check=False, input=input_text)
+                                check=False)
     except subprocess.TimeoutExpired as exc:
         raise PodmanError(f"{what or args[0]}: no answer within {timeout:.0f}s: "
                           f"{' '.join(args)}") from exc
