@@ -108,3 +108,16 @@ def test_renewing_a_lease_whose_role_was_deleted(kv: Any, postgres: Any) -> None
         src.renew_lease(lease, 60)
     assert "could not renew" in str(info.value) or "no longer knows" in str(info.value)
     src.close()
+
+
+def test_token_from_a_role_that_forbids_renewal_is_not_renewed(kv: Any) -> None:
+    """A token role with renewable=false (as operators give to short-lived jobs): Vault
+    says so in lookup-self, and the entrypoint never asks to renew it."""
+    kv.add_token_role("jobs", allowed_policies=["app"], renewable=False, orphan=True)
+    token = kv.create_token(["app"], ttl=600, role="jobs")
+    src = source_for(kv, token)
+    assert src.fetch("secret/app").plain() == {"k": "finding-value-7"}
+    assert src.keeper.current is not None and not src.keeper.current.renewable
+    assert not src.keeper.current.created  # the user's token: never revoked by us
+    src.close()
+    assert kv.count("auth/token/renew-self") == 0 and kv.count("auth/token/revoke-self") == 0

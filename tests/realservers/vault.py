@@ -264,16 +264,26 @@ class RealVault(Service):
 
     def create_token(self, policies: list[str], ttl: int, max_ttl: int | None = None,
                      renewable: bool = True, period: int | None = None,
-                     token_type: str = "service", no_default_policy: bool = False) -> str:
+                     token_type: str = "service", no_default_policy: bool = False,
+                     role: str | None = None) -> str:
+        """A token (a child of the operator's); with `role`, made through that token role,
+        whose settings then win over these."""
         body: dict[str, Any] = {"policies": policies, "ttl": f"{ttl}s",
-                                "renewable": renewable, "type": token_type,
-                                "no_default_policy": no_default_policy}
+                                "renewable": renewable, "no_default_policy": no_default_policy}
+        if role is None:
+            body["type"] = token_type
         if max_ttl:
             body["explicit_max_ttl"] = f"{max_ttl}s"
         if period:
             body["period"] = f"{period}s"
-        token: str = self.api("POST", "auth/token/create", body)["auth"]["client_token"]
+        path = "auth/token/create" + (f"/{role}" if role else "")
+        token: str = self.api("POST", path, body)["auth"]["client_token"]
         return token
+
+    def add_token_role(self, name: str, **fields: Any) -> None:
+        """A token role (auth/token/roles/NAME: allowed_policies, renewable, orphan,
+        token_type, token_explicit_max_ttl, ...)."""
+        self.api("POST", f"auth/token/roles/{name}", fields)
 
     def token_accessor(self, token: str) -> str:
         accessor: str = self.api("POST", "auth/token/lookup", {"token": token})["data"]["accessor"]
