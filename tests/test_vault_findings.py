@@ -121,3 +121,19 @@ def test_token_from_a_role_that_forbids_renewal_is_not_renewed(kv: Any) -> None:
     assert not src.keeper.current.created  # the user's token: never revoked by us
     src.close()
     assert kv.count("auth/token/renew-self") == 0 and kv.count("auth/token/revoke-self") == 0
+
+
+def test_a_standby_redirect_is_followed_to_the_active_node(kv: Any) -> None:
+    """A standby answers 307 with the active node's address (a fault of a cluster, which
+    one dev server cannot be: the proxy plays the standby). The token lookup and the reads
+    follow it, with the token, and the value comes from the active node."""
+    standby = kv.proxy()
+    standby.redirect_next(10**6, to=kv.addr)
+    token = kv.create_token(["app"], ttl=600)
+    result = run_cli(["--exec", "--", "sh", "-c", 'test "$X" = finding-value-7'],
+                     {"VAULT_ADDR": standby.addr, "VAULT_TOKEN": token,
+                      "X": "vault:secret/app#k"})
+    assert result.returncode == 0, result.stderr
+    assert [r.status for r in standby.requests] and \
+        all(r.status == 307 for r in standby.requests)
+    assert kv.count("secret/data/app") == 1
