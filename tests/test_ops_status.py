@@ -6,6 +6,7 @@ other users made with setuid in a fork (tests/test_control_socket.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -48,7 +49,10 @@ def test_status_is_denied_to_another_user_without_being_built(
 
     def ask() -> None:
         with connect(srv.name) as sock:
-            sock.sendall(b"status\n")
+            # The server says "denied" and hangs up as it accepts: our request may find
+            # the connection closed already, as the real client allows for.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"status\n")
             assert sock.recv(200).startswith(b"denied")
 
     assert as_user(NOBODY, ask) == 0
