@@ -54,7 +54,8 @@ class HeldReadVault:
     reading: threading.Event = field(default_factory=threading.Event)
     issued: int = 0
     revoked: list[str] = field(default_factory=list)
-    connection: Any = field(default_factory=lambda: SimpleNamespace(addr="http://fake"))
+    connection: Any = field(default_factory=lambda: SimpleNamespace(addr="http://fake",
+                                                                      namespace=None))
 
     def __post_init__(self) -> None:
         self.hvac = SimpleNamespace(adapter=SimpleNamespace(get=self._get),
