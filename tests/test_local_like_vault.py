@@ -17,6 +17,7 @@ import pytest
 from entrypoint.cli import main
 from entrypoint.errors import PermissionDenied, SecretNotFound
 from entrypoint.sources.local import LocalSource
+from entrypoint.sources.local_consul import LocalConsulSource
 from tests.helpers.cli import run_cli
 
 NOBODY = 65534
@@ -101,6 +102,9 @@ def test_unreadable_folder_is_77_naming_it(capfd: pytest.CaptureFixture[str]) ->
         (folder / "secret/app/db.json").write_text('{"password": "pw-0123456789"}')
         (folder / "secret/app").chmod(0o700)
         (folder / "secret/app/db.json").chmod(0o644)
+        (folder / "consul/app").mkdir(parents=True)
+        (folder / "consul/app/flag").write_text("on\n")
+        (folder / "consul/app").chmod(0o700)
         env = {"ENTRYPOINT_LOCAL_SECRETS": str(folder), "DB": "vault:secret/app/db#password",
                "PATH": os.defpath}
         # The same command as root first: every module it needs is then loaded.
@@ -115,6 +119,15 @@ def test_unreadable_folder_is_77_naming_it(capfd: pytest.CaptureFixture[str]) ->
                 return 0
 
             assert _as_nobody(fetch) == 77
+
+            def consul_fetch() -> int:
+                try:
+                    LocalConsulSource(folder).fetch("app/flag")
+                except PermissionDenied as exc:
+                    return 77 if "consul key file" in exc.message else 1
+                return 0
+
+            assert _as_nobody(consul_fetch) == 77
             capfd.readouterr()
             code = _as_nobody(lambda: main(["render"], env))
     stderr = capfd.readouterr().err

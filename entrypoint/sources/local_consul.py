@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from entrypoint.describe import os_reason
-from entrypoint.errors import ConfigError, SecretNotFound
+from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
 
@@ -30,6 +30,11 @@ class LocalConsulSource:
         except FileNotFoundError:
             raise SecretNotFound(f"consul key {clean} not found in {self.root}",
                                  hint=f"expected a file {file}") from None
+        except PermissionError:
+            # 77, as for the vault: side of the local directory (a file or a folder).
+            raise PermissionDenied(f"consul key file {file} is not readable (it, or a "
+                                   "folder on its way, is closed to the entrypoint's user)"
+                                   ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"consul key file {file} cannot be read: "
                               f"{os_reason(exc)}") from None
