@@ -251,6 +251,7 @@ class Supervisor:
         elif isinstance(item, Fatal):
             code = self._report(item.error)
             self._exit_code = code
+            self._stopping(restart=False)
             if self._child is not None and self._child.running:
                 self._stop(self._child, self._options.stop_signal, restart=False)
             raise _Exit(code)
@@ -318,8 +319,7 @@ class Supervisor:
         """Tell the stopping callbacks (the ready file goes), then keep the app serving for
         stop_delay while load balancers stop sending it requests; a second stop signal
         ends the wait. kill_timeout counts from the app's own stop signal, after this."""
-        for callback in self._stopping_callbacks:
-            self._guarded(functools.partial(callback, False))
+        self._stopping(restart=False)
         delay = self._options.stop_delay
         if delay <= 0 or not child.running:
             return
@@ -339,6 +339,10 @@ class Supervisor:
                 self._exit_code = self._report(item.error)
                 return
             self._reap()  # rotation actions that arrive now are dropped: the app stops
+
+    def _stopping(self, *, restart: bool) -> None:
+        for callback in self._stopping_callbacks:
+            self._guarded(functools.partial(callback, restart))
 
     def _kill(self, child: Child) -> bool:
         # Never kill() a reaped pid: it may belong to someone else by now.
@@ -372,8 +376,7 @@ class Supervisor:
     def _restart(self, event: Restart) -> None:
         self._log.info("restarting: %s", event.reason,
                        extra={"event": "restart", "reason": event.reason})
-        for callback in self._stopping_callbacks:
-            self._guarded(functools.partial(callback, True))
+        self._stopping(restart=True)
         self._stop(self._running_child(), self._options.stop_signal, restart=True)
         if self._exit_code is not None:
             raise _Exit(self._exit_code)
