@@ -122,15 +122,19 @@ def test_same_uid_app_cannot_read_the_entrypoints_environment(shared_dir: Path) 
     which holds the VAULT_TOKEN the entrypoint was started with. The entrypoint is not
     dumpable now: the read is refused. Both run as nobody, as an unprivileged image would.
     """
-    if not os.access(REPO / "entrypoint", os.R_OK | os.X_OK):
-        pytest.skip("the checkout must be readable to run the entrypoint as nobody")
+    # nobody runs the entrypoint: from a copy in a folder it can read, since the checkout
+    # may sit in a folder other users cannot (a fresh `mktemp -d`).
+    shutil.copytree(REPO / "entrypoint", shared_dir / "entrypoint",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [shared_dir / "entrypoint", *(shared_dir / "entrypoint").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     steal = ("import os\ntry:\n    print(open(f'/proc/{os.getppid()}/environ').read())\n"
              "except OSError as exc:\n    print('refused', exc.strerror)\n")
     token = "s.Dumpable-Token-Zq81"
     done = subprocess.run(
         [SYSTEM_PYTHON, "-m", "entrypoint", "--control-socket", "", "--",
          SYSTEM_PYTHON, "-c", steal],
-        env=clean_env({"VAULT_TOKEN": token, "HOME": str(shared_dir)}), cwd=REPO,
+        env=clean_env({"VAULT_TOKEN": token, "HOME": str(shared_dir)}), cwd=shared_dir,
         user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
         timeout=60)
     assert done.returncode == 0, done.stderr

@@ -107,8 +107,9 @@ def test_429_retry_after_is_honoured(kv: Any, http_date: bool) -> None:
     kv.rate_limit_next(1, retry_after=3.0, http_date=http_date)
     src.fetch("secret/app")
     assert len(t.sleeps) == 1
-    # An HTTP date has whole seconds: between 2 and 3 seconds from now.
-    assert 2.0 <= t.sleeps[0] <= 3.0 if http_date else t.sleeps[0] == 3.0
+    # An HTTP date has whole seconds: up to 3 seconds from now, less the second cut off
+    # and the time the answer took to arrive through the proxy (backoff alone: 0).
+    assert 1.5 <= t.sleeps[0] <= 3.0 if http_date else t.sleeps[0] == 3.0
     src.close()
 
 
