@@ -7,21 +7,17 @@ wait_for_blocked_queries...) are the agent's.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.realservers.consul_agent import ConsulAgent
+from tests.realservers.proxy_base import HOP_BY_HOP, TrackingHandler, TrackingServer
 from tests.services.ports import LOOPBACK
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
-                        "upgrade", "proxy-authorization", "proxy-authenticate", "host"})
 # What a Consul agent answers when its servers have no leader (agent/consul/rpc.go).
 NO_LEADER = b"rpc error making call: No cluster leader"
 UPSTREAM_TIMEOUT = 700.0  # longer than Consul's longest blocking query (600 s + wait/16)
@@ -38,38 +34,7 @@ class ProxiedRequest:
     finished: float
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, proxy: ConsulFaultProxy) -> None:
-        self.proxy = proxy
-        self.open: set[socket.socket] = set()
-        self.open_lock = threading.Lock()
-        super().__init__((LOOPBACK, proxy.port), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the client or stop() cut the connection: nothing to report
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
-    disable_nagle_algorithm = True  # headers and body go out in two writes
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.open_lock:
-            self.server.open.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.open_lock:
-            self.server.open.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
+class _Handler(TrackingHandler):
     def do_GET(self) -> None:
         self._serve()
 
@@ -97,20 +62,14 @@ class _Handler(BaseHTTPRequestHandler):
         proxy._record(ProxiedRequest(self.command, unquote(split.path), query,
                                      self.headers.get("X-Consul-Token"), status, started,
                                      time.monotonic()))
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_answer(status, headers, payload)
 
 
 class ConsulFaultProxy:
     def __init__(self, agent: ConsulAgent) -> None:
         self.agent = agent
         self.port = 0
-        self._httpd: _Server | None = None
+        self._httpd: TrackingServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures: tuple[int, int] = (0, 500)
@@ -136,7 +95,7 @@ class ConsulFaultProxy:
     def start(self) -> None:
         if self._httpd is not None:
             return
-        self._httpd = _Server(self)
+        self._httpd = TrackingServer((LOOPBACK, self.port), _Handler, self)
         self.port = self._httpd.server_address[1]
         self._stopped.clear()
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
@@ -150,12 +109,7 @@ class ConsulFaultProxy:
         if httpd is None:
             return
         self._stopped.set()
-        httpd.shutdown()
-        httpd.server_close()
-        with httpd.open_lock:
-            for conn in list(httpd.open):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+        httpd.close_all()
         if self._thread is not None:
             self._thread.join(5)
 

@@ -10,53 +10,18 @@ is the real server's.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from tests.realservers.proxy_base import HOP_BY_HOP, TrackingHandler, TrackingServer
 from tests.vaultserver.faults import Faults, LoggedRequest
 from tests.vaultserver.wire import Response
 
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
-                        "upgrade", "proxy-authorization", "proxy-authenticate"})
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], proxy: FaultProxy) -> None:
-        self.proxy = proxy
-        self.open: set[socket.socket] = set()
-        self.open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client or the test cut the connection: nothing to report
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.open_lock:
-            self.server.open.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.open_lock:
-            self.server.open.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
+class _Handler(TrackingHandler):
     def do_GET(self) -> None:
         self._serve()
 
@@ -81,14 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
         proxy.faults.record(LoggedRequest(self.command, path, status,
                                           proxy.accessor(self.headers.get("X-Vault-Token")),
                                           time.time(), split.query))
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        self.send_answer(status, headers, payload)
 
     @staticmethod
     def _forced(response: Response) -> tuple[int, dict[str, str], bytes]:
@@ -103,7 +61,7 @@ class FaultProxy:
         self.vault = vault
         self.faults = Faults()
         self.port = 0
-        self._httpd: _Server | None = None
+        self._httpd: TrackingServer | None = None
         self._thread: threading.Thread | None = None
         self._redirect: tuple[str, int] | None = None
         self._lock = threading.Lock()
@@ -124,7 +82,7 @@ class FaultProxy:
         deadline = time.monotonic() + 5.0
         while True:
             try:
-                self._httpd = _Server(("127.0.0.1", self.port), self)
+                self._httpd = TrackingServer(("127.0.0.1", self.port), _Handler, self)
                 break
             except OSError:
                 if self.port == 0 or time.monotonic() > deadline:
@@ -139,12 +97,7 @@ class FaultProxy:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        httpd.shutdown()
-        httpd.server_close()
-        with httpd.open_lock:
-            for conn in list(httpd.open):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+        httpd.close_all()
         if self._thread is not None:
             self._thread.join(5)
 
