@@ -20,16 +20,9 @@ from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
 from entrypoint.vault.auth import LoginResult
 from entrypoint.vault.token_keeper import TokenKeeper
+from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -21,19 +20,12 @@ from entrypoint import control
 from entrypoint.config import Config
 from entrypoint.control import ControlServer, address, request_rotation, resolve_name
 from entrypoint.errors import PermissionDenied
+from tests.helpers.clock import Clock
 from tests.services.ports import wait_until
 
 LOG = logging.getLogger("entrypoint")
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="another uid needs root")
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def unique_name() -> str:

@@ -19,18 +19,11 @@ from entrypoint.runtime import Resolution, Runtime
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
+from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
 KEY = ("vault", "database/creds/app", None)
 TTL = 100.0
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -22,16 +22,9 @@ from entrypoint.vault.connection import Connection
 from entrypoint.vault.source import VaultSource
 from entrypoint.vault.token_keeper import RENEW_FRACTION, TokenKeeper
 from tests.helpers.cli import wait_until
+from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
-
-
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
