@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tests.realservers.proxy_base import HOP_BY_HOP, TrackingHandler, TrackingServer
-from tests.vaultserver.faults import Faults, LoggedRequest
+from tests.vaultserver.faults import FaultControls, Faults, LoggedRequest
 from tests.vaultserver.wire import Response
 
 
@@ -56,7 +56,7 @@ class _Handler(TrackingHandler):
         return response.status, {"Content-Type": "application/json", **response.headers}, payload
 
 
-class FaultProxy:
+class FaultProxy(FaultControls):
     def __init__(self, vault: Any) -> None:
         self.vault = vault
         self.faults = Faults()
@@ -109,18 +109,6 @@ class FaultProxy:
 
     # -- faults ---------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 500, message: str | None = None,
-                  path_prefix: str | None = None) -> None:
-        self.faults.fail_next(count, status, message, path_prefix)
-
-    def rate_limit_next(self, count: int, retry_after: float = 1.0, http_date: bool = True,
-                        path_prefix: str | None = None) -> None:
-        self.faults.rate_limit_next(count, retry_after, http_date, path_prefix)
-
-    def set_delay(self, seconds: float, count: int | None = None,
-                  path_prefix: str | None = None) -> None:
-        self.faults.set_delay(seconds, count, path_prefix)
-
     def redirect_next(self, count: int, to: str) -> None:
         """Answer the next `count` requests with a standby's 307 to `to` (an address)."""
         with self._lock:
@@ -147,8 +135,7 @@ class FaultProxy:
         conn = http.client.HTTPConnection(upstream.hostname or "127.0.0.1", upstream.port,
                                           timeout=60)
         try:
-            sent = {k: v for k, v in headers.items()
-                    if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+            sent = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(method, target, body=body or None, headers=sent)
             answer = conn.getresponse()
             return answer.status, dict(answer.getheaders()), answer.read()
@@ -169,14 +156,3 @@ class FaultProxy:
         with self._lock:
             self._accessors[token] = found
         return found
-
-    @property
-    def requests(self) -> list[LoggedRequest]:
-        return self.faults.requests()
-
-    def count(self, path: str, method: str | None = None) -> int:
-        return sum(1 for r in self.requests
-                   if r.path == path and (method is None or r.method == method))
-
-    def clear_requests(self) -> None:
-        self.faults.clear_log()

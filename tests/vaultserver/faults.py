@@ -136,3 +136,34 @@ class Faults:
     def clear_log(self) -> None:
         with self._lock:
             self.log.clear()
+
+
+class FaultControls:
+    """The fault and request-log methods of a server that keeps a `Faults` as `.faults`:
+    the stand-in and the fault proxy in front of the real Vault offer the same ones."""
+
+    faults: Faults
+
+    def fail_next(self, count: int, status: int = 500, message: str | None = None,
+                  path_prefix: str | None = None) -> None:
+        self.faults.fail_next(count, status, message, path_prefix)
+
+    def rate_limit_next(self, count: int, retry_after: float = 1.0, http_date: bool = True,
+                        path_prefix: str | None = None) -> None:
+        self.faults.rate_limit_next(count, retry_after, http_date, path_prefix)
+
+    def set_delay(self, seconds: float, count: int | None = None,
+                  path_prefix: str | None = None) -> None:
+        self.faults.set_delay(seconds, count, path_prefix)
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        return self.faults.requests()
+
+    def count(self, path: str, method: str | None = None) -> int:
+        """How many requests went to Vault path `path` (no /v1/), optionally by method."""
+        return sum(1 for r in self.requests
+                   if r.path == path and (method is None or r.method == method))
+
+    def clear_requests(self) -> None:
+        self.faults.clear_log()

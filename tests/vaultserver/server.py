@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any
 
 from tests.vaultserver import leases, system, tokens, wrapping
-from tests.vaultserver.faults import Faults, LoggedRequest
+from tests.vaultserver.faults import FaultControls, Faults
 from tests.vaultserver.http import VaultHTTPServer
 from tests.vaultserver.state import State
 from tests.vaultserver.wire import VaultError
@@ -57,7 +57,7 @@ LOOPBACK = "127.0.0.1"
 REAP_INTERVAL = 0.05
 
 
-class VaultTestServer:
+class VaultTestServer(FaultControls):
     def __init__(self, root_token: str = "root", port: int = 0, host: str = LOOPBACK) -> None:
         self.host = host
         self.port = port
@@ -259,18 +259,6 @@ class VaultTestServer:
             raise ValueError(f"unknown health flags: {sorted(unknown)}")
         self.state.health_mode = dict(mode)
 
-    def fail_next(self, count: int, status: int = 500, message: str | None = None,
-                  path_prefix: str | None = None) -> None:
-        self.faults.fail_next(count, status, message, path_prefix)
-
-    def rate_limit_next(self, count: int, retry_after: float = 1.0, http_date: bool = True,
-                        path_prefix: str | None = None) -> None:
-        self.faults.rate_limit_next(count, retry_after, http_date, path_prefix)
-
-    def set_delay(self, seconds: float, count: int | None = None,
-                  path_prefix: str | None = None) -> None:
-        self.faults.set_delay(seconds, count, path_prefix)
-
     def clear_faults(self) -> None:
         self.faults.clear()
         self.unseal()
@@ -298,15 +286,3 @@ class VaultTestServer:
     def leases(self, prefix: str = "") -> list[str]:
         with self.state.lock:
             return sorted(i for i in self.state.leases if i.startswith(prefix))
-
-    @property
-    def requests(self) -> list[LoggedRequest]:
-        return self.faults.requests()
-
-    def count(self, path: str, method: str | None = None) -> int:
-        """How many requests went to Vault path `path` (no /v1/), optionally by method."""
-        return sum(1 for r in self.requests
-                   if r.path == path and (method is None or r.method == method))
-
-    def clear_requests(self) -> None:
-        self.faults.clear_log()
