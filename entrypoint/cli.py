@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from entrypoint import __version__, logs
-from entrypoint.config import Config, Raw, load
+from entrypoint.config.model import Config, Raw, load
+from entrypoint.config.settings import SETTINGS, Setting
 from entrypoint.errors import EX_USAGE, EntrypointError, UsageError
-from entrypoint.settings import SETTINGS, Setting
 
 SUBCOMMANDS = ("run", "render", "check", "rotate", "status", "help", "version")
 DESCRIPTIONS = {
@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_setting(group: argparse._ArgumentGroup, setting: Setting) -> None:
-    from entrypoint.cli_help import default_text
+    from entrypoint.commands.help import default_text
 
     help_text = setting.help
     if default := default_text(setting):
@@ -69,7 +69,7 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
         "help": "entrypoint help [SUBCOMMAND]",
         "version": "entrypoint version",
     }[sub]
-    from entrypoint.cli_help import settings_for
+    from entrypoint.commands.help import settings_for
 
     settings = settings_for(sub)
     only = ("" if settings is SETTINGS or not settings
@@ -185,7 +185,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     sub, options, command = split_argv(argv)
     parser = build_parser(sub)
     if sub == "help":
-        from entrypoint.cli_help import overview
+        from entrypoint.commands.help import overview
 
         topic = parser.parse_args(options).topic
         print(build_parser(topic).format_help() if topic else overview(SUBCOMMANDS,
@@ -198,7 +198,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
         return 0
     namespace, extra = parser.parse_known_args(options)
     if extra:
-        from entrypoint.cli_help import stray_words
+        from entrypoint.commands.help import stray_words
 
         raise stray_words(extra, SUBCOMMANDS)
     config = load(flags_of(namespace), env)
@@ -212,15 +212,15 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     if sub == "render":
         return render(config, env, log, reveal=namespace.reveal, fmt=namespace.output_format)
     if sub == "check":
-        from entrypoint.check import main as check_main
+        from entrypoint.commands.check import main as check_main
 
         return check_main(config, env, log, fmt=namespace.output_format)
     if sub == "rotate":
-        from entrypoint.control import request_rotation
+        from entrypoint.ops.control import request_rotation
 
         return request_rotation(config, env, log)
     if sub == "status":
-        from entrypoint.ops.status import show
+        from entrypoint.commands.status import show
 
         return show(config, fmt=namespace.output_format)
     if not command and (config.mode == "exec" or not config.template):
@@ -235,7 +235,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
         return sidecar.run(config, env, log)
     if config.mode == "exec":
         return exec_app(config, env, log, command)
-    from entrypoint.app import supervise
+    from entrypoint.commands.run import supervise
 
     return supervise(config, env, log, command)
 
@@ -243,7 +243,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
 def harden(config: Config, log: logging.Logger) -> None:
     """Before anything is fetched: make this process unreadable to the app (same uid
     included), and check the descriptors to pass while they are still only the caller's."""
-    from entrypoint.hardening import check_pass_fds, not_dumpable
+    from entrypoint.process.hardening import check_pass_fds, not_dumpable
 
     if (err := not_dumpable()) != 0:
         log.warning("could not make the entrypoint non-dumpable (%s): an app running with "
@@ -253,12 +253,12 @@ def harden(config: Config, log: logging.Logger) -> None:
 
 def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, reveal: bool,
            fmt: str) -> int:
-    from entrypoint.runtime import Runtime
+    from entrypoint.plan.resolution import Runtime
 
     runtime = Runtime(config, env, log)
     try:
         resolution = runtime.resolve()
-        from entrypoint.app import render_outputs
+        from entrypoint.commands.run import render_outputs
 
         render_outputs(config, runtime, resolution)
         raw = {name: value.reveal() for name, value in sorted(resolution.managed.items())}
@@ -266,7 +266,7 @@ def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, revea
         if fmt == "json":
             output = json.dumps(shown, indent=2, sort_keys=True)
         else:
-            from entrypoint.dotenv import lines
+            from entrypoint.render.dotenv import lines
 
             # Before keep(): a value the format cannot carry fails with nothing kept.
             output = "\n".join(lines(raw, fmt, reveal=reveal))
@@ -290,7 +290,7 @@ class _Interrupted(Exception):
 def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
              command: list[str]) -> int:
     """Resolve once, then ``execve`` the app: same PID, nothing resident."""
-    from entrypoint.runtime import Runtime
+    from entrypoint.plan.resolution import Runtime
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise _Interrupted(signum)
@@ -302,7 +302,7 @@ def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
         runtime = Runtime(config, env, log)
         try:
             resolution = runtime.resolve()
-            from entrypoint.app import render_outputs
+            from entrypoint.commands.run import render_outputs
 
             render_outputs(config, runtime, resolution)
         finally:
@@ -311,7 +311,7 @@ def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
         log.info("stopped by %s before the app started", signal.Signals(exc.signum).name)
         return 128 + exc.signum
     child_env = resolution.child_env()
-    from entrypoint.execapp import exec_command
+    from entrypoint.commands.exec_app import exec_command
 
     log.info("exec %s", command[0])
     logging.shutdown()

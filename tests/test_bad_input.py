@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrypoint import values
-from entrypoint.config import OnChange, Raw, load
+from entrypoint.config import values
+from entrypoint.config.model import OnChange, Raw, load
 from entrypoint.errors import ConfigError
 from tests.helpers.cli import run_cli
 from tests.helpers.secrecy import seed_secret

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from entrypoint.check import CheckRow, exit_code, render_json, render_table
+from entrypoint.commands.check import CheckRow, exit_code, render_json, render_table
 from tests.helpers.cli import clean_env
 
 
@@ -18,8 +18,8 @@ def test_local_check_loads_nothing_of_vault(tmp_path: Path) -> None:
     probe = ("import sys, json\n"
              "from entrypoint.cli import main\n"
              "code = main(['check', '--format', 'json'])\n"
-             "loaded = [m for m in sys.modules if m.startswith(('entrypoint.vault', 'hvac', "
-             "'botocore', 'requests'))]\n"
+             "loaded = [m for m in sys.modules if m.startswith(('entrypoint.sources.vault', "
+             "'hvac', 'botocore', 'requests'))]\n"
              "print(json.dumps({'code': code, 'loaded': loaded}))\n")
     env = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(tmp_path),
                      "A": "vault:kv/app/db#password", "B": "vault:kv/app/db#user"})

@@ -14,8 +14,8 @@ import pytest
 
 from entrypoint import __version__
 from entrypoint.cli import SUBCOMMANDS
-from entrypoint.cli_help import USED_BY, settings_for
-from entrypoint.settings import BY_NAME, SETTINGS
+from entrypoint.commands.help import USED_BY, settings_for
+from entrypoint.config.settings import BY_NAME, SETTINGS
 from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
 
 VALUES = {

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrypoint import values
-from entrypoint.config import Raw, load
+from entrypoint.config import values
+from entrypoint.config.model import Raw, load
+from entrypoint.config.settings import SETTINGS
 from entrypoint.errors import ConfigError
-from entrypoint.settings import SETTINGS
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -137,7 +137,7 @@ def test_secret_setting_is_redacted_in_repr() -> None:
 def test_every_setting_is_a_config_field() -> None:
     from dataclasses import fields
 
-    from entrypoint.config import Config
+    from entrypoint.config.model import Config
 
     names = {f.name for f in fields(Config)}
     assert {s.name for s in SETTINGS} <= names

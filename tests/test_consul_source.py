@@ -19,7 +19,7 @@ import pytest
 
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound, UnavailableError
 from entrypoint.secret import Secret
-from entrypoint.sources.consul import ConsulSource, settings_from_environment
+from entrypoint.sources.consul.source import ConsulSource, settings_from_environment
 from tests.helpers.cli import clean_env, run_cli, wait_until
 from tests.realservers.consul_agent import ConsulAgent
 from tests.realservers.consul_proxy import ConsulFaultProxy
@@ -415,8 +415,8 @@ def test_unreachable_agent_through_the_cli() -> None:
 
 LAZY = """
 import sys
-from entrypoint.config import Config
-from entrypoint.runtime import Runtime
+from entrypoint.config.model import Config
+from entrypoint.plan.resolution import Runtime
 from entrypoint import logs
 environ = dict(arg.split("=", 1) for arg in sys.argv[1:])
 runtime = Runtime(Config(), environ, logs.setup())
@@ -483,7 +483,7 @@ class Notes:
 
 def test_consul_watch_notifies_each_change_and_deletion(consul_agent: ConsulAgent) -> None:
     """ConsulWatch: a put and a delete each reach notify once, with the key, no value."""
-    from entrypoint.rotation.consul_watch import ConsulWatch
+    from entrypoint.sources.consul.watch import ConsulWatch
 
     consul_agent.put("config/app/feature_x", "off")
     source = source_for(consul_agent)
@@ -509,7 +509,7 @@ def test_consul_watch_backs_off_and_recovers(consul_agent: ConsulAgent,
                                              caplog: pytest.LogCaptureFixture) -> None:
     """The agent stops: the failure is logged with its retry delay; when an agent is back
     on the address (with none of the old state) the watcher recovers and sees the key."""
-    from entrypoint.rotation.consul_watch import ConsulWatch
+    from entrypoint.sources.consul.watch import ConsulWatch
 
     consul_agent.put("k", "one")
     source = source_for(consul_agent)

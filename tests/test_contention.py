@@ -18,8 +18,8 @@ from entrypoint.errors import UnavailableError
 from entrypoint.secret import Secret, scrub
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
-from entrypoint.vault.auth import LoginResult
-from entrypoint.vault.token_keeper import TokenKeeper
+from entrypoint.sources.vault.auth import LoginResult
+from entrypoint.sources.vault.token_keeper import TokenKeeper
 from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")

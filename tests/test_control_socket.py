@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from entrypoint import control
-from entrypoint.config import Config
-from entrypoint.control import ControlServer, address, request_rotation, resolve_name
+from entrypoint.config.model import Config
 from entrypoint.errors import PermissionDenied
+from entrypoint.ops import control
+from entrypoint.ops.control import ControlServer, address, request_rotation, resolve_name
 from tests.helpers.clock import Clock
 from tests.services.ports import wait_until
 
@@ -223,7 +223,7 @@ def test_two_containers_in_one_network_namespace_do_not_collide(
     here = ControlServer("auto", asked.append, LOG)
     here.start()
     script = ("import logging, sys\n"
-              "from entrypoint.control import ControlServer\n"
+              "from entrypoint.ops.control import ControlServer\n"
               "s = ControlServer('auto', lambda r: None, logging.getLogger('x'))\n"
               "print(s.name, flush=True)\n"
               "sys.stdin.read()\n"

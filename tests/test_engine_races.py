@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import UnavailableError
+from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.rotation.engine import Engine
-from entrypoint.runtime import Resolution, Runtime
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources

@@ -16,8 +16,8 @@ import pytest
 
 from entrypoint.cli import main
 from entrypoint.errors import PermissionDenied, SecretNotFound
-from entrypoint.sources.local import LocalSource
-from entrypoint.sources.local_consul import LocalConsulSource
+from entrypoint.sources.local.consul import LocalConsulSource
+from entrypoint.sources.local.folder import LocalSource
 from tests.helpers.cli import run_cli
 
 NOBODY = 65534

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.config import load
+from entrypoint.config.model import load
 from entrypoint.errors import ConfigError
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
 from tests.helpers.pid1 import PRINT_SIGNALS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import signals
+from entrypoint.process import signals
 from tests.helpers.cli import wait_until
 from tests.helpers.pid1 import Supervised, children_of, is_alive, stat_of
 from tests.test_pid1_reap import can_unshare

@@ -7,9 +7,9 @@ import signal
 
 import pytest
 
-from entrypoint import reaper, signals
-from entrypoint.events import Restart
-from entrypoint.identity import resolve_user
+from entrypoint.process import reaper, signals
+from entrypoint.process.events import Restart
+from entrypoint.process.identity import resolve_user
 
 
 @pytest.mark.parametrize(("status", "code", "text"), [

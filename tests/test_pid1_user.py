@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ConfigError
-from entrypoint.identity import resolve_user
+from entrypoint.process.identity import resolve_user
 from tests.helpers.cli import REPO, clean_env
 from tests.helpers.pid1 import PRINT_SIGNALS, Supervised
 
@@ -152,7 +152,7 @@ def test_bad_user_or_group_is_a_config_error(tmp_path: Path, spec: str, named: s
 
 def test_become_switches_this_process(throwaway: Throwaway) -> None:
     """Exec mode's switch: groups, gid, then uid, for good."""
-    code = ("import os; from entrypoint.identity import become, resolve_user; "
+    code = ("import os; from entrypoint.process.identity import become, resolve_user; "
             f"become(resolve_user({throwaway.name!r})); "
             "print(os.getuid(), os.getgid(), sorted(os.getgroups()))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrypoint import refs
 from entrypoint.errors import ReferenceSyntaxError
-from entrypoint.refs import Ref
+from entrypoint.plan import refs
+from entrypoint.plan.refs import Ref
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,7 @@ def test_sigkill_mid_render_leaves_old_or_new_never_a_mix(tmp_path: Path) -> Non
 
 
 def test_abandoned_temp_files_are_removed_but_not_a_live_writers(tmp_path: Path) -> None:
-    from entrypoint import atomic
+    from entrypoint.render import atomic
 
     dest = tmp_path / "app.conf"
     abandoned = tmp_path / ".app.conf.k3j4h5g6.tmp"

@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from entrypoint.app import Resident
-from entrypoint.config import Config
-from entrypoint.control import address
+from entrypoint.commands.run import Resident
+from entrypoint.config.model import Config
 from entrypoint.errors import UnavailableError
-from entrypoint.runtime import Runtime
+from entrypoint.ops.control import address
+from entrypoint.plan.resolution import Runtime
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
-from entrypoint.vault.auth import LoginResult
-from entrypoint.vault.source import VaultSource
+from entrypoint.sources.vault.auth import LoginResult
+from entrypoint.sources.vault.source import VaultSource
 
 LOG = logging.getLogger("entrypoint")
 CREDS = "database/creds/app"

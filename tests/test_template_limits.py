@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import sandbox
 from entrypoint.errors import TemplateError
-from entrypoint.render_limits import TimeUp
-from entrypoint.resolve import Generation
+from entrypoint.plan.resolve import Generation
+from entrypoint.render import sandbox
+from entrypoint.render.limits import TimeUp
 from entrypoint.sources.base import Fetched, to_secrets
 from entrypoint.sources.registry import Sources
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until

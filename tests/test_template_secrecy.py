@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrypoint import sandbox
 from entrypoint.errors import EntrypointError
-from entrypoint.resolve import Generation
+from entrypoint.plan.resolve import Generation
+from entrypoint.render import sandbox
 from entrypoint.sources.base import Fetched, to_secrets
 from entrypoint.sources.registry import Sources
 

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.config import Config, EnvTemplateSpec, OnChange, TemplateSpec
+from entrypoint.config.model import Config, EnvTemplateSpec, OnChange, TemplateSpec
 from entrypoint.errors import ConfigError, RenderError, TemplateError
-from entrypoint.resolve import Generation
-from entrypoint.runtime import Runtime
-from entrypoint.sources.base import Fetched
-from entrypoint.sources.files import FileSource
-from entrypoint.sources.local import LocalSource
-from entrypoint.sources.local_consul import LocalConsulSource
-from entrypoint.sources.registry import Sources
-from entrypoint.templates import (
+from entrypoint.plan.resolution import Runtime
+from entrypoint.plan.resolve import Generation
+from entrypoint.render.templates import (
     FileChange,
     PartialRenderError,
     Rendered,
@@ -33,6 +28,11 @@ from entrypoint.templates import (
     template_sources,
     write_changed,
 )
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.file.source import FileSource
+from entrypoint.sources.local.consul import LocalConsulSource
+from entrypoint.sources.local.folder import LocalSource
+from entrypoint.sources.registry import Sources
 
 DB_PASSWORD = "pw-Ww31-render-secret"
 DB_USER = "v-app-Rr08"
@@ -294,7 +294,7 @@ def test_render_error_names_destination_only(tmp_path: Path) -> None:
 
 def test_renderer_owes_actions_after_a_partial_write(root: Path, tmp_path: Path) -> None:
     """The engine's callback: files moved into place before a failure are acted on later."""
-    from entrypoint.templates import Renderer
+    from entrypoint.render.templates import Renderer
 
     hup = OnChange("signal", signal=1)
     (tmp_path / "blocked").mkdir()
@@ -328,7 +328,7 @@ def test_filters(root: Path, tmp_path: Path) -> None:
 
 def test_the_root_folder_is_never_allowed_implicitly(tmp_path: Path) -> None:
     """A template (or config file) sitting in / would otherwise open every file to file()."""
-    from entrypoint.sandbox import allowed_folders
+    from entrypoint.render.sandbox import allowed_folders
 
     assert allowed_folders([Path("/"), tmp_path]) == (tmp_path.resolve(),)
     assert allowed_folders([tmp_path], [Path("/")]) == (tmp_path.resolve(), Path("/"))

@@ -447,8 +447,8 @@ def test_the_app_runs_the_example_image_under_the_entrypoint(compose: dict[str, 
 
 
 def test_the_app_has_the_same_references_as_production(compose: dict[str, Any]) -> None:
-    from entrypoint import refs
-    from entrypoint.settings import BY_VARIABLE
+    from entrypoint.config.settings import BY_VARIABLE
+    from entrypoint.plan import refs
 
     env = {k: interpolated(str(v)) for k, v in compose["services"]["app"]["environment"].items()}
     production = (ROOT / "Dockerfile.example").read_text(encoding="utf-8")

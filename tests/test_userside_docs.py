@@ -21,9 +21,9 @@ import pytest
 
 from entrypoint import errors
 from entrypoint.cli import SUBCOMMANDS, build_parser
-from entrypoint.cli_help import settings_for
-from entrypoint.config import BOOTSTRAP_VARIABLES
-from entrypoint.settings import BY_VARIABLE, SETTINGS
+from entrypoint.commands.help import settings_for
+from entrypoint.config.model import BOOTSTRAP_VARIABLES
+from entrypoint.config.settings import BY_VARIABLE, SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -15,7 +15,7 @@ def subpackages() -> set[str]:
 
 
 def test_subpackages_are_found() -> None:
-    assert {"entrypoint", "entrypoint.vault"} <= subpackages()
+    assert {"entrypoint", "entrypoint.sources.vault"} <= subpackages()
 
 
 def test_every_subpackage_is_in_the_distribution() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 
-from entrypoint.config import load
-from entrypoint.vault.connection import UNIX_URL, Connection
-from entrypoint.vault.source import VaultSource
+from entrypoint.config.model import load
+from entrypoint.sources.vault.connection import UNIX_URL, Connection
+from entrypoint.sources.vault.source import VaultSource
 from tests.helpers.cli import run_cli
 from tests.realservers import binaries
 from tests.services.ports import stop_process, wait_until

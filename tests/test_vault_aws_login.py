@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import AuthError
-from entrypoint.vault.source import VaultSource
+from entrypoint.sources.vault.source import VaultSource
 from tests.services.ecs_credentials import EcsCredentialsServer, iam_user_credentials
 
 HEADER = "vault.example.com"

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from entrypoint.errors import AuthError
-from entrypoint.vault.auth import aws_iam
+from entrypoint.sources.vault.auth import aws_iam
 
 
 def replay(moto_url: str, headers: dict[str, str], url: str) -> requests.Response:

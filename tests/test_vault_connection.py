@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ConfigError, UnavailableError
-from entrypoint.vault.client import VaultClient
-from entrypoint.vault.connection import USER_AGENT, Connection
+from entrypoint.sources.vault.client import VaultClient
+from entrypoint.sources.vault.connection import USER_AGENT, Connection
 
 
 def _openssl(*args: str, cwd: Path) -> None:

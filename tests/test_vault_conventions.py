@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint.config.values import parse_go_bool
 from entrypoint.errors import ConfigError
-from entrypoint.values import parse_go_bool
-from entrypoint.vault import kv
-from entrypoint.vault.connection import UNIX_URL, Connection
+from entrypoint.sources.vault import kv
+from entrypoint.sources.vault.connection import UNIX_URL, Connection
 from tests.helpers.cli import run_cli
 
 LOG = logging.getLogger("test")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError, LeaseGone
-from entrypoint.vault.source import VaultSource
+from entrypoint.sources.vault.source import VaultSource
 from tests.helpers.cli import run_cli
 
 

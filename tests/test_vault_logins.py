@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import AuthError
-from entrypoint.vault.source import VaultSource
+from entrypoint.sources.vault.source import VaultSource
 from tests.helpers.cli import run_cli
 from tests.helpers.secrecy import seed_secret
 

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError, LeaseGone, PermissionDenied, SecretNotFound
-from entrypoint.vault.source import VaultSource
+from entrypoint.sources.vault.source import VaultSource
 
 
 def source_for(server: Any, token: str | None = None, **settings: Any) -> VaultSource:
@@ -80,7 +80,7 @@ def test_deleted_and_destroyed_versions(vault_server: Any, source: VaultSource) 
 
 
 def test_missing_path_and_key(vault_server: Any, source: VaultSource) -> None:
-    from entrypoint.resolve import Generation
+    from entrypoint.plan.resolve import Generation
     from entrypoint.sources.registry import Sources
 
     with pytest.raises(SecretNotFound) as info:
@@ -90,7 +90,7 @@ def test_missing_path_and_key(vault_server: Any, source: VaultSource) -> None:
         source.fetch("kv/nope")
     vault_server.write_kv("secret", "app/db", {"password": "pw-0123456789"})
     generation = Generation(Sources({"vault": lambda: source}, {}))
-    from entrypoint.refs import parse
+    from entrypoint.plan.refs import parse
 
     ref = next(p for p in parse("vault:secret/app/db#user", where="t") if not isinstance(p, str))
     with pytest.raises(SecretNotFound) as key:

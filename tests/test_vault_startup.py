@@ -15,11 +15,11 @@ import pytest
 from entrypoint import backoff
 from entrypoint.errors import UnavailableError
 from entrypoint.secret import Secret
-from entrypoint.vault.auth.token import TokenLogin
-from entrypoint.vault.client import VaultClient
-from entrypoint.vault.connection import Connection
-from entrypoint.vault.source import VaultSource
-from entrypoint.vault.token_keeper import TokenKeeper
+from entrypoint.sources.vault.auth.token import TokenLogin
+from entrypoint.sources.vault.client import VaultClient
+from entrypoint.sources.vault.connection import Connection
+from entrypoint.sources.vault.source import VaultSource
+from entrypoint.sources.vault.token_keeper import TokenKeeper
 
 LOG = logging.getLogger("entrypoint")
 

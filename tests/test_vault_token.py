@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import AuthError
 from entrypoint.secret import Secret
-from entrypoint.vault.auth import LoginResult, result_of
-from entrypoint.vault.client import VaultClient
-from entrypoint.vault.connection import Connection
-from entrypoint.vault.source import VaultSource
-from entrypoint.vault.token_keeper import RENEW_FRACTION, TokenKeeper
+from entrypoint.sources.vault.auth import LoginResult, result_of
+from entrypoint.sources.vault.client import VaultClient
+from entrypoint.sources.vault.connection import Connection
+from entrypoint.sources.vault.source import VaultSource
+from entrypoint.sources.vault.token_keeper import RENEW_FRACTION, TokenKeeper
 from tests.helpers.cli import wait_until
 from tests.helpers.clock import Clock
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError
-from entrypoint.vault import kv
-from entrypoint.vault.auth import choose, method_name, mount_of
+from entrypoint.sources.vault import kv
+from entrypoint.sources.vault.auth import choose, method_name, mount_of
 
 
 @pytest.mark.parametrize(("config", "environ", "expected"), [

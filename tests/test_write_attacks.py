@@ -139,7 +139,7 @@ def test_reads_never_follow_a_link_the_app_planted(place: Path) -> None:
     app's environment; now the read itself refuses the link, so no swap between check
     and read can work. A FIFO there is refused, not hung on."""
     from entrypoint.errors import ConfigError
-    from entrypoint.sources.files import FileSource
+    from entrypoint.sources.file.source import FileSource
 
     target = root_only_file(place)
     app = app_folder(place)

@@ -1,7 +1,7 @@
 """``metrics_listen``: Prometheus ``/metrics``, plus ``/ready`` and ``/live``.
 
 Imported only when ``metrics_listen`` is set. Every metric is computed at scrape time
-from memory (:mod:`entrypoint.ops.status` and the observer's counters): a scrape never
+from memory (:mod:`entrypoint.commands.status` and the observer's counters): a scrape never
 makes a request to Vault or any other server. The format is written by
 :mod:`entrypoint.ops.exposition` (why not prometheus_client: its memory, see there), and
 the HTTP side is the least HTTP/1.0 a scraper or a probe needs, on ``socketserver``

@@ -7,15 +7,15 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError
 from entrypoint.ops import state
 from entrypoint.ops.readiness import ReadyFile
 
 if TYPE_CHECKING:
     from entrypoint.ops.metrics import MetricsServer
+    from entrypoint.plan.resolution import Runtime
     from entrypoint.rotation.engine import Engine
-    from entrypoint.runtime import Runtime
 
 
 class Ops:
@@ -48,12 +48,12 @@ class Ops:
         self.metrics.start()
 
     def snapshot(self) -> dict[str, Any]:
-        from entrypoint.ops.status import snapshot
+        from entrypoint.commands.status import snapshot
 
         return snapshot(self.engine(), self.runtime, self.observer, mode=self.mode)
 
     def status(self) -> bytes:
-        from entrypoint.ops.status import encode
+        from entrypoint.commands.status import encode
 
         return encode(self.snapshot())
 

@@ -18,21 +18,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from entrypoint import reaper, signals
-from entrypoint.child import Launch
-from entrypoint.commands import SideCommands
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import EX_SOFTWARE, EntrypointError
-from entrypoint.events import Call, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process import reaper, signals
+from entrypoint.process.child import Launch
+from entrypoint.process.events import Call, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process.side_commands import SideCommands
 
 TICK = 1.0  # reap at least this often even if a SIGCHLD is somehow missed
 
 
 def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
-    from entrypoint.app import Resident
-    from entrypoint.identity import resolve_user
+    from entrypoint.commands.run import Resident
     from entrypoint.ops.service import Ops
-    from entrypoint.runtime import Runtime
+    from entrypoint.plan.resolution import Runtime
+    from entrypoint.process.identity import resolve_user
 
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     signals.install(inbox.put_nowait)  # at once: a SIGTERM while resolving is not lost

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint.config import OnChange
+from entrypoint.config.model import OnChange
 
 
 @dataclass(frozen=True)

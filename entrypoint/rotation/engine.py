@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from entrypoint import backoff
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError, LeaseGone, UnavailableError
-from entrypoint.resolve import Generation
+from entrypoint.plan.resolution import Resolution, Runtime
+from entrypoint.plan.resolve import Generation
 from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
 from entrypoint.rotation.leases import HeldLease, LoginSource, Revoker, SourceKey
 from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
-from entrypoint.runtime import Resolution, Runtime
 from entrypoint.sources.base import Fetched
 
 POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
@@ -486,6 +486,6 @@ class Engine:
 
 
 def _fatal(error: EntrypointError) -> Any:
-    from entrypoint import events
+    from entrypoint.process import events
 
     return events.Fatal(error=error)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from entrypoint.resolve import Generation
+from entrypoint.plan.resolve import Generation
 from entrypoint.rotation.actions import Plan
 from entrypoint.rotation.leases import HeldLease, SourceKey
 
@@ -49,7 +49,7 @@ def log_replaced(log: logging.Logger, old: Generation, keys: set[SourceKey], out
 def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
               post: Callable[[Any], None], log: logging.Logger) -> None:
     """Hand the supervisor the one action a successor calls for, and say why."""
-    from entrypoint import events
+    from entrypoint.process import events
 
     if plan.nothing:
         log.info("values re-read, nothing the app sees changed (%s)", reason,

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 
-from entrypoint.config import Config
+from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError, UnavailableError
 from entrypoint.sources.base import Source
 
@@ -64,7 +64,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
     missing: dict[str, str] = {}
 
     def file_source() -> Source:
-        from entrypoint.sources.files import FileSource
+        from entrypoint.sources.file.source import FileSource
 
         return FileSource()
 
@@ -73,7 +73,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
         root = config.local_secrets
 
         def local_source() -> Source:
-            from entrypoint.sources.local import LocalSource
+            from entrypoint.sources.local.folder import LocalSource
 
             log.info("vault: references answered by local secrets directory %s", root)
             server = environ.get("VAULT_AGENT_ADDR") or environ.get("VAULT_ADDR")
@@ -87,7 +87,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
     elif environ.get("VAULT_ADDR") or environ.get("VAULT_AGENT_ADDR"):
 
         def vault_source() -> Source:
-            from entrypoint.vault.source import VaultSource
+            from entrypoint.sources.vault.source import VaultSource
 
             return VaultSource.from_config(config, environ)
 
@@ -98,7 +98,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
     if environ.get("CONSUL_HTTP_ADDR"):
 
         def consul_source() -> Source:
-            from entrypoint.sources.consul import ConsulSource
+            from entrypoint.sources.consul.source import ConsulSource
 
             return ConsulSource.from_environment(environ)
 
@@ -107,7 +107,7 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
         root = config.local_secrets
 
         def local_consul() -> Source:
-            from entrypoint.sources.local_consul import LocalConsulSource
+            from entrypoint.sources.local.consul import LocalConsulSource
 
             return LocalConsulSource(root)
 

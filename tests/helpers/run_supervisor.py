@@ -26,11 +26,11 @@ import threading
 import time
 from collections.abc import Mapping
 
-from entrypoint import signals
+from entrypoint.config.values import parse_signal
 from entrypoint.errors import EntrypointError, UnavailableError
-from entrypoint.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
-from entrypoint.supervisor import ProcessOptions, Supervisor
-from entrypoint.values import parse_signal
+from entrypoint.process import signals
+from entrypoint.process.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process.supervisor import ProcessOptions, Supervisor
 from tests.helpers.pid1 import children_of
 
 

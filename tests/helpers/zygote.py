@@ -27,13 +27,13 @@ import requests.adapters  # noqa: F401
 import urllib3  # noqa: F401
 
 import entrypoint.cli
-import entrypoint.execapp
-import entrypoint.resolve
-import entrypoint.runtime
+import entrypoint.commands.exec_app
+import entrypoint.plan.resolution
+import entrypoint.plan.resolve
 import entrypoint.sources.registry
-import entrypoint.vault.auth.token
-import entrypoint.vault.client
-import entrypoint.vault.source
+import entrypoint.sources.vault.auth.token
+import entrypoint.sources.vault.client
+import entrypoint.sources.vault.source
 
 
 def _child(job: dict[str, object]) -> None:

@@ -1,0 +1,211 @@
+"""``entrypoint check``: is everything in place for the app to start? Values never shown.
+
+It validates the config, reaches Vault, logs in and reads every referenced path once,
+then gives one row per step: what, kind, version or TTL, status. Leases obtained by the
+check are revoked right away and its own token at the end: a check leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+from entrypoint.config.model import Config
+from entrypoint.errors import EntrypointError
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.registry import Sources, for_config
+
+SourceKey = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    path: str  # "vault:kv/app/db", or a step: "config", "vault", "login"
+    kind: str  # kv1, kv2, leased, static-creds, local, file, consul; server, login, config
+    detail: str  # "v3", "ttl 3600s", a server version, policies
+    status: str  # "ok", or what is wrong
+    ok: bool = True
+    code: int = 0  # the exit status of the error, for the command's own exit status
+
+
+def ref_of(key: SourceKey) -> str:
+    scheme, path, version = key
+    return f"{scheme}:{path}" + (f"?version={version}" if version is not None else "")
+
+
+def detail_of(fetched: Fetched) -> str:
+    if fetched.version is not None:
+        return f"v{fetched.version}"
+    if fetched.kind == "static-creds" and fetched.ttl is not None:
+        return f"rotates in {fetched.ttl:g}s"
+    if fetched.lease_duration:
+        return f"ttl {fetched.lease_duration:g}s" + (" renewable" if fetched.renewable else "")
+    return ""
+
+
+def failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
+    # The message alone: a Python class name means nothing to the user reading the table.
+    return CheckRow(path, kind, "", str(exc), ok=False, code=exc.exit_code)
+
+
+def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
+    """Reach Vault and log in; False when reading paths is pointless."""
+    # Only a built VaultSource loaded its module: the local path imports nothing of Vault.
+    module = sys.modules.get("entrypoint.sources.vault.source")
+    if module is None or not isinstance(source, module.VaultSource):
+        return True
+    # The check's token and leases are its own: revoke them whatever revoke_on_exit says.
+    source.revoke_on_close = True
+    source.keeper.revoke_on_exit = True
+    addr = source.client.connection.addr
+    try:
+        health = source.health()
+        version = health.get("version")
+        rows.append(CheckRow("vault", "server", f"{addr}" + (f" ({version})" if version else ""),
+                             "ok"))
+    except EntrypointError as exc:
+        rows.append(failed("vault", "server", exc))
+        return False
+    try:
+        source.login()
+        current = source.keeper.current
+        detail = source.method.describe()
+        if current is not None:
+            ttl = f"ttl {current.ttl:g}s" if current.ttl else "no expiry"
+            detail += f"; {ttl}; policies {','.join(current.policies) or 'none'}"
+        rows.append(CheckRow("login", "login", detail, "ok"))
+    except EntrypointError as exc:
+        rows.append(failed("login", "login", exc))
+        return False
+    return True
+
+
+def namesake_rows() -> list[CheckRow]:
+    """PyPI's unrelated ``entrypoint`` distribution installs an import package of our
+    name: next to ours, each overwrites the other's files (README, "Package, licence and
+    names"). A warning row, not a failure: the check of secrets still holds."""
+    from importlib import metadata
+
+    try:
+        other = metadata.distribution("entrypoint")
+    except metadata.PackageNotFoundError:
+        return []
+    return [CheckRow("environment", "package", f"entrypoint {other.version}",
+                     "warning: the 'entrypoint' distribution from PyPI is installed here and "
+                     "shares the import package entrypoint/ with vault-entrypoint; "
+                     "uninstalling either breaks the other: give vault-entrypoint an "
+                     "environment of its own")]
+
+
+def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
+              keys: Mapping[SourceKey, Iterable[str]] | None = None,
+              log: logging.Logger | None = None) -> list[CheckRow]:
+    """Rows for config, server, login, every path in ``paths`` plus ``config.secrets``,
+    then every template, rendered in memory (see :mod:`entrypoint.commands.check_templates`).
+
+    ``keys`` names the keys each path must hold (from the references); a missing one
+    fails that path's row, as it would fail the start.
+    """
+    wanted = {k: set(v) for k, v in (keys or {}).items()}
+    todo: set[SourceKey] = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
+    rows = [CheckRow("config", "config", config.origins.get("config", "") if
+                     config.config else "", "ok"), *namesake_rows()]
+    try:
+        sources: Sources = for_config(config, environ)
+    except EntrypointError as exc:
+        return [*rows, failed("config", "config", exc)]
+    try:
+        usable: dict[str, bool] = {}
+        for key in sorted(todo, key=lambda k: (k[0], k[1], k[2] or 0)):
+            scheme = key[0]
+            try:
+                source = sources.get(scheme)
+            except EntrypointError as exc:
+                rows.append(failed(ref_of(key), "-", exc))
+                continue
+            if scheme not in usable:
+                usable[scheme] = _vault_rows(source, rows)
+            if not usable[scheme]:
+                rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
+                continue
+            try:
+                fetched = source.fetch(key[1], key[2])
+            except EntrypointError as exc:
+                rows.append(failed(ref_of(key), "-", exc))
+                continue
+            missing = sorted(k for k in wanted.get(key, ()) if k not in fetched.data)
+            if missing:
+                label = ", ".join(f"{key[1]}#{k}" for k in missing)
+                present = ", ".join(sorted(fetched.data)) or "none"
+                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+                                     f"missing key {label} (keys present: "
+                                     f"{present})", ok=False, code=78))
+            else:
+                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok"))
+            if fetched.lease_id:
+                revoke = getattr(source, "revoke_lease", None)
+                if revoke is not None:
+                    try:
+                        revoke(fetched.lease_id)
+                    except EntrypointError as exc:
+                        rows.append(failed(ref_of(key), "revoke", exc))
+        if not all(usable.values()):
+            if config.template or config.env_template:
+                rows.append(CheckRow("templates", "template", "", "skipped (see above)",
+                                     ok=False))
+        else:
+            from entrypoint.commands.check_templates import template_rows
+
+            rows += template_rows(config, sources, environ,
+                                  log or logging.getLogger("entrypoint"), set(todo))
+    finally:
+        sources.close()
+    return rows
+
+
+def render_table(rows: list[CheckRow]) -> str:
+    header = ("PATH", "KIND", "VERSION/TTL", "STATUS")
+    table = [header] + [(r.path, r.kind, r.detail, r.status) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:3])) + "  " + line[3]
+             for line in table]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_json(rows: list[CheckRow]) -> str:
+    return json.dumps({"ok": all(r.ok for r in rows), "rows": [asdict(r) for r in rows]},
+                      indent=2)
+
+
+def main(config: Config, environ: Mapping[str, str] = os.environ,
+         log: logging.Logger | None = None, fmt: str = "table") -> int:
+    """``entrypoint check [--format table|json]``: 0 when every row is ok, else the exit
+    status of the first failure (69 unavailable, 77 denied, 78 config)."""
+    from entrypoint.plan import refs
+    from entrypoint.plan.resolve import plan_environment
+
+    try:
+        plan = plan_environment(environ, keep=config.pass_env)
+    except EntrypointError as exc:
+        rows = [failed("config", "config", exc)]
+    else:
+        keys: dict[SourceKey, set[str]] = {}
+        for parts in plan.references.values():
+            for ref in refs.references(parts):
+                keys.setdefault(ref.source_key, set())
+                if ref.key is not None:
+                    keys[ref.source_key].add(ref.key)
+        rows = run_check(config, environ, keys, keys, log)
+    print(render_json(rows) if fmt == "json" else render_table(rows))
+    return exit_code(rows)
+
+
+def exit_code(rows: list[CheckRow]) -> int:
+    for row in rows:
+        if not row.ok:
+            return row.code or 78  # a skipped row follows the failure that caused it
+    return 0

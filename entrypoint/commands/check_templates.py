@@ -1,0 +1,91 @@
+"""The template part of ``entrypoint check``: render every template in memory, write nothing.
+
+A template can read paths no variable references (``secret("kv/app/tls")``) and can name
+a key that does not exist; only rendering it finds out. Each template is rendered as
+``entrypoint render`` would render it (same code, same errors, same exit statuses), but
+the bytes are dropped instead of written, and every lease read for it is revoked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from entrypoint.commands.check import CheckRow, SourceKey, detail_of, failed, ref_of
+from entrypoint.config.model import Config
+from entrypoint.errors import ConfigError, EntrypointError
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.registry import Sources
+
+
+def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
+                  log: logging.Logger, checked: set[SourceKey]) -> list[CheckRow]:
+    """One row per env template and file template, then one per path only they read."""
+    if not (config.template or config.env_template):
+        return []
+    from entrypoint.plan.resolution import Runtime
+    from entrypoint.render.templates import render_env, render_files
+
+    runtime = Runtime(config, environ, log, sources=sources)
+    generation = runtime.new_generation()
+    rows: list[CheckRow] = []
+    try:
+        try:
+            resolution = runtime.resolve(generation)
+        except EntrypointError as exc:
+            # env() in a template needs the app's environment; the rows above say why not.
+            return [CheckRow("templates", "template", "", "skipped: the app's environment "
+                             "does not resolve (see above)", ok=False, code=exc.exit_code)]
+        allowed = [Path(p) for p in config.template_allowed_dirs]
+        for spec in config.env_template:
+            # One at a time, in config order, so that each gets its own row; a later one
+            # still sees the earlier ones through resolution.managed, as in render.
+            one = dataclasses.replace(config, env_template=[spec], template=[])
+            label = f"env_template {spec.name}"
+            try:
+                render_env(one, runtime, resolution, allowed=allowed)
+            except EntrypointError as exc:
+                rows.append(failed(label, "env-template", exc))
+            else:
+                rows.append(CheckRow(label, "env-template", "", "ok"))
+        seen: dict[Path, str] = {}
+        for file_spec in config.template:
+            label = f"template {file_spec.destination}"
+            if file_spec.destination in seen:
+                # render_files refuses this for the whole list; here they come one by one.
+                rows.append(failed(label, "template", ConfigError(
+                    f"{file_spec.origin}: two templates write {file_spec.destination} "
+                    f"({seen[file_spec.destination]} and {file_spec.name})")))
+                continue
+            seen[file_spec.destination] = file_spec.name
+            one = dataclasses.replace(config, template=[file_spec], env_template=[])
+            try:
+                rendered = render_files(one, runtime, resolution, allowed=allowed)
+            except EntrypointError as exc:
+                rows.append(failed(label, "template", exc))
+            else:
+                size = sum(len(item.content) for item in rendered)
+                rows.append(CheckRow(label, "template", f"{size} bytes", "ok"))
+        for key, fetched in sorted(generation.fetched.items(),
+                                   key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+            if key not in checked:
+                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+                                     "ok (read by a template)"))
+    finally:
+        _revoke(generation.fetched.values(), sources, rows)
+    return rows
+
+
+def _revoke(fetched: Iterable[Fetched], sources: Sources, rows: list[CheckRow]) -> None:
+    """A check leaves nothing behind: the leases read for the templates go too."""
+    revoke = getattr(sources.built().get("vault"), "revoke_lease", None)
+    if revoke is None:
+        return
+    for item in fetched:
+        if item.lease_id:
+            try:
+                revoke(item.lease_id)
+            except EntrypointError as exc:
+                rows.append(failed("lease", "revoke", exc))

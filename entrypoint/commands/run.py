@@ -1,0 +1,195 @@
+"""The resident path: resolve in the background, start the app, keep it on valid values."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entrypoint.config.model import Config, OnChange
+from entrypoint.errors import EntrypointError, UnavailableError
+from entrypoint.plan.resolution import Resolution, Runtime
+
+if TYPE_CHECKING:
+    from entrypoint.ops.control import ControlServer
+    from entrypoint.ops.service import Ops
+    from entrypoint.rotation.engine import Engine
+    from entrypoint.rotation.leases import SourceKey
+    from entrypoint.sources.base import Fetched
+
+
+def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
+    """Render env templates into the app's environment and file templates to disk.
+
+    Returns the ``on_change`` of every file whose content changed.
+    """
+    if not (config.template or config.env_template):
+        return []
+    from entrypoint.render.templates import render_all
+
+    result = render_all(config, runtime, resolution,
+                        allowed=[Path(p) for p in config.template_allowed_dirs])
+    return [spec.on_change for spec in result.changed]
+
+
+def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
+              command: list[str]) -> int:
+    from entrypoint.ops.service import Ops
+    from entrypoint.process.supervisor import ProcessOptions, Supervisor
+
+    options = ProcessOptions(
+        kill_timeout=config.kill_timeout, stop_signal=config.stop_signal,
+        stop_delay=config.stop_delay,
+        signal_group=config.signal_group, rewrite_signal=config.rewrite_signal,
+        user=config.user, splay=config.splay, pass_fds=tuple(config.pass_fds),
+        parent_death_signal=config.parent_death_signal or 0, no_new_privs=not config.new_privileges,
+        success_exit_codes=frozenset(config.success_exit_code))
+    # Built first so that its signal handlers are in place while secrets are resolved.
+    supervisor = Supervisor(command, options, log)
+    runtime = Runtime(config, env, log)
+    ops = Ops(config, runtime, log, mode="supervise")
+    resident = Resident(config, runtime, supervisor.post, log, ops)
+    supervisor.on_child_started(resident.child_started)
+    supervisor.on_stopping(ops.stopping)
+    supervisor.on_shutdown(resident.shutdown)
+    ops.start_metrics()
+    return supervisor.run(resident.prepare)
+
+
+class Resident:
+    """What runs around the app: :meth:`prepare` (in the supervisor's worker thread),
+    then the engine and the control socket, until :meth:`shutdown` (main thread).
+
+    A SIGTERM while secrets are resolved makes the supervisor shut down without waiting
+    for ``prepare``, which goes on in its thread: once :meth:`shutdown` has run, it must
+    start nothing (no engine, no control socket) on the sources shutdown closed.
+    """
+
+    def __init__(self, config: Config, runtime: Runtime, post: Any,
+                 log: logging.Logger, ops: Ops | None = None) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.post = post
+        self.log = log
+        if ops is None:
+            from entrypoint.ops.service import Ops
+
+            ops = Ops(config, runtime, log, mode="supervise")
+        self.ops = ops
+        ops.engine = lambda: self.rotation.engine if self.rotation is not None else None
+        self.rotation: Rotation | None = None
+        self.control: ControlServer | None = None
+        self._lock = threading.Lock()  # shutdown against the end of prepare
+        self._closing = False
+
+    def prepare(self) -> Mapping[str, str]:
+        resolution = self.runtime.resolve()
+        self._still_open()
+        render_outputs(self.config, self.runtime, resolution)
+        with self._lock:
+            self._still_open()
+            self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
+                                           self.log, env_matters=self.ops.mode != "sidecar")
+            if self.config.control_socket:
+                from entrypoint.ops.control import ControlServer
+
+                try:
+                    control = ControlServer(self.config.control_socket,
+                                            self.rotation.engine.rotate_all, self.log,
+                                            on_status=self.ops.status)
+                except EntrypointError as exc:
+                    # Not worth failing the app over: only the manual trigger is lost.
+                    self.log.warning("'entrypoint rotate' will not reach this process: %s",
+                                     exc)
+                else:
+                    control.start()
+                    self.control = control
+        return resolution.child_env()
+
+    def _still_open(self) -> None:
+        if self._closing:
+            raise UnavailableError("shutting down before the app started")
+
+    def child_started(self, pid: int) -> None:
+        if self.rotation is not None:
+            self.rotation.engine.child_started(pid)
+        if pid:  # the first values are resolved and rendered, and the app runs on them
+            self.ops.ready.set(True)
+
+    def shutdown(self) -> None:
+        with self._lock:  # waits for a prepare that is starting things; then none will
+            self._closing = True
+            control, rotation = self.control, self.rotation
+        if control is not None:
+            control.stop()
+        self.ops.close()
+        if rotation is not None:
+            rotation.stop()
+        self.runtime.close()
+
+
+@dataclass
+class Rotation:
+    """The engine and everything that feeds it, stopped together."""
+
+    engine: Engine
+    watchers: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
+        self.engine.stop()
+
+
+def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
+                   post: Any, log: logging.Logger, *, env_matters: bool = True) -> Rotation:
+    """Start the engine and the watchers that feed it."""
+    from entrypoint.rotation.engine import Engine
+    from entrypoint.rotation.file_watch import FileWatch
+    from entrypoint.sources.local.consul import LocalConsulSource
+    from entrypoint.sources.local.folder import LocalSource
+
+    render: Callable[[Resolution], list[OnChange]] = lambda _: []  # noqa: E731
+    template_files: list[Path] = []
+    if config.template or config.env_template:
+        from entrypoint.render.templates import Renderer, template_sources
+
+        render = Renderer(config, runtime,
+                          allowed=[Path(p) for p in config.template_allowed_dirs])
+        template_files = template_sources(config)
+    engine = Engine(config, runtime, post, log, render=render)
+    engine.env_matters = env_matters
+
+    def notify(reason: str, keys: Iterable[SourceKey], rerender: bool) -> None:
+        engine.notify(reason, keys, rerender=rerender)
+
+    files = FileWatch(notify, log)
+    consul_keys: list[tuple[SourceKey, Fetched]] = []
+    sources = runtime.sources.built()
+    for key, fetched in resolution.generation.fetched.items():
+        source = sources.get(key[0])
+        if fetched.kind == "local" and isinstance(source, LocalSource):
+            files.add_key(key, [source.file_for(key[1], key[2])])
+        elif fetched.kind == "file":
+            files.add_key(key, [Path(key[1])])
+        elif fetched.kind == "consul" and isinstance(source, LocalConsulSource):
+            files.add_key(key, [source.root / key[1]])
+        elif fetched.kind == "consul":
+            consul_keys.append((key, fetched))
+    for path in template_files:
+        files.add_template(path)
+    rotation = Rotation(engine, [files])
+    if consul_keys:
+        from entrypoint.sources.consul.watch import ConsulWatch
+
+        consul = ConsulWatch(sources["consul"], notify, log)  # type: ignore[arg-type]
+        for key, fetched in consul_keys:
+            consul.add_key(key, fetched)
+        rotation.watchers.append(consul)
+        consul.start()
+    engine.start(resolution)
+    files.start()
+    return rotation

@@ -1,0 +1,203 @@
+"""From the environment's references to resolved values, reading every path once.
+
+A *generation* is one consistent set of fetched secrets: every distinct
+``(scheme, path, version)`` is read once, so the username and password of one database
+credential always come from the same lease.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from entrypoint.config.model import is_bootstrap_variable
+from entrypoint.errors import ConfigError, SecretNotFound
+from entrypoint.plan import refs
+from entrypoint.plan.refs import Part, Ref
+from entrypoint.secret import Secret
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.registry import Sources
+
+SourceKey = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True)
+class EnvPlan:
+    """The environment split into values to resolve and values to pass through."""
+
+    references: dict[str, list[Part]] = field(default_factory=dict)
+    passthrough: dict[str, str] = field(default_factory=dict)
+
+    def source_keys(self) -> set[SourceKey]:
+        return {r.source_key for parts in self.references.values() for r in refs.references(parts)}
+
+
+def plan_environment(environ: Mapping[str, str], keep: Iterable[str] = ()) -> EnvPlan:
+    """Parse every value; bootstrap variables are dropped unless named in ``keep``."""
+    kept = set(keep)
+    plan = EnvPlan()
+    for name, value in environ.items():
+        if is_bootstrap_variable(name) and name not in kept:
+            continue
+        parts = refs.parse(value, where=f"variable {name}")
+        if refs.references(parts):
+            plan.references[name] = parts
+        else:
+            # A plain value parses to itself; an escaped one loses its escape.
+            plan.passthrough[name] = "".join(p for p in parts if isinstance(p, str))
+    return plan
+
+
+class Generation:
+    """A cache of fetches for one generation; safe to use from several threads."""
+
+    def __init__(self, sources: Sources, concurrency: int = 8,
+                 seed: Mapping[SourceKey, Fetched] | None = None) -> None:
+        self.sources = sources
+        self.concurrency = concurrency
+        # A successor generation starts from what has not changed: no re-read, no new lease.
+        self.fetched: dict[SourceKey, Fetched] = dict(seed or {})
+        self.seeded = frozenset(self.fetched)
+        self._locks: dict[SourceKey, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key: SourceKey) -> Fetched:
+        with self._guard:
+            if key in self.fetched:
+                return self.fetched[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self.fetched:
+                scheme, path, version = key
+                try:
+                    fetched = self.sources.get(scheme).fetch(path, version)
+                except RecursionError:
+                    # A JSON (or TOML) answer nested thousands deep: the parser gives up.
+                    raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "
+                                      "be read", hint="expected an object of key/value "
+                                      "pairs, nested at most a few hundred levels") from None
+                if not fetched.fetched_at:
+                    fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
+                with self._guard:
+                    self.fetched[key] = fetched
+            return self.fetched[key]
+
+    def prefetch(self, keys: Iterable[SourceKey]) -> None:
+        """Fetch ``keys`` with bounded concurrency; the first error wins."""
+        todo = sorted(set(keys) - set(self.fetched), key=lambda k: (k[0], k[1], k[2] or 0))
+        if len(todo) <= 1 or self.concurrency <= 1:
+            for key in todo:
+                self.get(key)
+            return
+        # Build each source here, once, so that lazily created clients do not race.
+        for scheme in {k[0] for k in todo}:
+            self.sources.get(scheme)
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)),
+                                thread_name_prefix="fetch") as pool:
+            for future in [pool.submit(self.get, key) for key in todo]:
+                future.result()
+
+    def value(self, ref: Ref, where: str) -> Secret:
+        try:
+            fetched = self.get(ref.source_key)
+        except SecretNotFound as exc:
+            # The source knows the path; only the caller knows which variable asked.
+            raise SecretNotFound(f"{where}: {ref.format()}: {exc.message}",
+                                 hint=exc.hint) from None
+        key = ref.key if ref.key is not None else ""
+        secret = fetched.value(key)
+        if secret is None:
+            source = self.sources.get(ref.scheme)
+            label = f"{ref.scheme}:{ref.path}#{key}" if key else ref.format()
+            hint = None
+            if fetched.data:
+                names = ", ".join(sorted(k for k in fetched.data if k)) or "none"
+                hint = f"keys present: {names}"
+            raise SecretNotFound(f"{where}: key {label} not found in {source.describe(ref.path)}",
+                                 hint=hint)
+        return secret
+
+
+# execve() refuses one "NAME=value" longer than this (MAX_ARG_STRLEN: 32 pages of 4 KiB).
+MAX_ENV_STRING = 32 * 4096
+
+
+def check_env_value(name: str, value: Secret, origin: str = "") -> None:
+    """Refuse a value no environment can carry, naming the variable (never the value).
+
+    Checked when a generation is built, so that a bad rotated value is refused while the
+    app still runs on the old one: found by ``execve`` instead, it would come to light
+    only after the app had been stopped for its restart.
+    """
+    text = value.reveal()
+    where = f"variable {name}" + (f" ({origin})" if origin else "")
+    if "\0" in text:
+        raise ConfigError(f"{where}: the value holds a NUL byte, which no environment "
+                          "variable can carry", hint="give it to the app in a file template")
+    try:
+        size = len(name) + 1 + len(text.encode("utf-8", "surrogateescape")) + 1
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: the value holds text that cannot be encoded "
+                          "(a lone surrogate)", hint="expected UTF-8 text") from None
+    if size > MAX_ENV_STRING:
+        raise ConfigError(f"{where}: the value is {size} bytes; an environment variable "
+                          f"holds at most {MAX_ENV_STRING}",
+                          hint="give it to the app in a file template")
+
+
+def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secret:
+    if len(parts) == 1 and isinstance(parts[0], Ref):
+        return generation.value(parts[0], where)
+    pieces = [generation.value(p, where).reveal() if isinstance(p, Ref) else p for p in parts]
+    return Secret("".join(pieces))
+
+
+def resolve_environment(plan: EnvPlan, generation: Generation) -> dict[str, Secret]:
+    generation.prefetch(plan.source_keys())
+    out: dict[str, Secret] = {}
+    for name, parts in plan.references.items():
+        out[name] = resolve_parts(parts, generation, f"variable {name}")
+        check_env_value(name, out[name], ", ".join(r.format() for r in refs.references(parts)))
+    return out
+
+
+_INVALID = re.compile(r"[^A-Za-z0-9_]")
+
+
+def export_name(key: str, prefix: str, upcase: bool, sanitize: bool) -> str:
+    """The variable name of a bulk-exported key (documented in docs/configuration.md)."""
+    name = prefix + key
+    if sanitize:
+        name = _INVALID.sub("_", name)
+        if name[:1].isdigit():
+            name = "_" + name
+    return name.upper() if upcase else name
+
+
+def bulk_export(paths: Iterable[str], generation: Generation, *, prefix: str, upcase: bool,
+                sanitize: bool) -> dict[str, Secret]:
+    """Every key under each path becomes a variable; two keys landing on one name is an error."""
+    keys = [("vault", p.strip("/"), None) for p in paths]
+    generation.prefetch(keys)
+    out: dict[str, Secret] = {}
+    origin: dict[str, str] = {}
+    for key in keys:
+        for data_key, value in generation.get(key).data.items():
+            name = export_name(data_key, prefix, upcase, sanitize)
+            here = f"{key[1]}#{data_key}"
+            if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ConfigError(f"bulk export: key {here} gives {name!r}, not a valid "
+                                  "variable name", hint="turn on secrets_sanitize")
+            if name in origin:
+                raise ConfigError(f"bulk export: {here} and {origin[name]} both become "
+                                  f"variable {name}",
+                                  hint="rename one key, or set secrets_prefix")
+            check_env_value(name, value, f"bulk export of {here}")
+            origin[name] = here
+            out[name] = value
+    return out

@@ -1,0 +1,2 @@
+"""``consul:KEY`` references: the Consul KV client (``source``) and its blocking-query
+watch (``watch``)."""

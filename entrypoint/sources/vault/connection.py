@@ -1,0 +1,217 @@
+"""How to reach Vault: address, namespace and TLS from the standard ``VAULT_*`` variables.
+
+The variables mean what they mean to the ``vault`` CLI, so that a container configured
+for the CLI or for Vault Agent works unchanged. Verification is on unless
+``VAULT_SKIP_VERIFY`` says otherwise, and that is logged loudly every start.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entrypoint import __version__
+from entrypoint.config.values import parse_go_bool
+from entrypoint.errors import ConfigError
+
+if TYPE_CHECKING:
+    import requests
+
+USER_AGENT = f"vault-entrypoint/{__version__}"
+# Seconds for one HTTP request; start-up retries are bounded by startup_timeout on top.
+REQUEST_TIMEOUT = 10.0
+
+
+# The host requests name in the URL when the address is a unix socket; the socket, not
+# this name, says where the connection goes (the vault CLI sends the socket path there).
+UNIX_URL = "http://localhost"
+
+
+@dataclass(frozen=True)
+class Connection:
+    addr: str  # as the user wrote it, for messages: https://..., or unix:///run/agent.sock
+    namespace: str | None = None
+    verify: bool | str = True
+    client_cert: tuple[str, str] | None = None
+    server_name: str | None = None
+    socket_path: str | None = None  # set for a unix:// address (Vault Agent or Proxy)
+
+    @property
+    def url(self) -> str:
+        """The base URL requests are sent to."""
+        return UNIX_URL if self.socket_path else self.addr
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str],
+                     log: logging.Logger | None = None) -> Connection:
+        addr, socket_path = address(environ, log or logging.getLogger("entrypoint"))
+        verify: bool | str = True
+        skip = environ.get("VAULT_SKIP_VERIFY", "").strip()
+        if skip:
+            try:
+                skip_on = parse_go_bool(skip)
+            except ValueError as exc:
+                raise ConfigError(f"variable VAULT_SKIP_VERIFY: {exc}") from None
+        else:
+            skip_on = False
+        cacert = environ.get("VAULT_CACERT", "").strip()
+        capath = environ.get("VAULT_CAPATH", "").strip()
+        if skip_on:
+            verify = False
+            (log or logging.getLogger("entrypoint")).warning(
+                "VAULT_SKIP_VERIFY is set: the Vault server's TLS certificate is NOT verified; "
+                "anyone on the network path can read every secret and token. "
+                "Use VAULT_CACERT instead.")
+        elif cacert:  # VAULT_CACERT wins over VAULT_CAPATH, as for the vault CLI.
+            verify = _readable(cacert, "VAULT_CACERT")
+        elif capath:
+            verify = _bundle_of(capath)
+        cert = environ.get("VAULT_CLIENT_CERT", "").strip()
+        key = environ.get("VAULT_CLIENT_KEY", "").strip()
+        if bool(cert) != bool(key):
+            raise ConfigError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY must be set together",
+                              hint="expected both a certificate file and its key file")
+        client_cert = ((_readable(cert, "VAULT_CLIENT_CERT"), _readable(key, "VAULT_CLIENT_KEY"))
+                       if cert else None)
+        return cls(addr=addr, namespace=environ.get("VAULT_NAMESPACE", "").strip() or None,
+                   verify=verify, client_cert=client_cert,
+                   server_name=environ.get("VAULT_TLS_SERVER_NAME", "").strip() or None,
+                   socket_path=socket_path)
+
+    def session(self, pool_size: int = 10) -> requests.Session:
+        """A requests session with our TLS settings, User-Agent and a large enough pool."""
+        import requests
+
+        session = requests.Session()
+        session.verify = self.verify
+        if self.verify is False:
+            import urllib3
+
+            # Warned once, loudly, at start; not again on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        session.cert = self.client_cert
+        session.headers["User-Agent"] = USER_AGENT
+        session.trust_env = False  # HTTP(S)_PROXY still apply: see proxies below.
+        if self.socket_path:
+            # No proxy can carry a unix socket; every request goes to the socket.
+            session.mount(UNIX_URL, unix_adapter(self.socket_path, pool_size))
+            return session
+        session.proxies = requests.utils.get_environ_proxies(self.addr)
+        adapter = _adapter(self.server_name, pool_size)
+        session.mount("https://", adapter)
+        session.mount("http://", _adapter(None, pool_size))
+        return session
+
+
+def address(environ: Mapping[str, str], log: logging.Logger) -> tuple[str, str | None]:
+    """-> (the address, the socket path of a unix:// one). As the vault CLI does,
+    VAULT_AGENT_ADDR wins over VAULT_ADDR: the local agent or proxy is the way to Vault."""
+    agent = environ.get("VAULT_AGENT_ADDR", "").strip().rstrip("/")
+    variable = "VAULT_AGENT_ADDR" if agent else "VAULT_ADDR"
+    addr = agent or environ.get("VAULT_ADDR", "").strip().rstrip("/")
+    if not addr:
+        raise ConfigError("variable VAULT_ADDR is empty",
+                          hint="expected the Vault URL, e.g. https://vault.example:8200")
+    if agent and environ.get("VAULT_ADDR", "").strip():
+        log.info("vault: using VAULT_AGENT_ADDR %s (it wins over VAULT_ADDR, as for the "
+                 "vault CLI)", agent)
+    if addr.startswith("unix:"):
+        path = addr[len("unix://"):] if addr.startswith("unix://") else ""
+        if not path:
+            raise ConfigError(f"variable {variable}: unix:// names no socket",
+                              hint="expected unix:///path/to/agent.sock")
+        return addr, path
+    if not addr.startswith(("http://", "https://")):
+        raise ConfigError(f"variable {variable}: expected an http:// or https:// URL or a "
+                          f"unix:// socket, got {addr!r}")
+    return addr, None
+
+
+def unix_adapter(socket_path: str, pool_size: int) -> Any:
+    """A requests adapter whose connections all go to the unix socket ``socket_path``:
+    a Vault Agent or Vault Proxy ``listener "unix"``, the node-local caching pattern."""
+    import socket
+
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
+    from urllib3.exceptions import NewConnectionError
+
+    class UnixConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if isinstance(self.timeout, int | float):
+                sock.settimeout(self.timeout)
+            try:
+                sock.connect(socket_path)
+            except OSError as exc:
+                sock.close()
+                raise NewConnectionError(self, f"cannot connect to {socket_path}") from exc
+            return sock
+
+    class UnixPool(HTTPConnectionPool):
+        ConnectionCls = UnixConnection
+
+    class UnixAdapter(HTTPAdapter):
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                             **pool_kwargs: Any) -> None:
+            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": UnixPool, "https": UnixPool}
+
+    return UnixAdapter(pool_connections=1, pool_maxsize=pool_size)
+
+
+def _readable(path: str, variable: str) -> str:
+    if not os.access(path, os.R_OK) or not Path(path).is_file():
+        raise ConfigError(f"variable {variable}: file {path} does not exist or cannot be read")
+    return path
+
+
+def _bundle_of(capath: str) -> str:
+    """VAULT_CAPATH is a directory of PEM files (any names, as for the vault CLI); OpenSSL
+    wants hashed names there, so the certificates are joined into one bundle file."""
+    directory = Path(capath)
+    if directory.is_file():
+        return _readable(capath, "VAULT_CAPATH")
+    if not directory.is_dir():
+        raise ConfigError(f"variable VAULT_CAPATH: {capath} is not a directory of CA files")
+    pems = [p.read_text(encoding="ascii", errors="replace")
+            for p in sorted(directory.iterdir())
+            if p.is_file() and "BEGIN CERTIFICATE" in p.read_text(encoding="ascii",
+                                                                  errors="replace")]
+    if not pems:
+        raise ConfigError(f"variable VAULT_CAPATH: no PEM certificate in {capath}")
+    with tempfile.NamedTemporaryFile("w", prefix="entrypoint-ca-", suffix=".pem",
+                                     delete=False) as handle:
+        handle.write("\n".join(pems))
+    atexit.register(_unlink, handle.name)
+    return handle.name
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _adapter(server_name: str | None, pool_size: int) -> Any:
+    from requests.adapters import HTTPAdapter
+
+    class ServerNameAdapter(HTTPAdapter):
+        """Connects to the address but verifies (and sends SNI for) another name:
+        VAULT_TLS_SERVER_NAME, for a Vault reached through an IP or a tunnel."""
+
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                             **pool_kwargs: Any) -> None:
+            if server_name:
+                pool_kwargs["server_hostname"] = server_name
+                pool_kwargs["assert_hostname"] = server_name
+            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+    return ServerNameAdapter(pool_connections=2, pool_maxsize=pool_size)

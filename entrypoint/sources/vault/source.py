@@ -1,0 +1,396 @@
+"""``vault:`` references answered by a Vault server: the Source the resolver and the
+rotation engine use.
+
+Every authenticated call goes through :meth:`VaultSource._authed`: it logs in on first
+use, retries transient failures during start-up (see :mod:`entrypoint.sources.vault.client`), and
+on a 403 asks Vault whether the token itself is still good. An invalid token means one
+login and one more try; a good token means the policies do not allow the path, reported
+with the token's policies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from entrypoint.config.model import Config
+from entrypoint.errors import (
+    AuthError,
+    ConfigError,
+    EntrypointError,
+    LeaseGone,
+    PermissionDenied,
+    SecretNotFound,
+    UnavailableError,
+)
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.vault import kv
+from entrypoint.sources.vault.auth import LoginMethod, choose
+from entrypoint.sources.vault.client import (
+    VaultClient,
+    token_is_invalid,
+    transient_reason,
+    vault_message,
+)
+from entrypoint.sources.vault.connection import Connection
+from entrypoint.sources.vault.token_keeper import TokenKeeper
+
+T = TypeVar("T")
+GONE = ("lease not found", "lease expired", "invalid lease", "lease is expired")
+NOT_EXTENDABLE = ("not renewable", "past the max ttl")
+# Vault's expiration manager when the secrets engine's own renew failed.
+BACKEND_FAILED = "failed to renew entry"
+
+
+class VaultSource:
+    name = "vault"
+
+    def __init__(self, client: VaultClient, method: LoginMethod, *, log: logging.Logger,
+                 revoke_on_exit: bool = True, keeper: TokenKeeper | None = None) -> None:
+        self.client = client
+        self.method = method
+        self.log = log
+        self.keeper = keeper or TokenKeeper(client, method, log=log,
+                                            revoke_on_exit=revoke_on_exit)
+        self.revoke_on_close = revoke_on_exit
+        self.mounts = kv.MountTable(client.connection.namespace)
+        self._leases: set[str] = set()
+        self._leases_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> VaultSource:
+        log = logging.getLogger("entrypoint")
+        connection = Connection.from_environ(environ, log)
+        method = choose(config, environ)
+        client = VaultClient(connection, startup_timeout=config.startup_timeout, log=log,
+                             pool_size=max(10, config.vault_concurrency + 2))
+        # In exec mode the app outlives us with what we fetched: leave token and leases be.
+        revoke = config.revoke_on_exit and config.mode != "exec"
+        keeper = TokenKeeper(client, method, log=log, revoke_on_exit=revoke,
+                             renew_fraction=config.renew_fraction)
+        return cls(client, method, log=log, revoke_on_exit=revoke, keeper=keeper)
+
+    # -- the Source protocol ------------------------------------------------------------
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        path = path.strip("/")
+        if self._closed:
+            raise UnavailableError(f"vault:{path}: shutting down; nothing more is fetched")
+        mount = self.mount_of(path)
+        rest = path[len(mount.path):]
+        started = time.monotonic()
+        if mount.version == 2:
+            return self._read_kv2(path, mount, rest, version, started)
+        if version is not None:
+            raise ConfigError(f"vault:{path}?version={version}: ?version applies to KV v2 "
+                              f"only; {path} is on {mount.label}")
+        # A caching Vault Agent or Proxy answers a request identical to one it has seen
+        # (same path, headers, token) with the cached lease: a replacement would get the
+        # very credential it replaces. A header unique to this read makes it a new request.
+        nonce = os.urandom(8).hex()
+        response = self._authed(f"read {path}", path, lambda: self.client.hvac.adapter.get(
+            kv.api_path(path), headers={kv.FRESH_HEADER: nonce}))
+        if mount.version == 1:
+            return kv.kv1_fetched(path, response, started)
+        fetched = kv.leased_fetched(path, mount, response, started)
+        if fetched.lease_id:
+            self._hold(path, fetched.lease_id)
+        return fetched
+
+    def describe(self, path: str) -> str:
+        mount = self.mounts.cached(path.strip("/"))
+        where = f" ({mount.label})" if mount else ""
+        return f"Vault at {self.client.connection.addr} path {path}{where}"
+
+    def close(self) -> None:
+        # The flag and the list are taken together: a lease that arrives after this
+        # point is given back by _hold, one that arrived before is in the list.
+        with self._leases_lock:
+            if self._closed:
+                return
+            self._closed = True
+            leases = sorted(self._leases)
+        self.client.end_startup()
+        if self.revoke_on_close:
+            revoked = 0
+            for lease_id in leases:
+                try:
+                    self.revoke_lease(lease_id)
+                    revoked += 1
+                except EntrypointError as exc:
+                    self.log.warning("vault: could not revoke a lease on exit: %s", exc)
+            if revoked:
+                self.log.info("vault: revoked %d lease(s) on exit", revoked)
+        self.keeper.close()
+        self.client.close()
+
+    def keep_on_close(self) -> None:
+        """Leave token and leases valid at close (render for an init container, exec)."""
+        self.revoke_on_close = False
+        self.keeper.revoke_on_exit = False
+
+    # -- what else callers use ----------------------------------------------------------
+    def login(self) -> None:
+        """Log in now (check, start-up) and keep the token renewed from here on."""
+        self._ensure_login()
+        self.keeper.start()
+
+    def health(self) -> dict[str, Any]:
+        """sys/health as a dict (unauthenticated); transient trouble is retried."""
+        def ask() -> Any:
+            response = self.client.anonymous.sys.read_health_status(method="GET")
+            data = response if isinstance(response, dict) else response.json()
+            if isinstance(data, dict) and data.get("sealed"):
+                import hvac.exceptions as hx
+
+                raise hx.VaultDown("Vault is sealed")
+            return data
+
+        data = self.client.call("health check at sys/health", ask)
+        return data if isinstance(data, dict) else {}
+
+    def policies(self) -> tuple[str, ...]:
+        return self.keeper.policies()
+
+    def end_startup(self) -> None:
+        """Start-up is over: from now on a failed call comes back at once."""
+        self.client.end_startup()
+
+    def token_state(self) -> tuple[int, float | None]:
+        """(login generation, expiry of the current token), read together."""
+        while True:  # a login between the two reads would pair them wrongly
+            generation = self.keeper.generation
+            deadline = self.token_expires_at()
+            if self.keeper.generation == generation:
+                return generation, deadline
+
+    def token_expires_at(self) -> float | None:
+        """Monotonic time at which the current token expires (None: it does not).
+
+        Vault revokes every lease a token created when that token expires, so a lease can
+        end there even if its own TTL is longer; the rotation engine can plan with it.
+        """
+        expires = self.keeper.expires_at
+        return None if expires == float("inf") or self.keeper.current is None else expires
+
+    def mount_of(self, path: str) -> kv.Mount:
+        import hvac.exceptions as hx
+
+        def ask(p: str) -> Mapping[str, Any] | None:
+            try:
+                response = self._authed(
+                    f"mount lookup for {p}", p,
+                    lambda: self.client.hvac.adapter.get(
+                        kv.api_path(f"sys/internal/ui/mounts/{p}")))
+            except SecretNotFound:
+                return None  # an old Vault without the endpoint: read generically
+            data = response.get("data") if isinstance(response, dict) else None
+            return data if isinstance(data, dict) else None
+
+        try:
+            return self.mounts.find(path, ask)
+        except hx.VaultError as exc:  # pragma: no cover - _authed maps every VaultError
+            raise ConfigError(f"vault:{path}: {vault_message(exc)}") from None
+
+    # -- leases (entrypoint.rotation.leases.LeaseOps) -----------------------------------
+    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
+        """-> (granted seconds, still renewable, warnings). LeaseGone when Vault no longer
+        knows it; (remaining, False, ...) when it can no longer be extended."""
+        inc = int(increment) if increment and increment > 0 else None
+        try:
+            response = self._authed("lease renewal", "sys/leases/renew", lambda: (
+                self.client.hvac.sys.renew_lease(lease_id, increment=inc)))
+        except _Refused as exc:
+            text = exc.text.lower()
+            if any(g in text for g in GONE):
+                self._forget(lease_id)
+                raise LeaseGone(f"lease renewal: Vault no longer knows the lease "
+                                f"({exc.text})") from None
+            if any(n in text for n in NOT_EXTENDABLE):
+                remaining = self.lookup_lease(lease_id)
+                if remaining is None:
+                    raise LeaseGone(f"lease renewal: {exc.text}") from None
+                return remaining, False, [exc.text]
+            if BACKEND_FAILED in text:
+                # The engine behind the lease could not extend the secret (e.g. the
+                # database role was dropped): retrying until expiry would leave the app
+                # on a dead credential, so ask for a successor now. The lease itself is
+                # still Vault's to revoke, so it is not forgotten here.
+                raise LeaseGone(f"lease renewal: Vault could not renew the secret behind "
+                                f"the lease ({exc.text})") from None
+            raise ConfigError(f"lease renewal refused: {exc.text}") from None
+        body = response if isinstance(response, dict) else {}
+        warnings = [str(w) for w in (body.get("warnings") or [])]
+        return float(body.get("lease_duration") or 0), bool(body.get("renewable")), warnings
+
+    def revoke_lease(self, lease_id: str) -> None:
+        try:
+            self._authed("lease revocation", "sys/leases/revoke",
+                         lambda: self.client.hvac.sys.revoke_lease(lease_id))
+        except _Refused as exc:
+            raise ConfigError(f"lease revocation refused: {exc.text}") from None
+        self._forget(lease_id)
+
+    def lookup_lease(self, lease_id: str) -> float | None:
+        """Remaining seconds, or None when Vault no longer knows the lease."""
+        try:
+            response = self._authed("lease lookup", "sys/leases/lookup",
+                                    lambda: self.client.hvac.sys.read_lease(lease_id))
+        except _Refused as exc:
+            if any(g in exc.text.lower() for g in GONE):
+                return None
+            raise ConfigError(f"lease lookup refused: {exc.text}") from None
+        data = response.get("data") if isinstance(response, dict) else None
+        if not isinstance(data, dict):
+            return None
+        return float(data.get("ttl") or 0)
+
+    def _hold(self, path: str, lease_id: str) -> None:
+        """Remember a new lease, to revoke at close; after close, give it back at once.
+
+        A read that was under way when close() took its list comes back with a lease
+        nobody would revoke: with a token the user gave (never revoked by us, so its
+        leases do not end with it) it would live until its TTL."""
+        with self._leases_lock:
+            late = self._closed
+            if not late:
+                self._leases.add(lease_id)
+        if not late:
+            return
+        if self.revoke_on_close:
+            try:
+                self.revoke_lease(lease_id)
+                self.log.info("vault: revoked a lease of %s that arrived after shutdown began",
+                              path)
+            except EntrypointError as exc:
+                self.log.warning("vault: could not revoke a lease of %s that arrived after "
+                                 "shutdown began: %s", path, exc)
+        raise UnavailableError(f"vault:{path}: shutting down; the new lease is not used")
+
+    def _forget(self, lease_id: str) -> None:
+        with self._leases_lock:
+            self._leases.discard(lease_id)
+
+    # -- internals ----------------------------------------------------------------------
+    def _read_kv2(self, path: str, mount: kv.Mount, rest: str, version: int | None,
+                  started: float) -> Fetched:
+        import hvac.exceptions as hx
+
+        params = {"version": version} if version is not None else None
+        url = kv.api_path(kv.v2_data_path(mount, rest))
+        try:
+            response = self._authed(f"read {path}", path, lambda: (
+                self.client.hvac.adapter.get(url, params=params)), raw_404=True)
+        except hx.InvalidPath as exc:
+            deleted = kv.deleted_version_error(path, version, exc.json)
+            if deleted is not None:
+                raise deleted from None
+            what = f"version {version} of {path}" if version is not None else path
+            hint = ("write the path without data/: it is added for KV v2"
+                    if rest.startswith("data/") else None)
+            raise SecretNotFound(f"vault:{path}: {what} does not exist on {mount.label}",
+                                 hint=hint) from None
+        return kv.kv2_fetched(path, response, started)
+
+    def _authed(self, what: str, path: str, fn: Callable[[], T], raw_404: bool = False) -> T:
+        import hvac.exceptions as hx
+
+        seen = self._ensure_login()
+        if not self._closed:  # the revocations of close() need no renewal thread
+            self.keeper.start()
+        for attempt in (1, 2):
+            try:
+                return self.client.call(what, fn)
+            except hx.Forbidden:
+                lookup = self._lookup_self()
+                if lookup is not None:
+                    policies = sorted({*lookup.get("policies", []),
+                                       *lookup.get("identity_policies", [])})
+                    raise PermissionDenied(
+                        f"vault:{path}: permission denied ({what})",
+                        hint=f"the token's policies ({', '.join(policies) or 'none'}) do not "
+                             f"allow it") from None
+                if attempt == 2:
+                    raise AuthError(f"vault:{path}: the token was refused again right after "
+                                    f"logging in with {self.method.describe()}") from None
+                seen = self.keeper.relogin(seen, "the token is no longer valid (HTTP 403)")
+            except hx.InvalidPath as exc:
+                if raw_404:
+                    raise
+                raise SecretNotFound(f"vault:{path}: not found ({what})",
+                                     hint=_not_found_hint(exc)) from None
+            except hx.InvalidRequest as exc:
+                text = vault_message(exc)
+                if "unknown role" in text:
+                    raise SecretNotFound(f"vault:{path}: {text}") from None
+                raise _Refused(what, path, text) from None
+            except hx.VaultError as exc:
+                raise UnavailableError(f"Vault at {self.client.connection.addr}: {what} for "
+                                       f"{path} failed: {vault_message(exc)}") from None
+            except Exception as exc:
+                mapped = self._transport_error(what, exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ensure_login(self) -> int:
+        """``keeper.ensure()``, with a TLS or connection failure of the login itself
+        reported like any other call's (not as an internal error with a traceback)."""
+        try:
+            return self.keeper.ensure()
+        except Exception as exc:
+            mapped = self._transport_error(f"login with {self.method.describe()}", exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def _transport_error(self, what: str, exc: BaseException) -> UnavailableError | None:
+        import requests
+
+        from entrypoint.describe import transport_reason
+
+        if isinstance(exc, requests.exceptions.SSLError):
+            return UnavailableError(
+                f"Vault at {self.client.connection.addr}: TLS failed: "
+                f"{transport_reason(exc)}",
+                hint="check VAULT_CACERT / VAULT_CAPATH / VAULT_TLS_SERVER_NAME")
+        if isinstance(exc, requests.exceptions.RequestException):
+            return UnavailableError(f"Vault at {self.client.connection.addr}: {what}: "
+                                    f"{transient_reason(exc) or transport_reason(exc)}")
+        return None
+
+    def _lookup_self(self) -> dict[str, Any] | None:
+        """The current token's lookup data, or None when Vault says it is not valid."""
+        import hvac.exceptions as hx
+
+        try:
+            response = self.client.call("token lookup",
+                                        lambda: self.client.hvac.auth.token.lookup_self())
+        except hx.Forbidden as exc:
+            # Valid but without the `default` policy: it may not look itself up.
+            return None if token_is_invalid(exc) else {}
+        except hx.VaultError:
+            return {}
+        data = response.get("data") if isinstance(response, dict) else None
+        return data if isinstance(data, dict) else {}
+
+
+class _Refused(ConfigError):
+    """A 400 from Vault, for the caller to interpret (lease calls) or report."""
+
+    def __init__(self, what: str, path: str, text: str) -> None:
+        super().__init__(f"vault:{path}: {what} refused: {text}")
+        self.text = text
+
+
+def _not_found_hint(exc: BaseException) -> str | None:
+    body = getattr(exc, "json", None)
+    warnings = body.get("warnings") if isinstance(body, dict) else None
+    if warnings and any("versioned" in str(w) for w in warnings):
+        return "this looks like a KV v2 mount read as v1"
+    return None
