@@ -272,9 +272,8 @@ def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, revea
             output = "\n".join(lines(raw, fmt, reveal=reveal))
         # An init container renders credentials for an app that starts after us: what was
         # fetched must outlive this process (their TTL bounds them).
-        keep = getattr(runtime.sources.built().get("vault"), "keep_on_close", None)
-        if keep is not None:
-            keep()
+        for source in runtime.sources.built().values():
+            source.keep_on_close()
     finally:
         runtime.close()
     if output:

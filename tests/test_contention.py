@@ -16,7 +16,7 @@ import pytest
 from entrypoint import secret
 from entrypoint.errors import UnavailableError
 from entrypoint.secret import Secret, scrub
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Source
 from entrypoint.sources.registry import Sources
 from entrypoint.sources.vault.auth import LoginResult
 from entrypoint.sources.vault.token_keeper import TokenKeeper
@@ -117,6 +117,13 @@ def test_no_login_after_close() -> None:
     assert method.logins == 0
 
 
+class Empty(Source):
+    name = "vault"
+
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        return Fetched(data={}, kind="local")
+
+
 @dataclass
 class SlowFactory:
     """Builds a source slowly enough (held on an event) for a second thread to ask for the
@@ -133,8 +140,7 @@ class SlowFactory:
             self.second.set()
         self.building.set()
         assert self.release.wait(10), "the test never released the factory"
-        return SimpleNamespace(name="vault", close=lambda: None,
-                               fetch=lambda p, v=None: Fetched(data={}, kind="local"))
+        return Empty()
 
 
 def test_two_threads_asking_at_once_get_one_source() -> None:

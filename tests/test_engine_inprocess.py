@@ -14,18 +14,19 @@ import pytest
 
 from entrypoint.config.model import Config, OnChange, load
 from entrypoint.errors import UnavailableError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.process import events
 from entrypoint.rotation.engine import Engine
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Refresh, Renewal, Source
 from entrypoint.sources.registry import Sources
 from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
-DB = ("vault", "database/creds/app", None)
-AWS = ("vault", "aws/creds/app", None)
-KV = ("vault", "secret/app", None)
+DB = SourceKey("vault", "database/creds/app")
+AWS = SourceKey("vault", "aws/creds/app")
+KV = SourceKey("vault", "secret/app")
 TTL = 100.0
 WAIT_MIN, WAIT_MAX = 2.0, 10.0
 ENV = {"DB_PASSWORD": "vault:database/creds/app#password",
@@ -34,7 +35,7 @@ ENV = {"DB_PASSWORD": "vault:database/creds/app#password",
 
 
 @dataclass
-class FakeVault:
+class FakeVault(Source):
     """Leased paths (database/, aws/) hand out a new lease per read; secret/ is KV v2."""
 
     clock: Clock
@@ -55,19 +56,21 @@ class FakeVault:
             raise UnavailableError(f"{path}: the database refused a new user")
         if path in self.kv:
             number, value = self.kv[path]
-            return Fetched(data={"key": Secret(value)}, kind="kv2", version=number,
+            return Fetched(data={"key": Secret(value)}, kind="kv2", refresh=Refresh.POLL,
+                           version=number,
                            fetched_at=self.clock())
         self.issued += 1
         lease_id = f"{path.split('/')[0]}-lease-{self.issued}"
         self.values[lease_id] = f"password-{self.issued}"
         return Fetched(data={"password": Secret(self.values[lease_id])}, kind="leased",
+                       refresh=Refresh.LEASE,
                        lease_id=lease_id, lease_duration=TTL, renewable=self.renewable,
                        fetched_at=self.clock())
 
-    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
+    def renew_lease(self, lease_id: str, increment: float) -> Renewal:
         self.renewals.append((lease_id, self.clock()))
         granted = increment if self.max_ttl is None else min(increment, self.max_ttl)
-        return granted, True, []
+        return Renewal(granted, True, [])
 
     def revoke_lease(self, lease_id: str) -> None:
         self.revoked.append((lease_id, self.clock()))
@@ -80,9 +83,6 @@ class FakeVault:
 
     def describe(self, path: str) -> str:
         return f"fake vault {path}"
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass

@@ -17,7 +17,7 @@ from entrypoint.errors import UnavailableError
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.rotation.engine import Engine
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Refresh, Renewal, Source
 from entrypoint.sources.registry import Sources
 from tests.helpers.clock import Clock
 
@@ -27,7 +27,7 @@ TTL = 100.0
 
 
 @dataclass
-class LeasedSource:
+class LeasedSource(Source):
     """A Vault-like source of dynamic credentials (fetch, renew, revoke, lookup) that can
     refuse new credentials or hold a read on demand: the faults these races need."""
 
@@ -48,12 +48,13 @@ class LeasedSource:
             raise UnavailableError("database/creds/app: the database refused a new user")
         self.issued += 1
         return Fetched(data={"password": Secret(f"password-number-{self.issued}")},
-                       kind="leased", lease_id=f"lease-{self.issued}", lease_duration=TTL,
+                       kind="leased", refresh=Refresh.LEASE,
+                       lease_id=f"lease-{self.issued}", lease_duration=TTL,
                        renewable=True, fetched_at=self.clock())
 
-    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
+    def renew_lease(self, lease_id: str, increment: float) -> Renewal:
         self.renewed.append(lease_id)
-        return increment, True, []
+        return Renewal(increment, True, [])
 
     def revoke_lease(self, lease_id: str) -> None:
         self.revoked.append((lease_id, threading.current_thread().name))

@@ -20,7 +20,7 @@ from entrypoint.errors import UnavailableError
 from entrypoint.ops.control import address
 from entrypoint.plan.resolution import Runtime
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Source
 from entrypoint.sources.registry import Sources
 from entrypoint.sources.vault.auth import LoginResult
 from entrypoint.sources.vault.source import VaultSource
@@ -118,7 +118,7 @@ def test_lease_that_arrives_after_close_took_its_list_is_revoked() -> None:
 
 
 @dataclass
-class HeldSource:
+class HeldSource(Source):
     """A local-like source whose read can be held: SIGTERM arrives while it resolves."""
 
     name: str = "vault"

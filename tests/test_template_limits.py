@@ -22,7 +22,7 @@ from entrypoint.errors import TemplateError
 from entrypoint.plan.resolve import Generation
 from entrypoint.render import sandbox
 from entrypoint.render.limits import TimeUp
-from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.base import Fetched, Source, to_secrets
 from entrypoint.sources.registry import Sources
 from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
 from tests.helpers.journal import events, wait_for
@@ -78,7 +78,7 @@ def test_output_past_the_cap_is_refused(tmp_path: Path, text: str) -> None:
     assert not (tmp_path / "out").exists()
 
 
-class Slow:
+class Slow(Source):
     """A source whose every read takes ``delay`` seconds (a slow Vault)."""
 
     name = "vault"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from entrypoint.errors import EntrypointError
 from entrypoint.plan.resolve import Generation
 from entrypoint.render import sandbox
-from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.base import Fetched, Source, to_secrets
 from entrypoint.sources.registry import Sources
 
 TRANSFORMS = ["", "| upper", "| lower", "| reverse | join", "| title", "| replace('a', 'b')",
@@ -41,7 +41,7 @@ MISUSES = [
 ALPHABET = st.sampled_from([*"\"'\\\n\t/:é{}%", "ab", "Q9", "-----BEGIN KEY-----\n"])
 
 
-class OneValue:
+class OneValue(Source):
     name = "vault"
 
     def __init__(self, value: str) -> None:

@@ -28,7 +28,7 @@ from entrypoint.render.templates import (
     template_sources,
     write_changed,
 )
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Source
 from entrypoint.sources.file.source import FileSource
 from entrypoint.sources.local.consul import LocalConsulSource
 from entrypoint.sources.local.folder import LocalSource
@@ -38,7 +38,7 @@ DB_PASSWORD = "pw-Ww31-render-secret"
 DB_USER = "v-app-Rr08"
 
 
-class Counting:
+class Counting(Source):
     """A local source that counts its reads per (path, version)."""
 
     name = "counting"

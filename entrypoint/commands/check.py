@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError
-from entrypoint.sources.base import Fetched
+from entrypoint.plan.keys import SourceKey
+from entrypoint.sources.base import Fetched, Refresh, Source
 from entrypoint.sources.registry import Sources, for_config
-
-SourceKey = tuple[str, str, int | None]
 
 
 @dataclass(frozen=True)
@@ -33,14 +31,13 @@ class CheckRow:
 
 
 def ref_of(key: SourceKey) -> str:
-    scheme, path, version = key
-    return f"{scheme}:{path}" + (f"?version={version}" if version is not None else "")
+    return key.ref
 
 
 def detail_of(fetched: Fetched) -> str:
     if fetched.version is not None:
         return f"v{fetched.version}"
-    if fetched.kind == "static-creds" and fetched.ttl is not None:
+    if fetched.refresh is Refresh.ROTATED and fetched.ttl is not None:
         return f"rotates in {fetched.ttl:g}s"
     if fetched.lease_duration:
         return f"ttl {fetched.lease_duration:g}s" + (" renewable" if fetched.renewable else "")
@@ -52,36 +49,16 @@ def failed(path: str, kind: str, exc: EntrypointError) -> CheckRow:
     return CheckRow(path, kind, "", str(exc), ok=False, code=exc.exit_code)
 
 
-def _vault_rows(source: object, rows: list[CheckRow]) -> bool:
-    """Reach Vault and log in; False when reading paths is pointless."""
-    # Only a built VaultSource loaded its module: the local path imports nothing of Vault.
-    module = sys.modules.get("entrypoint.sources.vault.source")
-    if module is None or not isinstance(source, module.VaultSource):
-        return True
-    # The check's token and leases are its own: revoke them whatever revoke_on_exit says.
-    source.revoke_on_close = True
-    source.keeper.revoke_on_exit = True
-    addr = source.client.connection.addr
-    try:
-        health = source.health()
-        version = health.get("version")
-        rows.append(CheckRow("vault", "server", f"{addr}" + (f" ({version})" if version else ""),
-                             "ok"))
-    except EntrypointError as exc:
-        rows.append(failed("vault", "server", exc))
-        return False
-    try:
-        source.login()
-        current = source.keeper.current
-        detail = source.method.describe()
-        if current is not None:
-            ttl = f"ttl {current.ttl:g}s" if current.ttl else "no expiry"
-            detail += f"; {ttl}; policies {','.join(current.policies) or 'none'}"
-        rows.append(CheckRow("login", "login", detail, "ok"))
-    except EntrypointError as exc:
-        rows.append(failed("login", "login", exc))
-        return False
-    return True
+def preflight_rows(source: Source, rows: list[CheckRow]) -> bool:
+    """Reach the source's server and log in; False when reading paths is pointless."""
+    ok = True
+    for step in source.preflight():
+        if step.error is not None:
+            rows.append(failed(step.name, step.kind, step.error))
+            ok = False
+        else:
+            rows.append(CheckRow(step.name, step.kind, step.detail, "ok"))
+    return ok
 
 
 def namesake_rows() -> list[CheckRow]:
@@ -111,7 +88,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     fails that path's row, as it would fail the start.
     """
     wanted = {k: set(v) for k, v in (keys or {}).items()}
-    todo: set[SourceKey] = set(paths) | {("vault", p.strip("/"), None) for p in config.secrets}
+    todo: set[SourceKey] = set(paths) | {SourceKey("vault", p.strip("/")) for p in config.secrets}
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok"), *namesake_rows()]
     try:
@@ -120,26 +97,26 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
         return [*rows, failed("config", "config", exc)]
     try:
         usable: dict[str, bool] = {}
-        for key in sorted(todo, key=lambda k: (k[0], k[1], k[2] or 0)):
-            scheme = key[0]
+        for key in sorted(todo, key=SourceKey.sort_key):
+            scheme = key.scheme
             try:
                 source = sources.get(scheme)
             except EntrypointError as exc:
                 rows.append(failed(ref_of(key), "-", exc))
                 continue
             if scheme not in usable:
-                usable[scheme] = _vault_rows(source, rows)
+                usable[scheme] = preflight_rows(source, rows)
             if not usable[scheme]:
                 rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
                 continue
             try:
-                fetched = source.fetch(key[1], key[2])
+                fetched = source.fetch(key.path, key.version)
             except EntrypointError as exc:
                 rows.append(failed(ref_of(key), "-", exc))
                 continue
             missing = sorted(k for k in wanted.get(key, ()) if k not in fetched.data)
             if missing:
-                label = ", ".join(f"{key[1]}#{k}" for k in missing)
+                label = ", ".join(f"{key.path}#{k}" for k in missing)
                 present = ", ".join(sorted(fetched.data)) or "none"
                 rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
                                      f"missing key {label} (keys present: "
@@ -147,12 +124,10 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             else:
                 rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok"))
             if fetched.lease_id:
-                revoke = getattr(source, "revoke_lease", None)
-                if revoke is not None:
-                    try:
-                        revoke(fetched.lease_id)
-                    except EntrypointError as exc:
-                        rows.append(failed(ref_of(key), "revoke", exc))
+                try:
+                    source.revoke_lease(fetched.lease_id)
+                except EntrypointError as exc:
+                    rows.append(failed(ref_of(key), "revoke", exc))
         if not all(usable.values()):
             if config.template or config.env_template:
                 rows.append(CheckRow("templates", "template", "", "skipped (see above)",

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from entrypoint.commands.check import CheckRow, SourceKey, detail_of, failed, ref_of
+from entrypoint.commands.check import CheckRow, detail_of, failed, ref_of
 from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError, EntrypointError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
 
@@ -69,23 +70,23 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                 size = sum(len(item.content) for item in rendered)
                 rows.append(CheckRow(label, "template", f"{size} bytes", "ok"))
         for key, fetched in sorted(generation.fetched.items(),
-                                   key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+                                   key=lambda kv: kv[0].sort_key()):
             if key not in checked:
                 rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
                                      "ok (read by a template)"))
     finally:
-        _revoke(generation.fetched.values(), sources, rows)
+        _revoke(generation.fetched.items(), sources, rows)
     return rows
 
 
-def _revoke(fetched: Iterable[Fetched], sources: Sources, rows: list[CheckRow]) -> None:
+def _revoke(fetched: Iterable[tuple[SourceKey, Fetched]], sources: Sources,
+            rows: list[CheckRow]) -> None:
     """A check leaves nothing behind: the leases read for the templates go too."""
-    revoke = getattr(sources.built().get("vault"), "revoke_lease", None)
-    if revoke is None:
-        return
-    for item in fetched:
-        if item.lease_id:
+    built = sources.built()
+    for key, item in fetched:
+        source = built.get(key.scheme)
+        if item.lease_id and source is not None:
             try:
-                revoke(item.lease_id)
+                source.revoke_lease(item.lease_id)
             except EntrypointError as exc:
                 rows.append(failed("lease", "revoke", exc))

@@ -7,18 +7,20 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from entrypoint.config.model import Config, OnChange
 from entrypoint.errors import EntrypointError, UnavailableError
 from entrypoint.plan.resolution import Resolution, Runtime
+from entrypoint.sources.base import Refresh
 
 if TYPE_CHECKING:
     from entrypoint.ops.control import ControlServer
     from entrypoint.ops.service import Ops
+    from entrypoint.plan.keys import SourceKey
+    from entrypoint.process.events import Post
     from entrypoint.rotation.engine import Engine
-    from entrypoint.rotation.leases import SourceKey
-    from entrypoint.sources.base import Fetched
+    from entrypoint.sources.base import Fetched, Watcher
 
 
 def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
@@ -68,7 +70,7 @@ class Resident:
     start nothing (no engine, no control socket) on the sources shutdown closed.
     """
 
-    def __init__(self, config: Config, runtime: Runtime, post: Any,
+    def __init__(self, config: Config, runtime: Runtime, post: Post,
                  log: logging.Logger, ops: Ops | None = None) -> None:
         self.config = config
         self.runtime = runtime
@@ -136,7 +138,7 @@ class Rotation:
     """The engine and everything that feeds it, stopped together."""
 
     engine: Engine
-    watchers: list[Any] = field(default_factory=list)
+    watchers: list[Watcher] = field(default_factory=list)
 
     def stop(self) -> None:
         for watcher in self.watchers:
@@ -145,12 +147,10 @@ class Rotation:
 
 
 def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
-                   post: Any, log: logging.Logger, *, env_matters: bool = True) -> Rotation:
+                   post: Post, log: logging.Logger, *, env_matters: bool = True) -> Rotation:
     """Start the engine and the watchers that feed it."""
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.file_watch import FileWatch
-    from entrypoint.sources.local.consul import LocalConsulSource
-    from entrypoint.sources.local.folder import LocalSource
 
     render: Callable[[Resolution], list[OnChange]] = lambda _: []  # noqa: E731
     template_files: list[Path] = []
@@ -166,30 +166,26 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     def notify(reason: str, keys: Iterable[SourceKey], rerender: bool) -> None:
         engine.notify(reason, keys, rerender=rerender)
 
+    # A watched value is covered by its files if the source names any, else by the
+    # source's own watch (Consul's blocking queries).
     files = FileWatch(notify, log)
-    consul_keys: list[tuple[SourceKey, Fetched]] = []
+    by_source: dict[str, list[tuple[SourceKey, Fetched]]] = {}
     sources = runtime.sources.built()
     for key, fetched in resolution.generation.fetched.items():
-        source = sources.get(key[0])
-        if fetched.kind == "local" and isinstance(source, LocalSource):
-            files.add_key(key, [source.file_for(key[1], key[2])])
-        elif fetched.kind == "file":
-            files.add_key(key, [Path(key[1])])
-        elif fetched.kind == "consul" and isinstance(source, LocalConsulSource):
-            files.add_key(key, [source.root / key[1]])
-        elif fetched.kind == "consul":
-            consul_keys.append((key, fetched))
+        if fetched.refresh is not Refresh.WATCH:
+            continue
+        paths = sources[key.scheme].watched_files(key.path, key.version)
+        if paths:
+            files.add_key(key, paths)
+        else:
+            by_source.setdefault(key.scheme, []).append((key, fetched))
     for path in template_files:
         files.add_template(path)
     rotation = Rotation(engine, [files])
-    if consul_keys:
-        from entrypoint.sources.consul.watch import ConsulWatch
-
-        consul = ConsulWatch(sources["consul"], notify, log)  # type: ignore[arg-type]
-        for key, fetched in consul_keys:
-            consul.add_key(key, fetched)
-        rotation.watchers.append(consul)
-        consul.start()
+    for scheme, keys in by_source.items():
+        watcher = sources[scheme].start_watch(keys, notify, log)
+        if watcher is not None:
+            rotation.watchers.append(watcher)
     engine.start(resolution)
     files.start()
     return rotation

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from entrypoint.config.model import Config
 from entrypoint.ops.state import Observer, short_lease_id
 from entrypoint.secret import scrub
+from entrypoint.sources.base import Refresh
 
 if TYPE_CHECKING:
     from entrypoint.plan.resolution import Runtime
@@ -46,15 +47,9 @@ def _due_by_key(engine: Engine, mono_now: float) -> dict[Any, tuple[str, float]]
 
 
 def auth_snapshot(runtime: Runtime) -> Snapshot | None:
+    # The local secrets directory answers vault: references too, and logs in nowhere.
     vault = runtime.sources.built().get("vault")
-    if vault is None:
-        return None
-    method = getattr(vault, "method", None)
-    if method is None:
-        return None  # the local secrets directory answers vault: references
-    expires = vault.token_expires_at() if hasattr(vault, "token_expires_at") else None
-    return {"method": method.describe(),
-            "token_ttl": None if expires is None else round(expires - time.monotonic(), 1)}
+    return vault.auth_status() if vault is not None else None
 
 
 def snapshot(engine: Engine | None, runtime: Runtime, observer: Observer,
@@ -68,7 +63,7 @@ def snapshot(engine: Engine | None, runtime: Runtime, observer: Observer,
         poll_failures = _copy(lambda: dict(engine.failures))
         due = _due_by_key(engine, mono)
         for key, item in sorted(fetched.items(), key=lambda kv: str(kv[0])):
-            label = f"{key[0]}:{key[1]}"
+            label = key.label
             lease = leases.get(key)
             task = due.get(key)
             facts = observer.keys.get(label)
@@ -76,9 +71,9 @@ def snapshot(engine: Engine | None, runtime: Runtime, observer: Observer,
             # (fetched_at is on the engine's monotonic clock).
             ttl = (lease.times.expires_at - mono if lease is not None else
                    item.ttl - (mono - item.fetched_at)
-                   if item.kind == "static-creds" and item.ttl is not None else None)
+                   if item.refresh is Refresh.ROTATED and item.ttl is not None else None)
             keys.append({
-                "key": label + (f"?version={key[2]}" if key[2] is not None else ""),
+                "key": key.ref,
                 "kind": item.kind,
                 "version": item.version,
                 "lease": short_lease_id(lease.lease_id) if lease is not None else None,

@@ -22,7 +22,7 @@ from entrypoint.config.model import Config
 from entrypoint.errors import EX_SOFTWARE, EntrypointError
 from entrypoint.process import reaper, signals
 from entrypoint.process.child import Launch
-from entrypoint.process.events import Call, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process.events import Fatal, Restart, RunCommand, SignalChild
 from entrypoint.process.side_commands import SideCommands
 
 TICK = 1.0  # reap at least this often even if a SIGCHLD is somehow missed
@@ -92,8 +92,6 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
             elif isinstance(item, SignalChild):
                 log.info("no app to send %s to (sidecar mode): %s",
                          signal.Signals(item.signum).name, item.reason)
-            elif isinstance(item, Call):
-                item.fn()
             elif isinstance(item, Fatal):
                 code = _report(log, item.error)
                 break

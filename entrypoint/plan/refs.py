@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from entrypoint.errors import ReferenceSyntaxError
+from entrypoint.plan.keys import SourceKey
 
 SCHEMES = ("vault", "consul", "file")
 _SCHEME_ALT = "|".join(SCHEMES)
@@ -44,9 +45,9 @@ class Ref:
         return text
 
     @property
-    def source_key(self) -> tuple[str, str, int | None]:
+    def source_key(self) -> SourceKey:
         """What is fetched once per generation: two keys of one path share it."""
-        return (self.scheme, self.path, self.version)
+        return SourceKey(self.scheme, self.path, self.version)
 
     def __str__(self) -> str:
         return self.format()

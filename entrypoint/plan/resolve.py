@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from entrypoint.config.model import is_bootstrap_variable
 from entrypoint.errors import ConfigError, SecretNotFound
 from entrypoint.plan import refs
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.refs import Part, Ref
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
-
-SourceKey = tuple[str, str, int | None]
 
 
 @dataclass(frozen=True)
@@ -89,13 +88,13 @@ class Generation:
 
     def prefetch(self, keys: Iterable[SourceKey]) -> None:
         """Fetch ``keys`` with bounded concurrency; the first error wins."""
-        todo = sorted(set(keys) - set(self.fetched), key=lambda k: (k[0], k[1], k[2] or 0))
+        todo = sorted(set(keys) - set(self.fetched), key=SourceKey.sort_key)
         if len(todo) <= 1 or self.concurrency <= 1:
             for key in todo:
                 self.get(key)
             return
         # Build each source here, once, so that lazily created clients do not race.
-        for scheme in {k[0] for k in todo}:
+        for scheme in {k.scheme for k in todo}:
             self.sources.get(scheme)
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)),
                                 thread_name_prefix="fetch") as pool:
@@ -182,14 +181,14 @@ def export_name(key: str, prefix: str, upcase: bool, sanitize: bool) -> str:
 def bulk_export(paths: Iterable[str], generation: Generation, *, prefix: str, upcase: bool,
                 sanitize: bool) -> dict[str, Secret]:
     """Every key under each path becomes a variable; two keys landing on one name is an error."""
-    keys = [("vault", p.strip("/"), None) for p in paths]
+    keys = [SourceKey("vault", p.strip("/")) for p in paths]
     generation.prefetch(keys)
     out: dict[str, Secret] = {}
     origin: dict[str, str] = {}
     for key in keys:
         for data_key, value in generation.get(key).data.items():
             name = export_name(data_key, prefix, upcase, sanitize)
-            here = f"{key[1]}#{data_key}"
+            here = f"{key.path}#{data_key}"
             if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ConfigError(f"bulk export: key {here} gives {name!r}, not a valid "
                                   "variable name", hint="turn on secrets_sanitize")

@@ -38,17 +38,13 @@ class RunCommand:
 
 
 @dataclass(frozen=True)
-class Call:
-    """Run ``fn`` on the main loop: how timers and other components touch shared state."""
-
-    fn: Callable[[], None]
-
-
-@dataclass(frozen=True)
 class Fatal:
     """Stop the child, run the shutdown callbacks and exit with ``error.exit_code``."""
 
     error: EntrypointError
 
 
-Event = Restart | SignalChild | RunCommand | Call | Fatal
+Event = Restart | SignalChild | RunCommand | Fatal
+
+# How the engine hands an event to the supervisor (``Supervisor.post``).
+Post = Callable[[Event], None]

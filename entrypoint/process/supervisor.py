@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError
 from entrypoint.process import hardening, reaper, signals
 from entrypoint.process.child import Child, Launch, spawn
-from entrypoint.process.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process.events import Event, Fatal, Restart, RunCommand, SignalChild
 from entrypoint.process.forward import Forwarder
 from entrypoint.process.identity import Identity, resolve_user
 from entrypoint.process.side_commands import SideCommands
@@ -174,6 +174,8 @@ class Supervisor:
                 self._queue.put(_PrepareFailed(exc))
 
         threading.Thread(target=work, name="entrypoint-prepare", daemon=True).start()
+        # Its own loop, not the main one: there is no child yet, so a stop signal ends
+        # the entrypoint at once and every action on the app waits for it to exist.
         while True:
             item = self._get(TICK)
             if isinstance(item, _Prepared):
@@ -188,8 +190,6 @@ class Supervisor:
                 self._forwarder.forward(None, item)  # held until the app runs
             elif isinstance(item, Fatal):
                 raise _Exit(self._report(item.error))
-            elif isinstance(item, Call):
-                self._guarded(item.fn)
             elif isinstance(item, Restart | SignalChild | RunCommand):
                 self._deferred.append(item)
             self._reap()
@@ -246,8 +246,6 @@ class Supervisor:
             self._signals_due.append((time.monotonic() + delay, item))
         elif isinstance(item, RunCommand):
             self._commands.start(item, self._env, self._launch)
-        elif isinstance(item, Call):
-            self._guarded(item.fn)
         elif isinstance(item, Fatal):
             code = self._report(item.error)
             self._exit_code = code
@@ -288,6 +286,8 @@ class Supervisor:
             signals.send(child.pid, signum, group=group)
         deadline = time.monotonic() + self._options.kill_timeout
         killed = False
+        # Its own loop, not the main one: it waits for one child to go under a deadline;
+        # a stop signal escalates to SIGKILL and actions wait for the next child.
         while child.running or (group and signals.group_alive(child.pid)):
             left = deadline - time.monotonic()
             if left <= 0 and not killed:
@@ -309,8 +309,6 @@ class Supervisor:
                     self._forwarder.forward(None if restart else child, item)
             elif isinstance(item, Fatal):
                 self._exit_code, restart = self._report(item.error), False
-            elif isinstance(item, Call):
-                self._guarded(item.fn)
             elif isinstance(item, Restart | SignalChild | RunCommand):
                 self._deferred.append(item)
             self._reap()
@@ -326,6 +324,8 @@ class Supervisor:
         self._log.info("received %s: the app gets its stop signal in %gs (stop_delay)",
                        signals.name(signum), delay, extra={"event": "drain", "delay": delay})
         deadline = time.monotonic() + delay
+        # Its own loop, not the main one: the app keeps serving until the deadline, a
+        # second stop signal cuts it short, and actions are dropped as the app stops.
         while child.running and (left := deadline - time.monotonic()) > 0:
             item = self._get(min(TICK, left))
             if isinstance(item, int) and item in signals.SHUTDOWN:
@@ -333,8 +333,6 @@ class Supervisor:
                 return
             if isinstance(item, int) and item in signals.FORWARDED:
                 self._forwarder.forward(child, item)
-            elif isinstance(item, Call):
-                self._guarded(item.fn)
             elif isinstance(item, Fatal):
                 self._exit_code = self._report(item.error)
                 return

@@ -44,6 +44,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing, object_type_repr
 
 from entrypoint.errors import EntrypointError, TemplateError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolve import Generation
 from entrypoint.render.errors import (
     COMPUTED,
@@ -171,7 +172,7 @@ class Scope:
                                 "key with .key or ['key']",
                                 hint="expected secret('kv/app/db').password")
         clean = path.strip("/")
-        fetched = self.generation.get(("vault", clean, version))
+        fetched = self.generation.get(SourceKey("vault", clean, version))
         data = fetched.plain()
         for value in data.values():
             self._hand(value)
@@ -184,7 +185,7 @@ class Scope:
     def _consul(self, key: str) -> str:
         if not isinstance(key, str) or not key.strip("/"):
             raise TemplateError("consul() expects a key such as 'config/app/feature_x'")
-        value = self.generation.get(("consul", key.strip("/"), None)).value("")
+        value = self.generation.get(SourceKey("consul", key.strip("/"))).value("")
         if value is None:
             raise TemplateError(f"consul key {key.strip('/')} has no value")
         return self._hand(value.reveal())
@@ -219,7 +220,7 @@ class Scope:
         with contextlib.suppress(OSError):  # a missing file: the file source says so
             if not stat.S_ISREG(os.stat(target).st_mode):
                 raise TemplateError(f"file({path!r}): {target} is not a regular file")
-        value = self.generation.get(("file", str(target), None)).value("")
+        value = self.generation.get(SourceKey("file", str(target))).value("")
         if value is None:  # the file source stores the whole text under ""
             raise TemplateError(f"file({path!r}): {target} gave no text")
         return self._hand(value.reveal())

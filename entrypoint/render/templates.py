@@ -35,8 +35,9 @@ from pathlib import Path
 from entrypoint.config.model import Config, EnvTemplateSpec, OnChange, TemplateSpec
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, RenderError, TemplateError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
-from entrypoint.plan.resolve import SourceKey, check_env_value
+from entrypoint.plan.resolve import check_env_value
 from entrypoint.render import atomic, sandbox
 from entrypoint.secret import Secret
 
@@ -238,7 +239,7 @@ def _log_fetches(log: logging.Logger, resolution: Resolution, before: set[Source
         detail = f" v{item.version}" if item.version is not None else ""
         if item.lease_duration is not None:
             detail += f" lease ttl={item.lease_duration:g}s"
-        log.info("fetched %s:%s%s (for templates)", key[0], key[1], detail)
+        log.info("fetched %s%s (for templates)", key.label, detail)
 
 
 def template_sources(config: Config) -> list[Path]:

@@ -26,23 +26,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from entrypoint import backoff
-from entrypoint.config.model import Config
-from entrypoint.errors import EntrypointError, LeaseGone, UnavailableError
+from entrypoint.config.model import Config, OnChange
+from entrypoint.errors import EntrypointError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.plan.resolve import Generation
+from entrypoint.process.events import Post
 from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
-from entrypoint.rotation.leases import HeldLease, LoginSource, Revoker, SourceKey
+from entrypoint.rotation.leases import HeldLease, Revoker
 from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
-from entrypoint.sources.base import Fetched
+from entrypoint.rotation.tasks import Tasks
+from entrypoint.sources.base import Fetched, Refresh
 
-POLLED_KINDS = frozenset({"kv1", "kv2", "leased"})
 # Long enough for one request in flight (the client's timeout) and a few revocations.
 STOP_TIMEOUT = 15.0
 
-Post = Callable[[Any], None]
-RenderFn = Callable[[Resolution], list[Any]]
+# Renders the outputs of a resolution; returns the on_change of every file that changed.
+RenderFn = Callable[[Resolution], list[OnChange]]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class _Stop:
     pass
 
 
-class Engine:
+class Engine(Tasks):
     def __init__(self, config: Config, runtime: Runtime, post: Post, log: logging.Logger,
                  render: RenderFn, *, clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random) -> None:
@@ -101,21 +103,20 @@ class Engine:
         # come back at once, so that this thread keeps its own schedule (renewals,
         # backoff, expiry) instead of sitting in the client's start-up retries.
         for source in self.runtime.sources.built().values():
-            if isinstance(source, LoginSource):
-                source.end_startup()
+            source.end_startup()
         self._adopt(resolution)
         self._thread = threading.Thread(target=self._run, name="rotation", daemon=True)
         self._thread.start()
 
     def notify(self, reason: str, keys: Iterable[SourceKey] = (), *,
                rerender: bool = False) -> None:
-        self.inbox.put(_Change(reason, frozenset(keys), rerender))
+        self.inbox.put(_Change(reason, frozenset(SourceKey(*k) for k in keys), rerender))
 
     def rotate_all(self, reason: str) -> None:
         """Force a fresh read of every dynamic secret (``entrypoint rotate``)."""
         resolution = self.resolution
         keys = [k for k, f in resolution.generation.fetched.items()
-                if f.kind in ("leased", "static-creds")] if resolution else []
+                if f.dynamic] if resolution else []
         self.notify(reason, keys, rerender=True)
 
     def child_started(self, pid: int) -> None:
@@ -222,16 +223,20 @@ class Engine:
             lease = HeldLease.from_fetched(key, item)
             self.leases.pop(key, None)
             if lease is not None:
-                state = self._token_state(key)
+                state = self._login_state(key)
                 if state is not None:
                     lease.token_generation, lease.token_deadline = state
                 self.leases[key] = lease
                 when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
                         if lease.times.renewable else
-                        self._replace_at(lease, now))
+                        self._replace_at(lease.times, now))
                 self._schedule(when, "renew" if lease.times.renewable else "replace",
                                key, lease.lease_id)
-            elif item.kind in POLLED_KINDS or item.kind == "static-creds":
+            elif item.refresh is Refresh.TTL and item.ttl is not None:
+                token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
+                times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
+                self._schedule(self._replace_at(times, now), "expire", key, token)
+            elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
                 self._schedule_poll(key, item, now)
         for key in [k for k, lease in self.leases.items()
                     if k not in fetched or fetched[k].lease_id != lease.lease_id]:
@@ -245,7 +250,7 @@ class Engine:
 
     def _schedule_poll(self, key: SourceKey, item: Fetched, now: float) -> None:
         token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
-        if item.kind == "static-creds":
+        if item.refresh is Refresh.ROTATED:
             when = timing.static_creds_poll_at(now, self.config.static_creds_poll_interval,
                                                item.ttl, self.rng)
         else:
@@ -254,176 +259,9 @@ class Engine:
 
     # -- tasks ------------------------------------------------------------------------
 
-    def _current(self, key: SourceKey, lease_id: str) -> HeldLease | None:
-        lease = self.leases.get(key)
-        return lease if lease is not None and lease.lease_id == lease_id else None
-
-    def _task_renew(self, key: SourceKey, lease_id: str) -> None:
-        lease = self._current(key, lease_id)
-        ops = self.revoker.ops(key)
-        # Renewed even when a successor is on its way (key in self.dirty): the successor
-        # may fail for a long time (entrypoint rotate, then Vault refusing new creds),
-        # and this lease is what the app runs on until one arrives.
-        if lease is None or ops is None:
-            return
-        now = self.clock()
-        try:
-            granted, renewable, warnings = ops.renew_lease(lease_id, lease.requested)
-        except LeaseGone as exc:
-            # Revoked, expired, or its secret could no longer be renewed (a dropped role):
-            # the source's message says which.
-            self.log.warning("lease of %s cannot be kept (%s); fetching a new one",
-                             lease.label, exc,
-                             extra=lease.fields("lease_renew", "gone", error=str(exc)))
-            self.revoker.gone.add(lease_id)
-            self._mark(key, f"lease of {lease.label} revoked")
-            return
-        except EntrypointError as exc:
-            lease.failures += 1
-            delay = min(backoff.running_delay(lease.failures, self.rng),
-                        max(0.0, lease.times.expires_at - now))
-            self.log.warning("renewing lease of %s failed: %s; retry in %.1fs",
-                             lease.label, exc, delay,
-                             extra=lease.fields("lease_renew", "error", error=str(exc),
-                                                delay=round(delay, 3),
-                                                attempt=lease.failures))
-            self._schedule(now + delay, "renew", key, lease_id)
-            return
-        if lease.failures:
-            self.log.info("recovered: renewed lease of %s after %d failed attempts",
-                          lease.label, lease.failures)
-        lease.failures = 0
-        lease.times = timing.LeaseTimes(now, now + granted, renewable)
-        if not renewable or backoff.is_capped(lease.requested, granted, warnings):
-            when = self._replace_at(lease, now)
-            self.log.info("lease of %s cannot be extended past %.0fs; replacing it in %.1fs",
-                          lease.label, granted, when - now,
-                          extra=lease.fields("lease_renew", ttl=granted,
-                                             delay=round(when - now, 3)))
-            self._schedule(when, "replace", key, lease_id)
-        else:
-            self.log.info("renewed lease of %s ttl=%.0fs", lease.label, granted,
-                          extra=lease.fields("lease_renew", ttl=granted))
-            self._schedule(timing.renew_at(lease.times, self.config.renew_fraction, self.rng),
-                           "renew", key, lease_id)
-
-    def _replace_at(self, lease: HeldLease, now: float) -> float:
-        # The successor must be running before the old credential ends, and the
-        # coalescer may still hold the change for up to wait_max after this moment.
-        margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
-        return timing.replace_at(lease.times, now, self.config.replace_fraction, self.rng,
-                                 margin=margin)
-
-    def _task_replace(self, key: SourceKey, lease_id: str, why: str = "nearing its end") -> None:
-        lease = self._current(key, lease_id)
-        if lease is not None:
-            self._mark(key, f"lease of {lease.label} {why}")
-
-    def _token_state(self, key: SourceKey) -> tuple[int, float | None] | None:
-        """(login generation, expiry of the current token) of the source of ``key``, for
-        sources that log in (Vault); None for the others. Memory only, no request."""
-        source = self.runtime.sources.built().get(key[0])
-        return source.token_state() if isinstance(source, LoginSource) else None
-
-    def _follow_tokens(self, now: float) -> None:
-        """Leases made by a token that was replaced by a new login end with that token:
-        replace them before it ends (the new token alone changes nothing for the app)."""
-        for key, lease in list(self.leases.items()):
-            if lease.token_generation is None or lease.token_replacing or key in self.dirty:
-                continue
-            state = self._token_state(key)
-            if state is None:
-                continue
-            generation, deadline = state
-            if generation == lease.token_generation:
-                lease.token_deadline = deadline  # the same token, renewed meanwhile
-                continue
-            lease.token_replacing = True
-            ends = lease.token_deadline
-            if ends is None or ends >= lease.times.expires_at:
-                continue  # the lease ends first anyway: its own schedule covers it
-            when = self._replace_at(
-                HeldLease(key, lease.lease_id, lease.requested,
-                          timing.LeaseTimes(now, ends, False)), now)
-            self.log.info("lease of %s was made by the previous Vault token, which ends in "
-                          "%.1fs; replacing it in %.1fs", lease.label, max(0.0, ends - now),
-                          when - now)
-            self._schedule(when, "replace", key, lease.lease_id,
-                           "made by the previous Vault token")
-
-    def _task_poll(self, key: SourceKey, token: int) -> None:
-        if self._poll_token.get(key) != token or self.resolution is None:
-            return
-        old = self.resolution.generation.fetched.get(key)
-        if old is None:
-            return
-        now = self.clock()
-        label = f"{key[0]}:{key[1]}"
-        try:
-            new = self.runtime.sources.get(key[0]).fetch(key[1], key[2])
-        except EntrypointError as exc:
-            attempt = self.failures[label] = self.failures.get(label, 0) + 1
-            delay = backoff.running_delay(attempt, self.rng)
-            self.log.warning("re-reading %s failed: %s; retry in %.1fs", label, exc, delay,
-                             extra={"event": "poll", "outcome": "error", "key": label,
-                                    "kind": old.kind, "error": str(exc),
-                                    "delay": round(delay, 3), "attempt": attempt})
-            self._schedule(now + delay, "poll", key, token)
-            return
-        if self.failures.pop(label, 0):
-            self.log.info("recovered: re-read %s", label,
-                          extra={"event": "poll", "key": label, "kind": old.kind})
-        if new.data != old.data or new.version != old.version:
-            self.fresh[key] = new
-            detail = (f" (v{old.version} -> v{new.version})"
-                      if new.version != old.version and new.version is not None else
-                      " (password rotated by Vault)" if new.kind == "static-creds" else "")
-            self._mark(key, f"{label} changed{detail}")
-            return
-        if new.lease_id and new.lease_id != old.lease_id:
-            # A poll of a leased path created a lease we do not need: give it back.
-            self.revoker.revoke_ids(key, [new.lease_id])
-        self._schedule_poll(key, new, now)
-
-    def _task_check(self) -> None:
-        now = self.clock()
-        for key, lease in list(self.leases.items()):
-            ops = self.revoker.ops(key)
-            if ops is None or key in self.dirty:
-                continue
-            try:
-                remaining = ops.lookup_lease(lease.lease_id)
-            except EntrypointError as exc:
-                self.log.debug("lease lookup of %s failed: %s", lease.label, exc)
-                continue
-            if remaining is None:
-                self.log.warning("lease of %s was revoked; fetching a new one", lease.label)
-                self.revoker.gone.add(lease.lease_id)
-                self._mark(key, f"lease of {lease.label} revoked")
-        self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng), "check")
-
     def _mark(self, key: SourceKey, reason: str) -> None:
         self.dirty.add(key)
         self.coalescer.add(self.clock(), reason)
-
-    def _check_expiry(self, now: float) -> None:
-        if self._exiting:
-            return
-        for lease in self.leases.values():
-            if now < lease.times.expires_at or lease.expired_reported:
-                continue
-            lease.expired_reported = True
-            if self.config.on_expiry == "exit":
-                self.post(_fatal(UnavailableError(
-                    f"lease of {lease.label} expired and no successor could be fetched",
-                    hint="on_expiry = exit")))
-                # The supervisor stops the app and exits: no successor to fetch any more.
-                self._exiting = True
-                return
-            self.log.error("lease of %s expired and no successor could be fetched; the "
-                           "app keeps running on the last values (on_expiry = keep)",
-                           lease.label)
-            self._mark(lease.key, f"lease of {lease.label} expired")
 
     # -- acting -----------------------------------------------------------------------
 
@@ -480,12 +318,3 @@ class Engine:
             grace = self.config.revoke_grace
             self.log.info("old leases revoked in %.0fs (revoke_grace)", grace)
             self._schedule(self.clock() + grace, "revoke_later", tuple(stale))
-
-    def _task_revoke_later(self, leases: tuple[HeldLease, ...]) -> None:
-        self.revoker.revoke(list(leases), "grace period over")
-
-
-def _fatal(error: EntrypointError) -> Any:
-    from entrypoint.process import events
-
-    return events.Fatal(error=error)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from entrypoint.rotation.leases import SourceKey
-
-Notify = Callable[[str, Iterable[SourceKey], bool], None]
+from entrypoint.plan.keys import SourceKey
+from entrypoint.sources.base import Notify
 
 
 class FileWatch:

@@ -1,44 +1,16 @@
-"""The leases this process holds, the lease operations a source may offer, and giving
-leases back."""
+"""The leases this process holds, and giving them back."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from entrypoint.errors import EntrypointError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.rotation.timing import LeaseTimes
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.registry import Sources
-
-SourceKey = tuple[str, str, int | None]
-
-
-@runtime_checkable
-class LeaseOps(Protocol):
-    """What a source with leases (Vault) offers the engine."""
-
-    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
-        """-> (granted duration, still renewable, warnings). Raises LeaseGone when revoked."""
-        ...
-
-    def revoke_lease(self, lease_id: str) -> None: ...
-
-    def lookup_lease(self, lease_id: str) -> float | None:
-        """Remaining seconds, or None when the server no longer knows the lease."""
-        ...
-
-
-@runtime_checkable
-class LoginSource(Protocol):
-    """A source that logs in (Vault): its token's leases end with the token."""
-
-    def end_startup(self) -> None: ...
-
-    def token_state(self) -> tuple[int, float | None]:
-        """(login generation, monotonic expiry of the current token or None)."""
-        ...
 
 
 @dataclass
@@ -67,7 +39,7 @@ class HeldLease:
 
     @property
     def label(self) -> str:
-        return f"{self.key[0]}:{self.key[1]}"
+        return self.key.label
 
     def fields(self, event: str, outcome: str = "ok", **more: Any) -> dict[str, Any]:
         """The structured fields of a log line about this lease (never its id)."""
@@ -78,36 +50,29 @@ class HeldLease:
 
 
 class Revoker:
-    """Gives leases back to their source, except those Vault said are gone already."""
+    """Gives leases back to their source, except those the source said are gone already."""
 
     def __init__(self, sources: Sources, log: logging.Logger) -> None:
         self.sources = sources
         self.log = log
-        # Leases Vault told us are gone (revoked by ops): nothing left to give back.
+        # Leases the source told us are gone (revoked by ops): nothing left to give back.
         self.gone: set[str] = set()
-
-    def ops(self, key: SourceKey) -> LeaseOps | None:
-        source = self.sources.get(key[0])
-        return source if isinstance(source, LeaseOps) else None
 
     def revoke(self, leases: list[HeldLease], why: str) -> None:
         for lease in leases:
             self.revoke_ids(lease.key, [lease.lease_id], why=why)
 
     def revoke_ids(self, key: SourceKey, lease_ids: list[str], why: str = "unused") -> None:
-        ops = self.ops(key)
-        if ops is None:
-            return
         for lease_id in lease_ids:
             if lease_id in self.gone:
                 self.gone.discard(lease_id)
                 continue
             try:
-                ops.revoke_lease(lease_id)
+                self.sources.get(key.scheme).revoke_lease(lease_id)
                 from entrypoint.ops.state import short_lease_id
 
-                self.log.info("revoked lease of %s:%s (%s)", key[0], key[1], why,
-                              extra={"event": "lease_revoke", "key": f"{key[0]}:{key[1]}",
+                self.log.info("revoked lease of %s (%s)", key.label, why,
+                              extra={"event": "lease_revoke", "key": key.label,
                                      "lease": short_lease_id(lease_id), "reason": why})
             except EntrypointError as exc:
-                self.log.warning("could not revoke lease of %s:%s: %s", key[0], key[1], exc)
+                self.log.warning("could not revoke lease of %s: %s", key.label, exc)

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolve import Generation
 from entrypoint.rotation.actions import Plan
-from entrypoint.rotation.leases import HeldLease, SourceKey
+from entrypoint.rotation.leases import HeldLease
 
 
 def stale_leases(old: Generation, new: Generation) -> list[HeldLease]:
@@ -39,8 +40,8 @@ def log_replaced(log: logging.Logger, old: Generation, keys: set[SourceKey], out
     level: ``status`` and ``/metrics`` count them, the warning or info line says it."""
     for key in keys:
         item = old.fetched.get(key)
-        log.debug("replacement of %s:%s: %s", key[0], key[1], outcome, extra={
-            "event": "lease_replace", "outcome": outcome, "key": f"{key[0]}:{key[1]}",
+        log.debug("replacement of %s: %s", key.label, outcome, extra={
+            "event": "lease_replace", "outcome": outcome, "key": key.label,
             "kind": item.kind if item else "unknown", "error": error})
     if outcome == "ok":
         log.debug("new values in place", extra={"event": "refresh"})

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from entrypoint.config.values import parse_signal
 from entrypoint.errors import EntrypointError, UnavailableError
 from entrypoint.process import signals
-from entrypoint.process.events import Call, Event, Fatal, Restart, RunCommand, SignalChild
+from entrypoint.process.events import Event, Fatal, Restart, RunCommand, SignalChild
 from entrypoint.process.supervisor import ProcessOptions, Supervisor
 from tests.helpers.pid1 import children_of
 
@@ -58,8 +58,19 @@ def tail(path: str, supervisor: Supervisor) -> None:
         lines = data.split("\n")[:-1]  # only complete lines
         for line in lines:
             offset += len(line) + 1
-            supervisor.post(to_event(json.loads(line)))
+            spec = json.loads(line)
+            if "crash" in spec:
+                crash()
+            supervisor.post(to_event(spec))
         time.sleep(0.01)
+
+
+def crash() -> None:
+    """A segfault of the whole supervisor process (this thread's fault kills them all)."""
+    import ctypes
+
+    # Not address 0: some sandboxes map page 0. A kernel address faults everywhere.
+    print(ctypes.string_at(0xFFFFFFFFFF700000, 1))
 
 
 def to_event(spec: Mapping[str, object]) -> Event:
@@ -70,11 +81,6 @@ def to_event(spec: Mapping[str, object]) -> Event:
         return Restart(env, reason)
     if "signal" in spec:
         return SignalChild(int(parse_signal(str(spec["signal"]))), reason)
-    if "crash" in spec:
-        import ctypes
-
-        # Not address 0: some sandboxes map page 0. A kernel address faults everywhere.
-        return Call(lambda: print(ctypes.string_at(0xFFFFFFFFFF700000, 1)))
     if "command" in spec:
         return RunCommand([str(a) for a in spec["command"]], reason)  # type: ignore[attr-defined]
     return Fatal(UnavailableError(str(spec["fatal"])))

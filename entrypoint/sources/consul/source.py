@@ -21,10 +21,10 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import values
 from entrypoint.describe import os_reason, transport_reason
@@ -36,7 +36,10 @@ from entrypoint.errors import (
     UnavailableError,
 )
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Notify, Refresh, Source, Watcher
+
+if TYPE_CHECKING:
+    from entrypoint.plan.keys import SourceKey
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 CONNECT_TIMEOUT = 10.0  # seconds to connect or answer; a blocking query adds its wait
@@ -130,7 +133,7 @@ def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-class ConsulSource:
+class ConsulSource(Source):
     """Consul KV behind the :class:`~entrypoint.sources.base.Source` protocol."""
 
     name = "consul"
@@ -240,6 +243,7 @@ class ConsulSource:
             raise SecretNotFound(f"consul key {path.strip('/')} not found at "
                                  f"{self.settings.addr}")
         return Fetched(data={"": self._value(path, entry)}, kind="consul",
+                       refresh=Refresh.WATCH,
                        version=int(entry.get("ModifyIndex") or 0) or None,
                        fetched_at=time.monotonic())
 
@@ -261,6 +265,19 @@ class ConsulSource:
         elif new_index < 1:
             new_index = 1
         return new_index, None if entry is None else self._value(key, entry)
+
+    def start_watch(self, keys: Sequence[tuple[SourceKey, Fetched]], notify: Notify,
+                    log: logging.Logger) -> Watcher | None:
+        """One blocking query per key (:mod:`entrypoint.sources.consul.watch`)."""
+        if not keys:
+            return None
+        from entrypoint.sources.consul.watch import ConsulWatch
+
+        watch = ConsulWatch(self, notify, log)
+        for key, fetched in keys:
+            watch.add_key(key, fetched)
+        watch.start()
+        return watch
 
     def close(self) -> None:
         with self._guard:

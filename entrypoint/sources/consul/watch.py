@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 from entrypoint import backoff
 from entrypoint.errors import EntrypointError
-from entrypoint.rotation.leases import SourceKey
+from entrypoint.plan.keys import SourceKey
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
-
-Notify = Callable[[str, Iterable[SourceKey], bool], None]
+from entrypoint.sources.base import Fetched, Notify
 
 WAIT = 300.0  # Consul's own default for a blocking query
 

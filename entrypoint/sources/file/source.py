@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
 from entrypoint.render.safepath import read_file, reason
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.base import Fetched, Refresh, Source, to_secrets
 from entrypoint.sources.local.folder import parse_object
 
 WHOLE_FILE = ""  # the key under which file:PATH without #KEY is stored
 
 
-class FileSource:
+class FileSource(Source):
     name = "file"
 
     def describe(self, path: str) -> str:
@@ -46,7 +47,8 @@ class FileSource:
             # Only an error if a #KEY is asked for; the resolver says so then.
             with contextlib.suppress(ConfigError):
                 data.update(to_secrets(parse_object(raw, file)))
-        return Fetched(data=data, kind="file", fetched_at=time.monotonic())
+        return Fetched(data=data, kind="file", refresh=Refresh.WATCH,
+                       fetched_at=time.monotonic())
 
-    def close(self) -> None:
-        pass
+    def watched_files(self, path: str, version: int | None) -> Sequence[Path]:
+        return [Path(path)]

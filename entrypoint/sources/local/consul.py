@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
 from entrypoint.secret import Secret
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, Refresh, Source
 
 
-class LocalConsulSource:
+class LocalConsulSource(Source):
     name = "consul (local)"
 
     def __init__(self, root: Path) -> None:
@@ -39,7 +40,7 @@ class LocalConsulSource:
             raise ConfigError(f"consul key file {file} cannot be read: "
                               f"{os_reason(exc)}") from None
         return Fetched(data={"": Secret(text.rstrip("\n"))}, kind="consul",
-                       fetched_at=time.monotonic())
+                       refresh=Refresh.WATCH, fetched_at=time.monotonic())
 
-    def close(self) -> None:
-        pass
+    def watched_files(self, path: str, version: int | None) -> Sequence[Path]:
+        return [self.root / path]

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from entrypoint.describe import value_kind
 from entrypoint.errors import ConfigError, PermissionDenied, SecretNotFound
-from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.base import Fetched, Refresh, Source, to_secrets
 
 EXTENSIONS = (".json", ".toml")
 
 
-class LocalSource:
+class LocalSource(Source):
     """Answers as Vault would, so that what works locally works in production: a path with
     ``data/`` after the mount is refused (Vault adds it for KV v2; written twice it finds
     nothing), and ``?version=N`` reads only a file kept for that version."""
@@ -88,11 +89,12 @@ class LocalSource:
     def fetch(self, path: str, version: int | None = None) -> Fetched:
         file = self.file_for(path, version)
         data = load_object(file)
-        return Fetched(data=to_secrets(data), kind="local", version=version,
+        return Fetched(data=to_secrets(data), kind="local", refresh=Refresh.WATCH,
+                       version=version,
                        fetched_at=time.monotonic())
 
-    def close(self) -> None:
-        pass
+    def watched_files(self, path: str, version: int | None) -> Sequence[Path]:
+        return [self.file_for(path, version)]
 
 
 def load_object(file: Path) -> dict[str, Any]:

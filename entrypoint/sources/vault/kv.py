@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from entrypoint.errors import ConfigError, SecretNotFound
-from entrypoint.sources.base import Fetched, to_secrets
+from entrypoint.sources.base import Fetched, Refresh, to_secrets
 
 # Sent with every read of a non-KV path (dynamic credentials): Vault Agent and Proxy key
 # their lease cache on the whole request, headers included, so each read is a new one.
@@ -124,7 +124,7 @@ def kv2_fetched(path: str, response: Any, started: float) -> Fetched:
         raise SecretNotFound(f"vault:{path}: Vault returned no data")
     metadata = data.get("metadata") or {}
     version = metadata.get("version")
-    return Fetched(data=to_secrets(data["data"]), kind="kv2",
+    return Fetched(data=to_secrets(data["data"]), kind="kv2", refresh=Refresh.POLL,
                    version=int(version) if version is not None else None, fetched_at=started)
 
 
@@ -132,7 +132,8 @@ def kv1_fetched(path: str, response: Any, started: float) -> Fetched:
     data = response.get("data") if isinstance(response, dict) else None
     if not isinstance(data, dict):
         raise SecretNotFound(f"vault:{path}: Vault returned no data")
-    return Fetched(data=to_secrets(data), kind="kv1", fetched_at=started)
+    return Fetched(data=to_secrets(data), kind="kv1", refresh=Refresh.POLL,
+                   fetched_at=started)
 
 
 def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fetched:
@@ -143,13 +144,15 @@ def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fe
     rest = path[len(mount.path):]
     if mount.type == "database" and rest.startswith("static-creds/"):
         ttl = data.get("ttl")
-        return Fetched(data=to_secrets(data), kind="static-creds",
+        return Fetched(data=to_secrets(data), kind="static-creds", refresh=Refresh.ROTATED,
                        ttl=float(ttl) if isinstance(ttl, int | float) else None,
                        fetched_at=started)
     lease_id = str(response.get("lease_id") or "") or None
     if lease_id is None:
         # Readable but not leased (a generic or unknown mount): static, like KV v1.
-        return Fetched(data=to_secrets(data), kind="kv1", fetched_at=started)
-    return Fetched(data=to_secrets(data), kind="leased", lease_id=lease_id,
+        return Fetched(data=to_secrets(data), kind="kv1", refresh=Refresh.POLL,
+                       fetched_at=started)
+    return Fetched(data=to_secrets(data), kind="leased", refresh=Refresh.LEASE,
+                   lease_id=lease_id,
                    lease_duration=float(response.get("lease_duration") or 0),
                    renewable=bool(response.get("renewable")), fetched_at=started)

@@ -27,7 +27,7 @@ from entrypoint.errors import (
     SecretNotFound,
     UnavailableError,
 )
-from entrypoint.sources.base import Fetched
+from entrypoint.sources.base import Fetched, LoginState, Renewal, Source, Step
 from entrypoint.sources.vault import kv
 from entrypoint.sources.vault.auth import LoginMethod, choose
 from entrypoint.sources.vault.client import (
@@ -46,7 +46,7 @@ NOT_EXTENDABLE = ("not renewable", "past the max ttl")
 BACKEND_FAILED = "failed to renew entry"
 
 
-class VaultSource:
+class VaultSource(Source):
     name = "vault"
 
     def __init__(self, client: VaultClient, method: LoginMethod, *, log: logging.Logger,
@@ -160,13 +160,23 @@ class VaultSource:
         """Start-up is over: from now on a failed call comes back at once."""
         self.client.end_startup()
 
-    def token_state(self) -> tuple[int, float | None]:
-        """(login generation, expiry of the current token), read together."""
+    def login_state(self) -> LoginState:
+        """Login generation and expiry of the current token, read together."""
         while True:  # a login between the two reads would pair them wrongly
             generation = self.keeper.generation
             deadline = self.token_expires_at()
             if self.keeper.generation == generation:
-                return generation, deadline
+                return LoginState(generation, deadline)
+
+    def auth_status(self) -> dict[str, Any]:
+        expires = self.token_expires_at()
+        return {"method": self.method.describe(),
+                "token_ttl": None if expires is None else round(expires - time.monotonic(), 1)}
+
+    def preflight(self) -> list[Step]:
+        from entrypoint.sources.vault.preflight import preflight
+
+        return preflight(self)
 
     def token_expires_at(self) -> float | None:
         """Monotonic time at which the current token expires (None: it does not).
@@ -196,10 +206,10 @@ class VaultSource:
         except hx.VaultError as exc:  # pragma: no cover - _authed maps every VaultError
             raise ConfigError(f"vault:{path}: {vault_message(exc)}") from None
 
-    # -- leases (entrypoint.rotation.leases.LeaseOps) -----------------------------------
-    def renew_lease(self, lease_id: str, increment: float) -> tuple[float, bool, list[str]]:
-        """-> (granted seconds, still renewable, warnings). LeaseGone when Vault no longer
-        knows it; (remaining, False, ...) when it can no longer be extended."""
+    # -- leases -------------------------------------------------------------------------
+    def renew_lease(self, lease_id: str, increment: float) -> Renewal:
+        """LeaseGone when Vault no longer knows it; (remaining, False, ...) when it can no
+        longer be extended."""
         inc = int(increment) if increment and increment > 0 else None
         try:
             response = self._authed("lease renewal", "sys/leases/renew", lambda: (
@@ -214,7 +224,7 @@ class VaultSource:
                 remaining = self.lookup_lease(lease_id)
                 if remaining is None:
                     raise LeaseGone(f"lease renewal: {exc.text}") from None
-                return remaining, False, [exc.text]
+                return Renewal(remaining, False, [exc.text])
             if BACKEND_FAILED in text:
                 # The engine behind the lease could not extend the secret (e.g. the
                 # database role was dropped): retrying until expiry would leave the app
@@ -225,7 +235,8 @@ class VaultSource:
             raise ConfigError(f"lease renewal refused: {exc.text}") from None
         body = response if isinstance(response, dict) else {}
         warnings = [str(w) for w in (body.get("warnings") or [])]
-        return float(body.get("lease_duration") or 0), bool(body.get("renewable")), warnings
+        return Renewal(float(body.get("lease_duration") or 0), bool(body.get("renewable")),
+                       warnings)
 
     def revoke_lease(self, lease_id: str) -> None:
         try:
