@@ -115,9 +115,9 @@ class Resident:
         if self._closing:
             raise UnavailableError("shutting down before the app started")
 
-    def child_started(self, pid: int) -> None:
+    def child_started(self, pid: int, generation: int) -> None:
         if self.rotation is not None:
-            self.rotation.engine.child_started(pid)
+            self.rotation.engine.child_started(pid, generation)
         if pid:  # the first values are resolved and rendered, and the app runs on them
             self.ops.ready.set(True)
 

@@ -57,18 +57,20 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
     threading.Thread(target=prepare, name="entrypoint-prepare", daemon=True).start()
     child_env: Mapping[str, str] = {}
     ready = False
-    revoke_at: float | None = None  # when the readers of the files had time to move on
+    # (when the readers of the files had time to move on, the successor they moved to)
+    graces: list[tuple[float, int]] = []
     code = 0
     try:
         while True:
-            wait = TICK if revoke_at is None else min(TICK, max(0.0, revoke_at - time.monotonic()))
+            now = time.monotonic()
+            wait = TICK if not graces else min(TICK, max(0.0, graces[0][0] - now))
             try:
                 item = inbox.get(timeout=wait)
             except queue.Empty:
                 item = None
-            if revoke_at is not None and time.monotonic() >= revoke_at:
-                revoke_at = None
-                resident.child_started(0)  # the engine's cue that old leases may go
+            while graces and time.monotonic() >= graces[0][0]:
+                # The engine's cue that the leases this successor replaced may go.
+                resident.child_started(0, graces.pop(0)[1])
             if isinstance(item, tuple) and item[0] == "prepared":
                 child_env, ready = item[1], True
                 ops.ready.set(True)  # resolved and rendered: what a probe waits for
@@ -86,7 +88,7 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
                 child_env = item.env  # what on_change commands get from now on
                 # No app will start on the new values: whoever reads the files gets
                 # revoke_grace to pick them up before the old leases are revoked.
-                revoke_at = revoke_at or time.monotonic() + config.revoke_grace
+                graces.append((time.monotonic() + config.revoke_grace, item.generation))
                 log.info("new values rendered; no app to restart (sidecar mode): %s",
                          item.reason, extra={"event": "no_action", "reason": item.reason})
             elif isinstance(item, SignalChild):

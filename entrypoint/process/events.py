@@ -19,6 +19,9 @@ class Restart:
     # The environment holds secret values: keep it out of every repr and log line.
     env: Mapping[str, str] = field(repr=False)
     reason: str
+    # Which successor of the engine this is: the supervisor reports it back once a child
+    # runs on it, so that only the leases this successor replaced are revoked then.
+    generation: int = 0
 
 
 @dataclass(frozen=True)

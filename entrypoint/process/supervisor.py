@@ -42,9 +42,9 @@ from entrypoint.process.events import Event, Fatal, Restart, RunCommand, SignalC
 from entrypoint.process.forward import Forwarder
 from entrypoint.process.identity import Identity, resolve_user
 from entrypoint.process.side_commands import SideCommands
+from entrypoint.process.stopping import TICK, Stopping
 from entrypoint.process.terminal import controlling_terminal, give_terminal, resume_if_held_back
 
-TICK = 1.0  # the loop reaps at least this often even if a SIGCHLD is somehow missed
 HELD_POLL = 0.05  # how often held signals check whether the new child is ready for them
 
 
@@ -84,7 +84,7 @@ class _Exit(Exception):
         self.code = code
 
 
-class Supervisor:
+class Supervisor(Stopping):
     def __init__(self, argv: Sequence[str], options: ProcessOptions,
                  log: logging.Logger) -> None:
         self._argv = list(argv)
@@ -96,7 +96,7 @@ class Supervisor:
         if options.no_new_privs and (err := hardening.no_new_privs()):
             self._log.warning("no_new_privs could not be set: %s", os.strerror(err))
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._started_callbacks: list[Callable[[int], None]] = []
+        self._started_callbacks: list[Callable[[int, int], None]] = []
         self._shutdown_callbacks: list[Callable[[], None]] = []
         self._stopping_callbacks: list[Callable[[bool], None]] = []
         self._child: Child | None = None
@@ -118,7 +118,9 @@ class Supervisor:
         """Hand ``event`` to the main loop; safe from any thread."""
         self._queue.put(event)
 
-    def on_child_started(self, callback: Callable[[int], None]) -> None:
+    def on_child_started(self, callback: Callable[[int, int], None]) -> None:
+        """``callback(pid, generation)``: a child runs on the env of ``Restart.generation``
+        (0 for the first start)."""
         self._started_callbacks.append(callback)
 
     def on_shutdown(self, callback: Callable[[], None]) -> None:
@@ -194,7 +196,7 @@ class Supervisor:
                 self._deferred.append(item)
             self._reap()
 
-    def _start(self, env: Mapping[str, str]) -> None:
+    def _start(self, env: Mapping[str, str], generation: int = 0) -> None:
         try:
             child = spawn(self._argv, env, self._launch)
         except ChildStartError as exc:
@@ -206,7 +208,7 @@ class Supervisor:
         self._log.info("child started pid=%d%s", child.pid, as_user,
                        extra={"event": "child_started", "pid": child.pid})
         for callback in self._started_callbacks:
-            self._guarded(functools.partial(callback, child.pid))
+            self._guarded(functools.partial(callback, child.pid, generation))
         deferred, self._deferred = self._deferred, []
         for event in deferred:
             self._dispatch(event)
@@ -277,76 +279,9 @@ class Supervisor:
 
     # -- acting on the child -----------------------------------------------------------
 
-    def _stop(self, child: Child, signum: int, *, restart: bool) -> None:
-        """Send ``signum``, wait up to kill_timeout, then SIGKILL. Returns when the child
-        and (with signal_group) its whole process group are gone."""
-        child.stopping = True
-        group = self._options.signal_group
-        if child.running or group:
-            signals.send(child.pid, signum, group=group)
-        deadline = time.monotonic() + self._options.kill_timeout
-        killed = False
-        # Its own loop, not the main one: it waits for one child to go under a deadline;
-        # a stop signal escalates to SIGKILL and actions wait for the next child.
-        while child.running or (group and signals.group_alive(child.pid)):
-            left = deadline - time.monotonic()
-            if left <= 0 and not killed:
-                self._log.warning("child did not stop within %gs of %s; sending SIGKILL",
-                                  self._options.kill_timeout, signals.name(signum))
-                killed = self._kill(child)
-            item = self._get(TICK if killed else min(TICK, left))
-            if isinstance(item, int) and item in signals.SHUTDOWN:
-                if restart:
-                    self._log.info("received %s during a restart: the child will not be "
-                                   "started again", signals.name(item))
-                    self._exit_code, restart = 128 + item, False
-                elif not killed:
-                    self._log.warning("received %s again: killing the child now",
-                                      signals.name(item))
-                    killed = self._kill(child)
-            elif isinstance(item, int) and item in signals.FORWARDED:
-                if restart or child.running:  # during a restart: held for the new child
-                    self._forwarder.forward(None if restart else child, item)
-            elif isinstance(item, Fatal):
-                self._exit_code, restart = self._report(item.error), False
-            elif isinstance(item, Restart | SignalChild | RunCommand):
-                self._deferred.append(item)
-            self._reap()
-
-    def _drain(self, child: Child, signum: int) -> None:
-        """Tell the stopping callbacks (the ready file goes), then keep the app serving for
-        stop_delay while load balancers stop sending it requests; a second stop signal
-        ends the wait. kill_timeout counts from the app's own stop signal, after this."""
-        self._stopping(restart=False)
-        delay = self._options.stop_delay
-        if delay <= 0 or not child.running:
-            return
-        self._log.info("received %s: the app gets its stop signal in %gs (stop_delay)",
-                       signals.name(signum), delay, extra={"event": "drain", "delay": delay})
-        deadline = time.monotonic() + delay
-        # Its own loop, not the main one: the app keeps serving until the deadline, a
-        # second stop signal cuts it short, and actions are dropped as the app stops.
-        while child.running and (left := deadline - time.monotonic()) > 0:
-            item = self._get(min(TICK, left))
-            if isinstance(item, int) and item in signals.SHUTDOWN:
-                self._log.info("received %s again: stopping the app now", signals.name(item))
-                return
-            if isinstance(item, int) and item in signals.FORWARDED:
-                self._forwarder.forward(child, item)
-            elif isinstance(item, Fatal):
-                self._exit_code = self._report(item.error)
-                return
-            self._reap()  # rotation actions that arrive now are dropped: the app stops
-
     def _stopping(self, *, restart: bool) -> None:
         for callback in self._stopping_callbacks:
             self._guarded(functools.partial(callback, restart))
-
-    def _kill(self, child: Child) -> bool:
-        # Never kill() a reaped pid: it may belong to someone else by now.
-        if child.running or self._options.signal_group:
-            signals.send(child.pid, signal.SIGKILL, group=self._options.signal_group)
-        return True
 
     def _schedule_restart(self, event: Restart) -> None:
         if self._restart_due is not None:
@@ -378,14 +313,13 @@ class Supervisor:
         self._stop(self._running_child(), self._options.stop_signal, restart=True)
         if self._exit_code is not None:
             raise _Exit(self._exit_code)
-        env = event.env
         newer = [e for e in self._deferred if isinstance(e, Restart)]
         if newer:
             # A later change arrived while we stopped: start straight on its environment.
             self._log.info("restarting with the newer change instead: %s", newer[-1].reason)
-            env = newer[-1].env
+            event = newer[-1]
             self._deferred = [e for e in self._deferred if not isinstance(e, Restart)]
-        self._start(env)
+        self._start(event.env, event.generation)
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -430,12 +364,3 @@ class Supervisor:
             return error.exit_code
         self._log.error("internal error: %r", error, exc_info=error)
         return EX_SOFTWARE
-
-    def _kill_everything(self) -> None:
-        child = self._child
-        if child is not None:
-            self._kill(child)
-            deadline = time.monotonic() + 5.0
-            while child.running and time.monotonic() < deadline:
-                self._reap()
-                time.sleep(0.01)

@@ -57,6 +57,7 @@ class _Change:
 @dataclass(frozen=True)
 class _ChildStarted:
     pid: int
+    generation: int  # the Restart.generation the child runs on (0: the first values)
 
 
 class _Stop:
@@ -82,7 +83,10 @@ class Engine(Tasks):
         self.dirty: set[SourceKey] = set()
         self.fresh: dict[SourceKey, Fetched] = {}
         self.leases: dict[SourceKey, HeldLease] = {}
-        self.revoke_on_start: list[HeldLease] = []
+        # Leases to revoke once a child runs on the successor that replaced them, tagged
+        # with that successor's number (Restart.generation).
+        self.revoke_on_start: list[tuple[int, HeldLease]] = []
+        self.successors = 0
         self.revoker = Revoker(runtime.sources, log)
         self.failures: dict[str, int] = {}
         self.resolution: Resolution | None = None
@@ -119,8 +123,11 @@ class Engine(Tasks):
                 if f.dynamic] if resolution else []
         self.notify(reason, keys, rerender=True)
 
-    def child_started(self, pid: int) -> None:
-        self.inbox.put(_ChildStarted(pid))
+    def child_started(self, pid: int, generation: int) -> None:
+        """A child runs on the values of ``generation``: what they replaced can go. A
+        start on an older successor (the supervisor still working through a restart)
+        leaves the leases of newer ones alone."""
+        self.inbox.put(_ChildStarted(pid, generation))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """End the thread, which revokes this process's leases on its way out (if so
@@ -138,7 +145,8 @@ class Engine(Tasks):
 
     def _shut_down(self) -> None:
         if self.config.revoke_on_exit:
-            self.revoker.revoke([*self.revoke_on_start, *self.leases.values()], "shutdown")
+            pending = [lease for _, lease in self.revoke_on_start]
+            self.revoker.revoke([*pending, *self.leases.values()], "shutdown")
             self.leases.clear()
             self.revoke_on_start.clear()
 
@@ -179,9 +187,11 @@ class Engine(Tasks):
 
     def _handle(self, message: _Change | _ChildStarted) -> None:
         if isinstance(message, _ChildStarted):
-            if self.revoke_on_start:
-                pending, self.revoke_on_start = self.revoke_on_start, []
-                self.revoker.revoke(pending, "the app runs on their successors")
+            due = [lease for g, lease in self.revoke_on_start if g <= message.generation]
+            self.revoke_on_start = [(g, lease) for g, lease in self.revoke_on_start
+                                    if g > message.generation]
+            if due:
+                self.revoker.revoke(due, "the app runs on their successors")
             return
         self.dirty |= message.keys
         if message.keys or message.rerender:
@@ -310,11 +320,12 @@ class Engine(Tasks):
         reason = "; ".join(reasons)
         self._adopt(resolution, only=[k for k in generation.fetched
                                       if k in dirty or k not in old.generation.fetched])
-        post_plan(plan, new_env, reason, changed_names(old.child_env(), new_env),
-                  self.post, self.log)
         if plan.restart:
-            self.revoke_on_start.extend(stale)
-        elif stale:
+            self.successors += 1
+            self.revoke_on_start.extend((self.successors, lease) for lease in stale)
+        post_plan(plan, new_env, reason, changed_names(old.child_env(), new_env),
+                  self.post, self.log, generation=self.successors)
+        if stale and not plan.restart:
             grace = self.config.revoke_grace
             self.log.info("old leases revoked in %.0fs (revoke_grace)", grace)
             self._schedule(self.clock() + grace, "revoke_later", tuple(stale))

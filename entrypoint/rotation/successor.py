@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolve import Generation
+from entrypoint.process import events
+from entrypoint.process.events import Post
 from entrypoint.rotation.actions import Plan
 from entrypoint.rotation.leases import HeldLease
 
@@ -48,10 +48,8 @@ def log_replaced(log: logging.Logger, old: Generation, keys: set[SourceKey], out
 
 
 def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
-              post: Callable[[Any], None], log: logging.Logger) -> None:
+              post: Post, log: logging.Logger, *, generation: int = 0) -> None:
     """Hand the supervisor the one action a successor calls for, and say why."""
-    from entrypoint.process import events
-
     if plan.nothing:
         log.info("values re-read, nothing the app sees changed (%s)", reason,
                  extra={"event": "no_action", "reason": reason})
@@ -60,7 +58,7 @@ def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
         log.info("rotation: restarting the app (%s); changed: %s", reason,
                  ", ".join(names) or "files", extra={"event": "rotation", "reason": reason,
                                                      "changed": ", ".join(names) or "files"})
-        post(events.Restart(env=env, reason=reason))
+        post(events.Restart(env=env, reason=reason, generation=generation))
         return
     for signum in plan.signals:
         post(events.SignalChild(signum=signum, reason=reason))

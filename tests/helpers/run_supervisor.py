@@ -127,7 +127,7 @@ def main() -> int:
         return exc.exit_code
     note(args.marker, "constructed")
     # Our live children right after each start: proves two generations never overlap.
-    supervisor.on_child_started(lambda pid: note(
+    supervisor.on_child_started(lambda pid, _generation: note(
         args.marker, f"started {pid} live_children={len(children_of(os.getpid()))}"))
     supervisor.on_shutdown(lambda: note(args.marker, "shutdown"))
     if args.control:

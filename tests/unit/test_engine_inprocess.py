@@ -257,15 +257,43 @@ def test_old_leases_are_revoked_only_once_the_restarted_app_runs() -> None:
     old = {f.lease_id for f in rig.resolution.generation.fetched.values() if f.lease_id}
     rig.engine.rotate_all("rotate")
     rig.run_until(rig.clock.now + 30.0, stop=lambda: bool(rig.posted))
-    assert isinstance(rig.posted[0], events.Restart)
+    [restart] = rig.posted
+    assert isinstance(restart, events.Restart) and restart.generation == 1
     rig.run_until(rig.clock.now + 60.0)  # well past revoke_grace: a restart waits for the app
     assert rig.source.revoked == []
-    rig.engine.child_started(4242)
+    rig.engine.child_started(4242, 0)  # a child on the first values: nothing of theirs goes
+    rig.step()
+    assert rig.source.revoked == []
+    rig.engine.child_started(4243, restart.generation)
     rig.step()
     assert set(rig.source.revoked_ids()) == old
-    rig.engine.child_started(4243)  # a later start (a crash) revokes nothing more
+    rig.engine.child_started(4244, restart.generation)  # a later start revokes nothing more
     rig.step()
     assert len(rig.source.revoked) == len(old)
+
+
+def test_a_start_on_an_older_successor_keeps_the_leases_of_a_newer_one() -> None:
+    """Successor A is posted, then B before A's child ran: the start of A's child gives
+    back only what A replaced, never the leases A's child runs on (B replaced those)."""
+    rig = make_rig(revoke_grace="5s")
+    first = {f.lease_id for f in rig.resolution.generation.fetched.values() if f.lease_id}
+    rig.engine.rotate_all("rotate A")
+    rig.run_until(rig.clock.now + 30.0, stop=lambda: len(rig.restarts()) == 1)
+    a = rig.restarts()[0]
+    rig.engine.rotate_all("rotate B")
+    rig.run_until(rig.clock.now + 30.0, stop=lambda: len(rig.restarts()) == 2)
+    b = rig.restarts()[1]
+    assert (a.generation, b.generation) == (1, 2)
+    held_by_a = set(rig.source.values) - first - {
+        f.lease_id for f in rig.engine.resolution.generation.fetched.values()  # type: ignore[union-attr]
+        if f.lease_id}
+    assert len(held_by_a) == 2 and rig.source.revoked == []
+    rig.engine.child_started(4242, a.generation)
+    rig.step()
+    assert set(rig.source.revoked_ids()) == first  # A's child still holds its own leases
+    rig.engine.child_started(4243, b.generation)
+    rig.step()
+    assert set(rig.source.revoked_ids()) == first | held_by_a
 
 
 @pytest.mark.parametrize("on_change", ["signal:HUP", "none"])
@@ -290,7 +318,7 @@ def test_old_leases_are_revoked_after_revoke_grace_when_the_app_is_not_restarted
         assert rig.posted == []
     else:
         assert [(type(e), e.signum) for e in rig.posted] == [(events.SignalChild, 1)]
-    rig.engine.child_started(4242)  # no bearing here
+    rig.engine.child_started(4242, 0)  # no bearing here
     rig.run_until(acted + 4.5)
     assert rig.source.revoked == []
     rig.run_until(acted + 6.0)
