@@ -11,7 +11,7 @@ import pytest
 from entrypoint.process import signals
 from tests.helpers.cli import wait_until
 from tests.helpers.pid1 import Supervised, children_of, is_alive, stat_of
-from tests.test_pid1_reap import can_unshare
+from tests.e2e.test_pid1_reap import can_unshare
 
 ROUTINE = [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
            signal.SIGWINCH, signal.SIGCONT]

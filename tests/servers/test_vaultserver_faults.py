@@ -19,7 +19,7 @@ import requests
 from tests.services.ports import free_port, wait_until
 from tests.vaultserver.server import VaultTestServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def root_client(server: VaultTestServer) -> hvac.Client:

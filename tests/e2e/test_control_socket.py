@@ -230,7 +230,7 @@ def test_two_containers_in_one_network_namespace_do_not_collide(
               "s.stop()\n")
     other = subprocess.Popen(["unshare", "-m", sys.executable, "-c", script],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             cwd=os.path.dirname(os.path.dirname(__file__)))
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     try:
         assert other.stdout is not None
         name = other.stdout.readline().strip()

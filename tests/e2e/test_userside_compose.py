@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "examples" / "compose"
 BOOTSTRAP = COMPOSE / "bootstrap.sh"
 
@@ -277,7 +277,7 @@ def run_bootstrap(tmp: Path, env: Mapping[str, str], mode: str) -> BootstrapRun:
     bindir.mkdir(exist_ok=True)
     fake = bindir / "vault"
     fake.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-                    "from tests.test_userside_compose import stand_in\n"
+                    "from tests.e2e.test_userside_compose import stand_in\n"
                     "sys.exit(stand_in(sys.argv[1:]))\n")
     fake.chmod(0o755)
     log = tmp / "calls.jsonl"

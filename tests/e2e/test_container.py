@@ -33,7 +33,7 @@ from tests.realservers import binaries
 # every wait inside a test has its own deadline, so this only bounds that setup.
 pytestmark = [pytest.mark.podman, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "examples" / "compose"
 PROBE = f"{REPO / 'tests/helpers/container_probe.py'}:/probe/container_probe.py:ro"
 PROBE_CMD = ["python", "/probe/container_probe.py", "/journal"]

@@ -17,7 +17,7 @@ import pytest
 from entrypoint.config.model import Config
 from entrypoint.errors import PermissionDenied, UnavailableError
 from entrypoint.ops.control import ControlServer, address, request_status
-from tests.test_control_socket import LOG, NOBODY, as_user, connect, needs_root, unique_name
+from tests.e2e.test_control_socket import LOG, NOBODY, as_user, connect, needs_root, unique_name
 
 SNAPSHOT = {"mode": "supervise", "keys": [{"key": "vault:kv/app/db", "kind": "kv2"}]}
 

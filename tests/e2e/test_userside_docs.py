@@ -25,7 +25,7 @@ from entrypoint.commands.help import settings_for
 from entrypoint.config.model import BOOTSTRAP_VARIABLES
 from entrypoint.config.settings import BY_VARIABLE, SETTINGS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 CONFIGURATION = DOCS / "configuration.md"
 QUICKSTART = DOCS / "quickstart.md"
