@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import select
 import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,12 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.venv import bench_venv
+from tests.helpers.cli import clean_env
+from tests.helpers.journal import events
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.helpers.cli import ENTRYPOINT, clean_env  # noqa: E402
-
 PROBE = str(REPO / "tests/helpers/app_probe.py")
 NS_PER_MS = 1_000_000
 
@@ -101,13 +98,16 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    header = ("target", "runs", "measured (median)", "baseline (median)", "ratio", "target",
-              "result")
+    header = ("target", "runs", "measured (median)", "baseline (median)", "difference",
+              "ratio", "target", "result")
     lines = [header]
     for row in rows:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        base = row.baseline
+        diff = "-" if base is None else "+" * (row.measured >= base) + fmt(row.measured - base,
+                                                                           row.unit)
         lines.append((row.name, str(len(row.samples)), fmt(row.measured, row.unit),
-                      fmt(row.baseline, row.unit), ratio, row.target.text,
+                      fmt(base, row.unit), diff, ratio, row.target.text,
                       "PASS" if row.passed else "FAIL"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
@@ -132,9 +132,10 @@ _sockets = itertools.count()
 
 
 def entrypoint_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the tests give the CLI. The control socket stays on, as by default,
-    under a name of its own: an abstract socket name is global to the machine, and other
-    test runs may be using the default one."""
+    """The environment the tests give the CLI, minus the path to this tree (see
+    :func:`baseline_env`). The control socket stays on, as by default, under a name of its
+    own: an abstract socket name is global to the machine, and other test runs may be
+    using the default one."""
     env = baseline_env()
     env["ENTRYPOINT_CONTROL_SOCKET"] = f"@entrypoint-bench-{os.getpid()}-{next(_sockets)}"
     env.update(extra or {})
@@ -142,26 +143,20 @@ def entrypoint_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def baseline_env() -> dict[str, str]:
-    """The same interpreter settings as the entrypoint runs (PYTHONPATH included), with
-    bytecode caching on, as for an installed package (see :func:`compile_package`)."""
+    """The tests' environment for a subprocess (nothing that configures the entrypoint)
+    without their ``PYTHONPATH`` to this tree: the measured commands import the package
+    installed in the benchmark venv (:mod:`benchmarks.venv`), never the working tree.
+    Bytecode caching stays on, as for any installed package."""
     env = clean_env()
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONDONTWRITEBYTECODE",
+                 "VIRTUAL_ENV"):
+        env.pop(name, None)
     return env
 
 
-def compile_package() -> int:
-    """Bring the package's bytecode up to date, as ``pip install`` does for an installed
-    package. Otherwise a module edited since its last .pyc (the working tree changes
-    under us) would be compiled from source at every start: time and memory that an
-    installed entrypoint never spends. Returns how many files were (re)compiled."""
-    import compileall
-    import io
-
-    before = {p: p.stat().st_mtime_ns for p in (REPO / "entrypoint").rglob("*.pyc")}
-    with contextlib.redirect_stdout(io.StringIO()):
-        compileall.compile_dir(str(REPO / "entrypoint"), quiet=1)
-    after = {p: p.stat().st_mtime_ns for p in (REPO / "entrypoint").rglob("*.pyc")}
-    return sum(1 for p, t in after.items() if before.get(p) != t)
+def python() -> str:
+    """The benchmark venv's interpreter: for baselines, the app probe and the stand-ins."""
+    return bench_venv().python
 
 
 def timed_run(argv: Sequence[str], env: Mapping[str, str], timeout: float,
@@ -231,16 +226,21 @@ def rss_kb(pid: int) -> dict[str, int]:
 # -- the app probe's journal, as a FIFO ---------------------------------------------------
 
 class Journal:
-    """A FIFO the app probe appends its events to, so that the benchmark wakes the moment
-    a line is written (no polling). We hold a writer end ourselves so that the probe
-    closing its end never reads as end-of-file."""
+    """The app probe's journal, written through a FIFO so that the benchmark wakes the
+    moment a line is written (no polling) and stamps its arrival. Every complete line is
+    appended to ``<name>.jsonl`` beside it, which is read with the tests' own reader
+    (``tests.helpers.journal.events``): one reading of the probe's format. We hold a
+    writer end ourselves so that the probe closing its end never reads as end-of-file."""
 
     def __init__(self, folder: Path, name: str = "journal") -> None:
         self.path = folder / name
+        self.copy = folder / f"{name}.jsonl"
+        self.copy.touch()
         os.mkfifo(self.path)
         self._read = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         self._write = os.open(self.path, os.O_WRONLY)
         self._buffer = b""
+        self._arrivals: list[int] = []  # ns each line arrived at, in line order
         self.events: list[tuple[int, dict[str, Any]]] = []  # (arrival ns, event)
 
     def _pump(self, timeout: float) -> None:
@@ -250,10 +250,14 @@ class Journal:
         arrived = now_ns()
         with contextlib.suppress(BlockingIOError):
             self._buffer += os.read(self._read, 65536)
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self.events.append((arrived, json.loads(line)))
+        complete, _, self._buffer = self._buffer.rpartition(b"\n")
+        lines = [line for line in complete.split(b"\n") if line.strip()]
+        if not lines:
+            return
+        with self.copy.open("ab") as copy:
+            copy.write(b"".join(line + b"\n" for line in lines))
+        self._arrivals += [arrived] * len(lines)
+        self.events = list(zip(self._arrivals, events(self.copy), strict=True))
 
     def wait(self, kind: str, count: int = 1, timeout: float = 20.0,
              alive: Callable[[], bool] | None = None) -> tuple[int, dict[str, Any]]:
@@ -344,11 +348,12 @@ def interleaved(runs: int, *measures: Callable[[], float]) -> Iterator[tuple[flo
 
 
 def entrypoint_argv(*args: str) -> list[str]:
-    return [*ENTRYPOINT, *args]
+    """The benchmark venv's ``entrypoint`` console script: the installed wheel."""
+    return [bench_venv().entrypoint, *args]
 
 
 def probe_argv(journal: Journal, *names: str, file: Path | None = None) -> list[str]:
-    argv = [sys.executable, PROBE, str(journal.path), *names]
+    argv = [python(), PROBE, str(journal.path), *names]
     if file is not None:
         argv += ["--file", str(file)]
     return argv

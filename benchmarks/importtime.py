@@ -1,9 +1,10 @@
 """Where the start-up time of ``--exec`` goes: ``python -X importtime`` summarised.
 
-    python benchmarks/importtime.py [--runs N] [--top N] [--vault]
+    python -m benchmarks.importtime [--runs N] [--top N] [--vault]
 
-Runs ``python -X importtime -m entrypoint --exec -- true`` on a local secrets directory
-with 10 references (with ``--vault``: against the Vault test server, token auth) ``runs``
+Runs ``python -X importtime -m entrypoint --exec -- true`` with the benchmark venv's
+interpreter (the installed wheel, benchmarks/venv.py) on a local secrets directory with
+10 references (with ``--vault``: against a real Vault, ``VAULT_BIN``, token auth) ``runs``
 times and prints, per top-level package, the median of its self time summed over its
 modules, and the slowest single imports by cumulative time. Numbers under ``-X importtime``
 are inflated by the instrumentation; read them as shares, not as absolute costs.
@@ -20,12 +21,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.common import Context, entrypoint_env  # noqa: E402
-from benchmarks.local import kv_refs, write_local_secrets  # noqa: E402
+from benchmarks.common import Context, entrypoint_env, python
+from benchmarks.local import kv_refs, write_local_secrets
 
 
 def parse(stderr: str) -> list[tuple[str, int, int, int]]:
@@ -50,7 +47,7 @@ def measure(env: dict[str, str], runs: int) -> tuple[Medians, Medians, Medians, 
     by_self: dict[str, list[int]] = defaultdict(list)
     totals = []
     for _ in range(runs):
-        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "entrypoint",
+        result = subprocess.run([python(), "-X", "importtime", "-m", "entrypoint",
                                  "--exec", "--", true], env=env, capture_output=True,
                                 text=True, timeout=60)
         if result.returncode != 0:
@@ -76,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--vault", action="store_true",
-                        help="resolve through the Vault test server (token auth)")
+                        help="resolve through a real Vault (VAULT_BIN; token auth)")
     args = parser.parse_args(argv)
     with Context(1) as ctx:
         if args.vault:

@@ -7,7 +7,6 @@ import json
 import shutil
 import signal
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from benchmarks.common import (
     ms,
     now_ns,
     probe_argv,
+    python,
     rss_kb,
     stop,
     timed_run,
@@ -68,7 +68,7 @@ def exec_start(ctx: Context) -> list[Row]:
     env = entrypoint_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), **kv_refs()})
     true = shutil.which("true") or "/bin/true"
     argv = entrypoint_argv("--exec", "--", true)
-    base = [sys.executable, "-c", "pass"]
+    base = [python(), "-c", "pass"]
     log = folder / "stderr"
     cpu: list[float] = []
     base_cpu: list[float] = []
@@ -81,7 +81,7 @@ def exec_start(ctx: Context) -> list[Row]:
         target=Target("ratio", 3.0, "<= 3x baseline"),
         samples=[p[0] for p in pairs], baseline_samples=[p[1] for p in pairs],
         baseline_what="python -c pass",
-        what="spawn of `python -m entrypoint --exec -- true` to its exit (the exec'd true "
+        what="spawn of `entrypoint --exec -- true` (the venv's) to its exit (the exec'd true "
              "included), 10 vault: refs over 10 files of a local secrets directory")
     add_cpu(row, cpu[1:], base_cpu[1:])
     return [row]
@@ -179,12 +179,13 @@ def phases(log: str, spawned_at: float, running_at: float) -> dict[str, float]:
 
 
 def bare_python_rss(ctx: Context) -> list[dict[str, int]]:
-    """RSS of a bare ``python -c "import time; time.sleep(60)"``, ``runs`` times."""
+    """RSS of a bare ``python -c "import time; time.sleep(60)"`` (the benchmark venv's
+    interpreter), ``runs`` times."""
     def measure() -> list[dict[str, int]]:
         folder = ctx.folder("bare-python")
         out = []
         for i in range(ctx.runs):
-            proc = ctx.popen([sys.executable, "-c", "import time; time.sleep(60)"],
+            proc = ctx.popen([python(), "-c", "import time; time.sleep(60)"],
                              baseline_env(), folder / f"stderr-{i}")
             time.sleep(SETTLE)
             if proc.poll() is not None:

@@ -1,10 +1,11 @@
 """Where the supervisor's resident memory goes: RSS after each group of imports.
 
-    python benchmarks/memory.py [--runs N]
+    python -m benchmarks.memory [--runs N]
 
-A fresh interpreter imports, in the order the resident supervisor with an aws-iam login
-does, one group of modules after another and reads VmRSS after each (the median over
-``runs`` fresh interpreters is printed). Modules are most of the supervisor's memory:
+A fresh interpreter of the benchmark venv (the wheel of this tree and its runtime
+dependencies only, benchmarks/venv.py) imports, in the order the resident supervisor with
+an aws-iam login does, one group of modules after another and reads VmRSS after each (the
+median over ``runs`` fresh interpreters is printed). Modules are most of the supervisor's memory:
 code objects, functions and class dicts, plus the shared libraries they map (libssl for
 ``ssl``). Attribution at module level is approximate (the allocator takes memory from the
 system in 1 MiB arenas), group level is good to a few hundred kB.
@@ -17,13 +18,8 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.common import baseline_env  # noqa: E402
+from benchmarks.common import baseline_env, python
 
 GROUPS: list[tuple[str, list[str]]] = [
     ("entrypoint: cli, config, runtime (the --exec path)",
@@ -68,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = json.dumps([modules for _, modules in GROUPS])
     samples = []
     for _ in range(max(1, args.runs)):
-        result = subprocess.run([sys.executable, "-c", CHILD, groups], env=baseline_env(),
+        result = subprocess.run([python(), "-c", CHILD, groups], env=baseline_env(),
                                 capture_output=True, text=True, timeout=60, check=True)
         samples.append(json.loads(result.stdout))
     steps = [statistics.median(run[i] for run in samples) / 1024

@@ -1,10 +1,14 @@
 """Measure entrypoint against the speed and size targets of DESIGN.md.
 
-    python benchmarks/run.py [--only NAME[,NAME...]] [--runs N] [--json PATH] [--list]
+    python -m benchmarks.run [--only NAME[,NAME...]] [--runs N] [--json PATH] [--list]
 
+From the repository's root (the current directory puts ``benchmarks`` and the tests'
+helpers on the path, as packages). Every measured command and its baseline run in a venv
+holding only the wheel of this tree and its runtime dependencies (benchmarks/venv.py).
 Prints one table (target, median over N runs, the baseline measured in the same run,
-the ratio, pass/fail) and writes it as JSON (default benchmarks/results.json). Starts
-what it needs itself, on loopback only, and stops it. See benchmarks/README.md.
+the difference, the ratio, pass/fail) and writes it as JSON (default
+benchmarks/results.json). Starts what it needs itself, on loopback only, and stops it.
+See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if not __package__:
+    sys.exit("run the benchmarks from the repository's root as a module: "
+             "python -m benchmarks.run [--list | --only NAME,... | --runs N]")
 
-from benchmarks import local  # noqa: E402
-from benchmarks.common import BenchError, Context, Row, compile_package, table  # noqa: E402
+from benchmarks import local
+from benchmarks.common import REPO, BenchError, Context, Row, table
+from benchmarks.venv import bench_venv
 
 Case = Callable[[Context], list[Row]]
 
@@ -84,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     errors: dict[str, str] = {}
     started = time.monotonic()
-    compiled = compile_package()
-    print(f"... bytecode of entrypoint/ brought up to date ({compiled} file(s) compiled)",
-          file=sys.stderr, flush=True)
+    venv = bench_venv()
+    print(f"... {venv.describe()}", file=sys.stderr, flush=True)
     with Context(runs, keep=args.keep) as ctx:
         for name in selected:
             case_started = time.monotonic()
@@ -121,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
               "absolute times under load.")
     print(f"\n{runs} runs per row; {cores} cores; load average at the end "
           f"{load[0]:.2f}; took {elapsed:.0f}s. Ratios are measured / baseline, both "
-          "measured in this invocation.")
+          "measured in this invocation, both in the venv "
+          f"{venv.path.name} ({venv.wheel} + {len(venv.freeze)} runtime dependencies, "
+          f"Python {sys.version.split()[0]}).")
     report = {
         "runs": runs,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "venv": {"path": str(venv.path), "sources_key": venv.key, "wheel": venv.wheel,
+                 "packages": venv.freeze, "built_now": venv.built_now},
         "cores": cores,
         "load_average_end": load,
         "elapsed_s": round(elapsed, 1),
