@@ -78,6 +78,29 @@ def namesake_rows() -> list[CheckRow]:
                      "environment of its own")]
 
 
+def path_rows(source: Source, key: SourceKey, wanted: set[str]) -> list[CheckRow]:
+    """Read one path: its row (a missing key fails it, as it would fail the start), and
+    its lease given back at once."""
+    try:
+        fetched = source.fetch(key.path, key.version)
+    except EntrypointError as exc:
+        return [failed(ref_of(key), "-", exc)]
+    missing = sorted(k for k in wanted if k not in fetched.data)
+    if missing:
+        label = ", ".join(f"{key.path}#{k}" for k in missing)
+        present = ", ".join(sorted(fetched.data)) or "none"
+        rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+                         f"missing key {label} (keys present: {present})", ok=False, code=78)]
+    else:
+        rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok")]
+    if fetched.lease_id:
+        try:
+            source.revoke_lease(fetched.lease_id)
+        except EntrypointError as exc:
+            rows.append(failed(ref_of(key), "revoke", exc))
+    return rows
+
+
 def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
               keys: Mapping[SourceKey, Iterable[str]] | None = None,
               log: logging.Logger | None = None) -> list[CheckRow]:
@@ -98,36 +121,17 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     try:
         usable: dict[str, bool] = {}
         for key in sorted(todo, key=SourceKey.sort_key):
-            scheme = key.scheme
             try:
-                source = sources.get(scheme)
+                source = sources.get(key.scheme)
             except EntrypointError as exc:
                 rows.append(failed(ref_of(key), "-", exc))
                 continue
-            if scheme not in usable:
-                usable[scheme] = preflight_rows(source, rows)
-            if not usable[scheme]:
-                rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
-                continue
-            try:
-                fetched = source.fetch(key.path, key.version)
-            except EntrypointError as exc:
-                rows.append(failed(ref_of(key), "-", exc))
-                continue
-            missing = sorted(k for k in wanted.get(key, ()) if k not in fetched.data)
-            if missing:
-                label = ", ".join(f"{key.path}#{k}" for k in missing)
-                present = ", ".join(sorted(fetched.data)) or "none"
-                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
-                                     f"missing key {label} (keys present: "
-                                     f"{present})", ok=False, code=78))
+            if key.scheme not in usable:
+                usable[key.scheme] = preflight_rows(source, rows)
+            if usable[key.scheme]:
+                rows += path_rows(source, key, wanted.get(key, set()))
             else:
-                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok"))
-            if fetched.lease_id:
-                try:
-                    source.revoke_lease(fetched.lease_id)
-                except EntrypointError as exc:
-                    rows.append(failed(ref_of(key), "revoke", exc))
+                rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
         if not all(usable.values()):
             if config.template or config.env_template:
                 rows.append(CheckRow("templates", "template", "", "skipped (see above)",

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.config import values
-from entrypoint.config.settings import BY_NAME, BY_VARIABLE, SECTIONS, SETTINGS, Setting
+from entrypoint.config.convert import Raw as Raw
+from entrypoint.config.convert import convert, did_you_mean
+from entrypoint.config.settings import BY_NAME, BY_VARIABLE, SECTIONS, SETTINGS
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, PermissionDenied
 from entrypoint.secret import Secret
@@ -126,21 +128,6 @@ class Config:
     origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class Raw:
-    """A raw value and where it came from."""
-
-    value: Any
-    origin: str
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
 def _locate(text: str, section: str | None, key: str) -> int | None:
     """The line of ``key`` in TOML ``text`` (tomllib keeps no positions)."""
     current: str | None = None
@@ -193,7 +180,7 @@ class TomlFile:
                 for sub, subvalue in value.items():
                     setting = BY_NAME.get(sub)
                     if setting is None or setting.section != key:
-                        hint = _did_you_mean(f"{key}.{sub}", toml_names)
+                        hint = did_you_mean(f"{key}.{sub}", toml_names)
                         raise ConfigError(
                             f"{self.where(key, sub)}: unknown setting {key}.{sub}",
                             hint=hint or "see docs/configuration.md for the settings",
@@ -209,74 +196,10 @@ class TomlFile:
                                   f"[{setting.section}] table",
                                   hint=f"expected [{setting.section}] then {key} = ..., "
                                        f"i.e. {setting.toml_key}")
-            hint = _did_you_mean(key, toml_names)
+            hint = did_you_mean(key, toml_names)
             raise ConfigError(f"{self.where(None, key)}: unknown setting {key!r}",
                               hint=hint or "see docs/configuration.md for the settings")
         return out
-
-
-def _expect(setting: Setting, raw: Raw, what: str) -> ConfigError:
-    from entrypoint.describe import value_kind
-
-    return ConfigError(f"{raw.origin}: {setting.name} expects {what}, got "
-                       f"{value_kind(raw.value)}")
-
-
-def _convert(setting: Setting, raw: Raw) -> Any:
-    """Turn a raw value (string from flag/env, native from TOML) into the setting's type."""
-    v = raw.value
-    kind = setting.kind
-    try:
-        if kind == "list":
-            if isinstance(v, str):
-                return [p.strip() for p in v.split(",") if p.strip()]
-            if isinstance(v, list) and all(isinstance(p, str) for p in v):
-                return list(v)
-            raise _expect(setting, raw, "a list of strings")
-        if kind == "bool":
-            if isinstance(v, bool):
-                return v
-            if isinstance(v, str):
-                return values.parse_bool(v)
-            raise _expect(setting, raw, "true or false")
-        if kind == "int":
-            if isinstance(v, int) and not isinstance(v, bool):
-                return values.parse_positive_int(str(v))
-            if isinstance(v, str):
-                return values.parse_positive_int(v)
-            raise _expect(setting, raw, "a whole number")
-        if kind == "duration":
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                if v < 0:
-                    raise ValueError(f"expected a duration of 0 or more, got {v}")
-                return float(v)
-            if isinstance(v, str):
-                return values.parse_duration(v)
-            raise _expect(setting, raw, "a duration such as 30s")
-        if kind == "fraction":
-            if isinstance(v, int | float | str) and not isinstance(v, bool):
-                return values.parse_fraction(str(v))
-            raise _expect(setting, raw, "a number between 0 and 1")
-        if not isinstance(v, str):
-            raise _expect(setting, raw, "a string")
-        if kind == "signal":
-            return int(values.parse_signal(v))
-        if kind == "choice":
-            if v not in setting.choices:
-                hint = _did_you_mean(v, list(setting.choices))
-                raise ConfigError(
-                    f"{raw.origin}: {setting.name} must be one of {', '.join(setting.choices)},"
-                    f" got {v!r}", hint=hint)
-            return v
-        if kind == "path":
-            if not v:
-                raise ValueError("expected a path, got an empty value")
-            return Path(v)
-        if setting.secret:
-            return Secret(v)
-        return v
-    except ValueError as exc:
-        raise ConfigError(f"{raw.origin}: {setting.name}: {exc}") from None
 
 
 def _rewrite_map(items: list[str], origin: str) -> dict[int, int]:
@@ -319,7 +242,7 @@ def check_environment(environ: Mapping[str, str]) -> None:
     for name in environ:
         if name.startswith("ENTRYPOINT_") and name not in BY_VARIABLE:
             raise ConfigError(f"variable {name}: unknown setting",
-                              hint=_did_you_mean(name, list(BY_VARIABLE))
+                              hint=did_you_mean(name, list(BY_VARIABLE))
                               or "see docs/configuration.md for the settings")
 
 
@@ -354,12 +277,12 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
             from_file = raw is file_values.get("template")
             chosen["template"] = templates(raw, base if from_file else Path.cwd())
         elif setting.name == "rewrite_signal":
-            chosen[setting.name] = _rewrite_map(_convert(setting, raw), raw.origin)
+            chosen[setting.name] = _rewrite_map(convert(setting, raw), raw.origin)
         elif setting.name in _INT_LISTS:
-            chosen[setting.name] = _int_list(_convert(setting, raw), raw.origin, setting.name,
+            chosen[setting.name] = _int_list(convert(setting, raw), raw.origin, setting.name,
                                              *_INT_LISTS[setting.name])
         else:
-            value = _convert(setting, raw)
+            value = convert(setting, raw)
             if setting.kind == "path" and raw is file_values.get(setting.name):
                 value = base / value  # paths in the file are relative to the file
             chosen[setting.name] = value

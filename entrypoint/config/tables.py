@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.config import values
+from entrypoint.config.convert import did_you_mean
 from entrypoint.config.model import (
     EnvTemplateSpec,
     OnChange,
     Raw,
     TemplateSpec,
-    _did_you_mean,
 )
 from entrypoint.describe import value_kind
 from entrypoint.errors import ConfigError
@@ -50,7 +50,7 @@ def _check_table(table: Any, allowed: tuple[str, ...], origin: str, what: str) -
     for key in table:
         if key not in allowed:
             raise ConfigError(f"{origin}: unknown key {key!r} in [[{what}]]",
-                              hint=_did_you_mean(key, list(allowed))
+                              hint=did_you_mean(key, list(allowed))
                               or f"expected one of {', '.join(allowed)}")
     return table
 

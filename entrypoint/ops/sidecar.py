@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entrypoint.config.model import Config
 from entrypoint.errors import EX_SOFTWARE, EntrypointError
@@ -24,6 +24,10 @@ from entrypoint.process import reaper, signals
 from entrypoint.process.child import Launch
 from entrypoint.process.events import Fatal, Restart, RunCommand, SignalChild
 from entrypoint.process.side_commands import SideCommands
+
+if TYPE_CHECKING:
+    from entrypoint.commands.run import Resident
+    from entrypoint.ops.service import Ops
 
 TICK = 1.0  # reap at least this often even if a SIGCHLD is somehow missed
 
@@ -55,48 +59,16 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
             inbox.put(("failed", exc))
 
     threading.Thread(target=prepare, name="entrypoint-prepare", daemon=True).start()
-    child_env: Mapping[str, str] = {}
-    ready = False
-    # (when the readers of the files had time to move on, the successor they moved to)
-    graces: list[tuple[float, int]] = []
-    code = 0
+    loop = _Loop(config, log, resident, ops, commands, launch)
+    code: int | None = None
     try:
-        while True:
-            now = time.monotonic()
-            wait = TICK if not graces else min(TICK, max(0.0, graces[0][0] - now))
+        while code is None:
             try:
-                item = inbox.get(timeout=wait)
+                item = inbox.get(timeout=loop.wait())
             except queue.Empty:
                 item = None
-            while graces and time.monotonic() >= graces[0][0]:
-                # The engine's cue that the leases this successor replaced may go.
-                resident.child_started(0, graces.pop(0)[1])
-            if isinstance(item, tuple) and item[0] == "prepared":
-                child_env, ready = item[1], True
-                ops.ready.set(True)  # resolved and rendered: what a probe waits for
-            elif isinstance(item, tuple) and item[0] == "failed":
-                code = _report(log, item[1])
-                break
-            elif isinstance(item, int) and item in signals.SHUTDOWN:
-                log.info("received %s: stopping (sidecar mode)", signals.name(item),
-                         extra={"event": "stop", "reason": f"received {signals.name(item)}"})
-                code = 0 if ready else 128 + item
-                break
-            elif isinstance(item, RunCommand):
-                commands.start(item, child_env, launch)
-            elif isinstance(item, Restart):
-                child_env = item.env  # what on_change commands get from now on
-                # No app will start on the new values: whoever reads the files gets
-                # revoke_grace to pick them up before the old leases are revoked.
-                graces.append((time.monotonic() + config.revoke_grace, item.generation))
-                log.info("new values rendered; no app to restart (sidecar mode): %s",
-                         item.reason, extra={"event": "no_action", "reason": item.reason})
-            elif isinstance(item, SignalChild):
-                log.info("no app to send %s to (sidecar mode): %s",
-                         signal.Signals(item.signum).name, item.reason)
-            elif isinstance(item, Fatal):
-                code = _report(log, item.error)
-                break
+            loop.release_due()
+            code = loop.handle(item)
             for pid, status in reaper.reap():
                 commands.reaped(pid, status)
     except EntrypointError as exc:
@@ -108,6 +80,56 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
             commands.reaped(pid, status)
         resident.shutdown()
     return code
+
+
+class _Loop:
+    """What the sidecar's loop keeps between items, and what each item does."""
+
+    def __init__(self, config: Config, log: logging.Logger, resident: Resident, ops: Ops,
+                 commands: SideCommands, launch: Launch) -> None:
+        self.config, self.log, self.resident, self.ops = config, log, resident, ops
+        self.commands, self.launch = commands, launch
+        self.child_env: Mapping[str, str] = {}
+        self.ready = False
+        # (when the readers of the files had time to move on, the successor they moved to)
+        self.graces: list[tuple[float, int]] = []
+
+    def wait(self) -> float:
+        if not self.graces:
+            return TICK
+        return min(TICK, max(0.0, self.graces[0][0] - time.monotonic()))
+
+    def release_due(self) -> None:
+        while self.graces and time.monotonic() >= self.graces[0][0]:
+            # The engine's cue that the leases this successor replaced may go.
+            self.resident.child_started(0, self.graces.pop(0)[1])
+
+    def handle(self, item: Any) -> int | None:
+        """The exit status when ``item`` ends the sidecar, else None."""
+        if isinstance(item, tuple) and item[0] == "prepared":
+            self.child_env, self.ready = item[1], True
+            self.ops.ready.set(True)  # resolved and rendered: what a probe waits for
+        elif isinstance(item, tuple) and item[0] == "failed":
+            return _report(self.log, item[1])
+        elif isinstance(item, int) and item in signals.SHUTDOWN:
+            self.log.info("received %s: stopping (sidecar mode)", signals.name(item),
+                          extra={"event": "stop", "reason": f"received {signals.name(item)}"})
+            return 0 if self.ready else 128 + item
+        elif isinstance(item, RunCommand):
+            self.commands.start(item, self.child_env, self.launch)
+        elif isinstance(item, Restart):
+            self.child_env = item.env  # what on_change commands get from now on
+            # No app will start on the new values: whoever reads the files gets
+            # revoke_grace to pick them up before the old leases are revoked.
+            self.graces.append((time.monotonic() + self.config.revoke_grace, item.generation))
+            self.log.info("new values rendered; no app to restart (sidecar mode): %s",
+                          item.reason, extra={"event": "no_action", "reason": item.reason})
+        elif isinstance(item, SignalChild):
+            self.log.info("no app to send %s to (sidecar mode): %s",
+                          signal.Signals(item.signum).name, item.reason)
+        elif isinstance(item, Fatal):
+            return _report(self.log, item.error)
+        return None
 
 
 def _report(log: logging.Logger, error: BaseException) -> int:

@@ -71,6 +71,12 @@ def _truthy(text: str, name: str) -> bool:
 
 def settings_from_environment(environ: Mapping[str, str]) -> ConsulSettings:
     """Read Consul's standard variables from ``environ``."""
+    scheme, host, port = _address(environ)
+    return ConsulSettings(host, port, scheme, _token(environ), _verify(environ),
+                          _client_cert(environ))
+
+
+def _address(environ: Mapping[str, str]) -> tuple[str, str, int]:
     raw = environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDR
     ssl = _truthy(environ["CONSUL_HTTP_SSL"], "CONSUL_HTTP_SSL") \
         if environ.get("CONSUL_HTTP_SSL") else False
@@ -84,18 +90,28 @@ def settings_from_environment(environ: Mapping[str, str]) -> ConsulSettings:
             or parsed.path not in ("", "/"):
         raise ConfigError(f"variable CONSUL_HTTP_ADDR: expected host:port or "
                           f"http(s)://host:port, got {raw!r}")
-    token: Secret | None = None
+    return scheme, parsed.hostname, port or (8501 if scheme == "https" else 8500)
+
+
+def _token(environ: Mapping[str, str]) -> Secret | None:
     if environ.get("CONSUL_HTTP_TOKEN"):
-        token = Secret(environ["CONSUL_HTTP_TOKEN"])
-    elif environ.get("CONSUL_HTTP_TOKEN_FILE"):
-        token = Secret(_read(environ["CONSUL_HTTP_TOKEN_FILE"], "CONSUL_HTTP_TOKEN_FILE").strip())
+        return Secret(environ["CONSUL_HTTP_TOKEN"])
+    if environ.get("CONSUL_HTTP_TOKEN_FILE"):
+        return Secret(_read(environ["CONSUL_HTTP_TOKEN_FILE"], "CONSUL_HTTP_TOKEN_FILE").strip())
+    return None
+
+
+def _verify(environ: Mapping[str, str]) -> bool | str:
     verify: bool | str = True
     if environ.get("CONSUL_CACERT"):
         verify = _readable(environ["CONSUL_CACERT"], "CONSUL_CACERT")
     if environ.get("CONSUL_HTTP_SSL_VERIFY") and not _truthy(
             environ["CONSUL_HTTP_SSL_VERIFY"], "CONSUL_HTTP_SSL_VERIFY"):
         verify = False
-    cert: tuple[str, str] | None = None
+    return verify
+
+
+def _client_cert(environ: Mapping[str, str]) -> tuple[str, str] | None:
     client_cert, client_key = environ.get("CONSUL_CLIENT_CERT"), environ.get("CONSUL_CLIENT_KEY")
     if bool(client_cert) != bool(client_key):
         # One without the other would connect with no certificate, and an agent with
@@ -103,10 +119,9 @@ def settings_from_environment(environ: Mapping[str, str]) -> ConsulSettings:
         raise ConfigError("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY must be set together",
                           hint="expected both a certificate file and its key file")
     if client_cert and client_key:
-        cert = (_readable(client_cert, "CONSUL_CLIENT_CERT"),
+        return (_readable(client_cert, "CONSUL_CLIENT_CERT"),
                 _readable(client_key, "CONSUL_CLIENT_KEY"))
-    return ConsulSettings(parsed.hostname, port or (8501 if scheme == "https" else 8500),
-                          scheme, token, verify, cert)
+    return None
 
 
 def _read(path: str, variable: str) -> str:
