@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
+from tests.helpers.cli import REPO, clean_env, run_cli, start_cli, wait_until
 from tests.helpers.journal import events, wait_for
 from tests.helpers.secrecy import seed_secret
 
@@ -64,9 +64,9 @@ def test_nul_in_a_rotated_secret_keeps_the_app_running(
     env = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
                      "DB_PASSWORD": "vault:kv/app/db#password"})
     with log.open("wb") as err:
-        proc = subprocess.Popen([*ENTRYPOINT, "--kill-timeout", "5s", "--wait-min", "100ms",
-                                 "--wait-max", "1s", "--", sys.executable, PROBE, str(journal),
-                                 "DB_PASSWORD"], env=env, stderr=err)
+        proc = start_cli(["--kill-timeout", "5s", "--wait-min", "100ms",
+                          "--wait-max", "1s", "--", sys.executable, PROBE, str(journal),
+                          "DB_PASSWORD"], env, stderr=err)
     procs.append(proc)
     first = wait_for(journal, "start")[0]
     assert first["env"] == {"DB_PASSWORD": GOOD}
@@ -128,15 +128,14 @@ def test_bad_values_at_start_are_refused_cleanly(secrets: Path, tmp_path: Path, 
         write_secret(secrets, {"password": "x" * 200_000})
         env["DB_PASSWORD"] = "vault:kv/app/db#password"
     marker = tmp_path / "started"
-    argv = [*ENTRYPOINT, "--", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    argv = ["--", sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
     full = clean_env(env)
     if case == "non-utf8-variable-in-a-file-template":
         full_bytes = {k.encode(): v.encode() for k, v in full.items()}
         full_bytes[b"ODD"] = b"caf\xe9-not-utf8"
-        proc = subprocess.run(argv, env=full_bytes, capture_output=True, text=True,
-                              timeout=60)  # type: ignore[call-overload]
+        proc = run_cli(argv, full_bytes, clean=False)  # type: ignore[arg-type]
     else:
-        proc = subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60)
+        proc = run_cli(argv, full, clean=False)
     assert proc.returncode == 78, proc.stderr
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr

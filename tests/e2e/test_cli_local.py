@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
+from tests.helpers.cli import clean_env, run_cli, start_cli
 
 SECRET_PASSWORD = "pw-Zq81-local-very-secret"
 SECRET_DYNAMIC = "dyn-Kk29-password-secret"
@@ -58,8 +58,8 @@ def assert_no_secret(text: str) -> None:
 def test_exec_resolves_and_replaces_the_process(secrets_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "env.json"
     env = clean_env(base_env(secrets_dir, VAULT_TOKEN="s.bootstrap-token-value"))
-    proc = subprocess.Popen([*ENTRYPOINT, "--exec", "--", sys.executable, "-c", DUMP_ENV,
-                             str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(["--exec", "--", sys.executable, "-c", DUMP_ENV, str(out)], env,
+                     stderr=subprocess.PIPE, text=True)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     seen = json.loads(out.read_text())

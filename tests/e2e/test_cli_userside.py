@@ -16,7 +16,7 @@ from entrypoint import __version__
 from entrypoint.cli import SUBCOMMANDS
 from entrypoint.commands.help import USED_BY, settings_for
 from entrypoint.config.settings import BY_NAME, SETTINGS
-from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
+from tests.helpers.cli import run_cli
 
 VALUES = {
     "PLAIN": "plain-value_1.2:3@x%+,=",
@@ -45,8 +45,7 @@ def _render(tmp_path: Path, values: dict[str, str], fmt: str,
     env = {"ENTRYPOINT_LOCAL_SECRETS": str(tmp_path / "sec")}
     env.update({name: f"vault:kv/all#{name}" for name in values})
     # Bytes, decoded by hand: text mode would turn the \r of a value into \n.
-    result = subprocess.run([*ENTRYPOINT, "render", "--reveal", "--format", fmt],
-                            env=clean_env(env), capture_output=True, timeout=60)
+    result = run_cli(["render", "--reveal", "--format", fmt], env, text=False)
     return subprocess.CompletedProcess(result.args, result.returncode,
                                        result.stdout.decode(), result.stderr.decode())
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import REPO, clean_env
+from tests.helpers.cli import REPO, clean_env, run_cli, start_cli
 from tests.helpers.journal import wait_for
 
 PROBE = str(REPO / "tests/helpers/app_probe.py")
@@ -56,9 +56,8 @@ def local_env(secrets: Path) -> dict[str, str]:
 
 def test_exec_on_the_local_directory_imports_no_heavy_client(secrets: Path) -> None:
     app = [sys.executable, "-c", "import os; print('app got', os.environ['DB_USER'])"]
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "entrypoint", "--exec",
-                             "--", *app], env=local_env(secrets), capture_output=True,
-                            text=True, timeout=60)
+    result = run_cli(["--exec", "--", *app], local_env(secrets), clean=False,
+                     python_flags=["-X", "importtime"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "app got app"  # the exec happened
     names = imported(result.stderr)
@@ -71,11 +70,10 @@ def test_resident_run_on_the_local_directory_imports_watchdog_only(
     journal = tmp_path / "journal"
     stderr_file = tmp_path / "stderr"
     with stderr_file.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "entrypoint",
-                                 "--kill-timeout", "5s", "--", sys.executable, PROBE,
-                                 str(journal), "DB_PASSWORD"],
-                                env=local_env(secrets), stdout=subprocess.DEVNULL,
-                                stderr=stderr, text=True)
+        proc = start_cli(["--kill-timeout", "5s", "--", sys.executable, PROBE,
+                          str(journal), "DB_PASSWORD"],
+                         local_env(secrets), clean=False, python_flags=["-X", "importtime"],
+                         stdout=subprocess.DEVNULL, stderr=stderr, text=True)
         try:
             start = wait_for(journal, "start")[0]
             assert start["env"] == {"DB_PASSWORD": "local-pw"}

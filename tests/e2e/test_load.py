@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, wait_until
+from tests.helpers.cli import REPO, clean_env, start_cli, wait_until
 from tests.helpers.journal import wait_for
 from tests.helpers.secrecy import record_file, seed_secret
 
@@ -162,15 +162,15 @@ def test_steady_state_requests_per_hour(vault: Any, postgres: Any, tmp_path: Pat
             folder = tmp_path / name.replace(" ", "-")
             folder.mkdir()
             with (folder / "ep.log").open("wb") as log:
-                proc = subprocess.Popen(
-                    [*ENTRYPOINT, "--poll-interval", f"{REAL_POLL / SCALE:g}s",
+                proc = start_cli(
+                    ["--poll-interval", f"{REAL_POLL / SCALE:g}s",
                      "--lease-check-interval", "0", "--kill-timeout", "5s", "--",
                      sys.executable, PROBE, str(folder / "journal"), "APP_SECRET"],
-                    env=clean_env({"VAULT_ADDR": vault.addr, "VAULT_TOKEN": token,
-                                   "ENTRYPOINT_CONTROL_SOCKET": "",
-                                   "APP_SECRET": "vault:secret/app#value",
-                                   "DB_URL": "postgresql://${vault:database/creds/app#username}"
-                                             ":${vault:database/creds/app#password}@db/app"}),
+                    {"VAULT_ADDR": vault.addr, "VAULT_TOKEN": token,
+                     "ENTRYPOINT_CONTROL_SOCKET": "",
+                     "APP_SECRET": "vault:secret/app#value",
+                     "DB_URL": "postgresql://${vault:database/creds/app#username}"
+                               ":${vault:database/creds/app#password}@db/app"},
                     stdout=subprocess.DEVNULL, stderr=log)
             runs[name] = (vault.token_accessor(token), proc, folder)
         for _, _, folder in runs.values():

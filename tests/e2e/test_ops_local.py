@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli
+from tests.helpers.cli import REPO, clean_env, run_cli, start_cli
 from tests.helpers.journal import events, wait_for
 from tests.services.ports import free_port, wait_until
 
@@ -66,10 +66,10 @@ class Running:
         if command is None:
             command = [sys.executable, PROBE, str(self.journal), "DB_PASSWORD"]
         tail = ["--", *command] if command else []
-        self.proc = subprocess.Popen(
-            [*ENTRYPOINT, "--kill-timeout", "5s", "--wait-min", "100ms", "--wait-max", "1s",
+        self.proc = start_cli(
+            ["--kill-timeout", "5s", "--wait-min", "100ms", "--wait-max", "1s",
              "--ready-file", str(self.ready), "--metrics-listen", f"127.0.0.1:{self.port}",
-             *args, *tail], env=self.env, stderr=subprocess.PIPE, text=True)
+             *args, *tail], self.env, stderr=subprocess.PIPE, text=True)
         self.stderr = ""
 
     def write(self, value: str) -> None:

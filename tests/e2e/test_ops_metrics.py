@@ -20,7 +20,7 @@ from entrypoint.errors import ConfigError
 from entrypoint.ops.exposition import Family, render
 from entrypoint.ops.metrics import MetricsServer, families, parse_listen
 from entrypoint.ops.state import Observer, endpoint_class, short_lease_id
-from tests.helpers.cli import REPO, clean_env
+from tests.helpers.cli import REPO, clean_env, start_cli
 from tests.helpers.journal import wait_for
 from tests.services.ports import free_port, wait_until
 
@@ -172,9 +172,9 @@ def test_resident_run_with_metrics_loads_no_http_client_or_ssl(tmp_path: Path) -
                      "ENTRYPOINT_METRICS_LISTEN": f"127.0.0.1:{port}",
                      "DB_PASSWORD": "vault:kv/app/db#password"})
     with stderr_file.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "entrypoint",
-                                 "--", sys.executable, PROBE, str(journal)],
-                                env=env, stderr=stderr, stdout=subprocess.DEVNULL)
+        proc = start_cli(["--", sys.executable, PROBE, str(journal)], env,
+                         python_flags=["-X", "importtime"], stderr=stderr,
+                         stdout=subprocess.DEVNULL)
         try:
             wait_for(journal, "start")
             wait_until(lambda: b"entrypoint_ready 1.0" in _get(port), what="a scrape")

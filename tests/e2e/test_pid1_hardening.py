@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, wait_until
+from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 from tests.helpers.pid1 import is_alive
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -71,9 +71,8 @@ def root_only_file(tmp_path: Path, text: str) -> int:
 
 def app_fds(args: list[str], env: dict[str, str], fd: int) -> dict[str, list[str]]:
     """Run the entrypoint as a caller that left ``fd`` open; the app's descriptors."""
-    done = subprocess.run([*ENTRYPOINT, "--control-socket", "", *args, "--",
-                           SYSTEM_PYTHON, "-c", LIST_FDS], env=clean_env(env), cwd=REPO,
-                          capture_output=True, text=True, timeout=60, pass_fds=(fd,))
+    done = run_cli(["--control-socket", "", *args, "--", SYSTEM_PYTHON, "-c", LIST_FDS], env,
+                   cwd=REPO, pass_fds=(fd,))
     assert done.returncode == 0, done.stderr
     found: dict[str, list[str]] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
@@ -131,12 +130,9 @@ def test_same_uid_app_cannot_read_the_entrypoints_environment(shared_dir: Path) 
     steal = ("import os\ntry:\n    print(open(f'/proc/{os.getppid()}/environ').read())\n"
              "except OSError as exc:\n    print('refused', exc.strerror)\n")
     token = "s.Dumpable-Token-Zq81"
-    done = subprocess.run(
-        [SYSTEM_PYTHON, "-m", "entrypoint", "--control-socket", "", "--",
-         SYSTEM_PYTHON, "-c", steal],
-        env=clean_env({"VAULT_TOKEN": token, "HOME": str(shared_dir)}), cwd=shared_dir,
-        user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True,
-        timeout=60)
+    done = run_cli(["--control-socket", "", "--", SYSTEM_PYTHON, "-c", steal],
+                   {"VAULT_TOKEN": token, "HOME": str(shared_dir)}, cwd=shared_dir,
+                   python=SYSTEM_PYTHON, user=NOBODY, group=NOBODY, extra_groups=[])
     assert done.returncode == 0, done.stderr
     assert token not in done.stdout
     assert done.stdout.startswith("refused Permission denied")
@@ -154,10 +150,8 @@ def test_no_new_privs_keeps_a_setuid_program_from_gaining_root(shared_dir: Path)
     code = "import os; print(os.geteuid())"
 
     def euid(extra: list[str]) -> str:
-        done = subprocess.run([*ENTRYPOINT, "--control-socket", "", "--user", str(NOBODY),
-                               *extra, "--", str(setuid_python), "-c", code],
-                              env=clean_env(), cwd=REPO, capture_output=True, text=True,
-                              timeout=60)
+        done = run_cli(["--control-socket", "", "--user", str(NOBODY),
+                        *extra, "--", str(setuid_python), "-c", code], cwd=REPO)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -172,14 +166,13 @@ def test_approle_secret_id_on_the_command_line_is_warned_about(tmp_path: Path) -
     on the host to read, as this test does. The entrypoint says so, without the value."""
     secret_id = "sid-Cmdline-Visible-4k2"
     # Nothing answers on port 9: it keeps retrying at start, long enough to be looked at.
-    env = clean_env({"VAULT_ADDR": "http://127.0.0.1:9", "ENTRYPOINT_STARTUP_TIMEOUT": "60s",
-                     "ENTRYPOINT_VAULT_APPROLE_ROLE_ID": "role",
-                     "APP_SECRET": "vault:secret/app#value"})
+    env = {"VAULT_ADDR": "http://127.0.0.1:9", "ENTRYPOINT_STARTUP_TIMEOUT": "60s",
+           "ENTRYPOINT_VAULT_APPROLE_ROLE_ID": "role", "APP_SECRET": "vault:secret/app#value"}
     log = tmp_path / "ep.log"
     with log.open("w") as err:
-        proc = subprocess.Popen([*ENTRYPOINT, "--control-socket", "", "--vault-auth",
-                                 "approle", "--vault-approle-secret-id", secret_id, "--",
-                                 "true"], env=env, cwd=REPO, stderr=err)
+        proc = start_cli(["--control-socket", "", "--vault-auth",
+                          "approle", "--vault-approle-secret-id", secret_id, "--",
+                          "true"], env, cwd=REPO, stderr=err)
     try:
         wait_until(lambda: "retry" in log.read_text(), timeout=30, what="a retry at start")
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
@@ -201,9 +194,9 @@ APP_WITH_PID = ("import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpi
 
 
 def started_app(args: list[str], pid_file: Path) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([*ENTRYPOINT, "--control-socket", "", *args, "--",
-                             sys.executable, "-c", APP_WITH_PID, str(pid_file)],
-                            env=clean_env(), cwd=REPO, stderr=subprocess.DEVNULL)
+    proc = start_cli(["--control-socket", "", *args, "--",
+                      sys.executable, "-c", APP_WITH_PID, str(pid_file)],
+                     cwd=REPO, stderr=subprocess.DEVNULL)
     wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30,
                what="the app's pid")
     return proc, int(pid_file.read_text())
@@ -220,10 +213,11 @@ def test_parent_death_signal_ends_the_app_with_the_entrypoint(tmp_path: Path,
         # exec: the app is the entrypoint's process, whose parent is this shell (the
         # trailing ':' keeps sh from exec'ing the command in its own place).
         pid_file = tmp_path / "pid"
-        parent = subprocess.Popen(
-            ["sh", "-c", '"$@"; :', "sh", *ENTRYPOINT, "--control-socket", "", "--exec",
+        parent = start_cli(
+            ["--control-socket", "", "--exec",
              "--parent-death-signal", "TERM", "--", sys.executable, "-c", APP_WITH_PID,
-             str(pid_file)], env=clean_env(), cwd=REPO, stderr=subprocess.DEVNULL)
+             str(pid_file)], prefix=["sh", "-c", '"$@"; :', "sh"], cwd=REPO,
+            stderr=subprocess.DEVNULL)
         wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30,
                    what="the app's pid")
         app = int(pid_file.read_text())
@@ -261,10 +255,9 @@ def test_parent_death_signal_with_another_user(shared_dir: Path) -> None:
     shared_dir.chmod(0o777)
     pid_file = shared_dir / "pid"
     code = APP_WITH_PID.replace("str(os.getpid())", "f'{os.getpid()} {os.getuid()}'")
-    proc = subprocess.Popen([*ENTRYPOINT, "--control-socket", "", "--user", str(NOBODY),
-                             "--parent-death-signal", "TERM", "--", SYSTEM_PYTHON, "-c", code,
-                             str(pid_file)], env=clean_env(), cwd=REPO,
-                            stderr=subprocess.DEVNULL)
+    proc = start_cli(["--control-socket", "", "--user", str(NOBODY),
+                      "--parent-death-signal", "TERM", "--", SYSTEM_PYTHON, "-c", code,
+                      str(pid_file)], cwd=REPO, stderr=subprocess.DEVNULL)
     wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30,
                what="the app's pid")
     app, uid = (int(word) for word in pid_file.read_text().split())

@@ -5,7 +5,6 @@ configuration errors (exit 78) that keep a promise from being accepted and then 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from entrypoint.config.model import load
 from entrypoint.errors import ConfigError
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
+from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 from tests.helpers.pid1 import PRINT_SIGNALS
 
 
@@ -22,9 +21,9 @@ def test_rewrite_to_none_drops_the_signal(tmp_path: Path) -> None:
     the app never sees it and the entrypoint does not start stopping."""
     out, log = tmp_path / "out.txt", tmp_path / "ep.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([*ENTRYPOINT, "--control-socket", "", "--rewrite-signal",
-                                 "INT:none", "--", *PRINT_SIGNALS, "--out", str(out)],
-                                env=clean_env(), cwd=REPO, stderr=err)
+        proc = start_cli(["--control-socket", "", "--rewrite-signal",
+                          "INT:none", "--", *PRINT_SIGNALS, "--out", str(out)],
+                         cwd=REPO, stderr=err)
     try:
         wait_until(lambda: out.exists() and "ready" in out.read_text(), timeout=30,
                    what="the app to be ready")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env
+from tests.helpers.cli import REPO, clean_env, entrypoint_argv
 from tests.helpers.pid1 import PRINT_SIGNALS, fields, is_alive
 
 
@@ -142,7 +142,7 @@ def test_100_interactive_shells_on_a_terminal_never_hang() -> None:
     foreground over, it stayed stopped for good (10 in 100 starts, 22 in 40 on a loaded
     machine). Now each of 100 shells under a pseudo-terminal reads "exit 0" and exits."""
     tag = f"EP_TTY_TEST={uuid.uuid4().hex}"
-    command = shlex.join([*ENTRYPOINT, "--control-socket", "", "--", "dash"])
+    command = shlex.join(entrypoint_argv(["--control-socket", "", "--", "dash"]))
     env = clean_env({tag.split("=")[0]: tag.split("=")[1]})
 
     def one(_: int) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
+from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 from tests.helpers.journal import events, wait_for
 from tests.helpers.pid1 import is_alive
 from tests.helpers.secrecy import seed_secret
@@ -78,12 +78,12 @@ def procs() -> Iterator[list[Running]]:
 def start(procs: list[Running], tmp_path: Path, env: dict[str, str], args: Sequence[str] = (),
           variables: Sequence[str] = ("APP_SECRET",)) -> Running:
     journal, log_path = tmp_path / "app.journal", tmp_path / "ep.log"
-    argv = [*ENTRYPOINT, "--kill-timeout", "5s", "--wait-min", "100ms", "--wait-max", "500ms",
+    argv = ["--kill-timeout", "5s", "--wait-min", "100ms", "--wait-max", "500ms",
             "--parent-death-signal", "KILL", *args, "--", sys.executable, PROBE, str(journal),
             *variables]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, env=clean_env({"ENTRYPOINT_CONTROL_SOCKET": "", **env}),
-                                stderr=log, stdout=subprocess.DEVNULL)
+        proc = start_cli(argv, {"ENTRYPOINT_CONTROL_SOCKET": "", **env},
+                         stderr=log, stdout=subprocess.DEVNULL)
     running = Running(proc, journal, log_path)
     procs.append(running)
     return running
@@ -301,8 +301,7 @@ def test_sigkill_mid_render_leaves_old_or_new_never_a_mix(tmp_path: Path) -> Non
             break
         new = next(v for v in contents if v != old)
         (sec / "app.json").write_text(json.dumps({"v": new}))
-        proc = subprocess.Popen([*ENTRYPOINT, "render"], env=clean_env(env),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = start_cli(["render"], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay * rng.uniform(0.8, 1.2))  # the fault: where the SIGKILL lands
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

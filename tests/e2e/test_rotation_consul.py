@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env
+from tests.helpers.cli import REPO, clean_env, start_cli
 from tests.helpers.journal import events, wait_for
 from tests.realservers.consul_agent import ConsulAgent
 
@@ -21,9 +21,9 @@ def test_consul_change_restarts_the_app_with_the_new_value(consul_acl_agent: Con
     journal = tmp_path / "journal"
     env = clean_env({**consul_acl_agent.env(token), "ENTRYPOINT_CONTROL_SOCKET": "",
                      "FEATURE_X": "consul:config/app/feature_x"})
-    proc = subprocess.Popen([*ENTRYPOINT, "--wait-min", "100ms", "--wait-max", "1s", "--",
-                             sys.executable, PROBE, str(journal), "FEATURE_X"],
-                            env=env, stderr=subprocess.PIPE, text=True)
+    proc = start_cli(["--wait-min", "100ms", "--wait-max", "1s", "--",
+                      sys.executable, PROBE, str(journal), "FEATURE_X"],
+                     env, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(journal, "start")[0]["env"] == {"FEATURE_X": "off"}
         consul_acl_agent.wait_for_blocked_queries(1)

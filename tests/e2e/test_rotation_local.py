@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env
+from tests.helpers.cli import REPO, clean_env, start_cli
 from tests.helpers.journal import events, wait_for
 
 PROBE = str(REPO / "tests/helpers/app_probe.py")
@@ -34,9 +34,9 @@ def start(secrets: Path, journal: Path, *args: str, **env: str) -> subprocess.Po
         "OTHER": "vault:kv/app/other#x",
         **env,
     })
-    return subprocess.Popen([*ENTRYPOINT, "--kill-timeout", "5s", *args, "--", sys.executable,
-                             PROBE, str(journal), "DB_PASSWORD", "OTHER"],
-                            env=full, stderr=subprocess.PIPE, text=True)
+    return start_cli(["--kill-timeout", "5s", *args, "--", sys.executable,
+                      PROBE, str(journal), "DB_PASSWORD", "OTHER"],
+                     full, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture
@@ -112,9 +112,8 @@ def test_file_template_change_signals_the_app_without_a_restart(
         "[rotation]\nwait_min = \"100ms\"\nwait_max = \"1s\"\n")
     full = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
                       "ENTRYPOINT_CONFIG": str(config)})
-    proc = subprocess.Popen([*ENTRYPOINT, "--", sys.executable, PROBE, str(journal),
-                             "--file", str(rendered)], env=full, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_cli(["--", sys.executable, PROBE, str(journal),
+                      "--file", str(rendered)], full, stderr=subprocess.PIPE, text=True)
     stop_after.append(proc)
     first = wait_for(journal, "start")[0]
     assert first["file"] == "password=value-1\n"
@@ -142,9 +141,8 @@ def test_editing_a_template_source_renders_again_and_signals(
         "[rotation]\nwait_min = \"100ms\"\nwait_max = \"1s\"\n")
     full = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
                       "ENTRYPOINT_CONFIG": str(config)})
-    proc = subprocess.Popen([*ENTRYPOINT, "--", sys.executable, PROBE, str(journal),
-                             "--file", str(rendered)], env=full, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_cli(["--", sys.executable, PROBE, str(journal),
+                      "--file", str(rendered)], full, stderr=subprocess.PIPE, text=True)
     stop_after.append(proc)
     assert wait_for(journal, "start")[0]["file"] == "password=value-1\n"
     edited = source.with_suffix(".tmp")

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers.cli import ENTRYPOINT, clean_env, wait_until
+from tests.helpers.cli import run_cli, wait_until
 from tests.helpers.journal import wait_for
 from tests.helpers.vault_rotation import Running, app_token, pg_app, pg_roles, start
 
@@ -173,8 +173,7 @@ def test_lease_check_costs_one_lookup_per_lease_per_interval(
 # -- 3. entrypoint rotate ------------------------------------------------------------------
 
 def rotate(socket: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ENTRYPOINT, "rotate", "--control-socket", socket],
-                          env=clean_env(), capture_output=True, text=True, timeout=20)
+    return run_cli(["rotate", "--control-socket", socket], timeout=20)
 
 
 def test_entrypoint_rotate_refetches_dynamic_secrets_and_restarts_once(

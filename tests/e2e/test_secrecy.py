@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.helpers import secrecy
-from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
+from tests.helpers.cli import run_cli, start_cli
 
 VALUE = secrecy.seed_secret("sv-Secrecy-Check-91x")
 
@@ -47,9 +47,8 @@ def test_app_stdout_is_the_apps_and_stderr_files_are_read(tmp_path: Path) -> Non
     entrypoint's stderr sent to a file is read at the end of the session."""
     log = tmp_path / "ep.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([*ENTRYPOINT, "--exec", "--", "printenv", "APP_V"],
-                                env=clean_env(_secrets(tmp_path)), stdout=subprocess.PIPE,
-                                stderr=err)
+        proc = start_cli(["--exec", "--", "printenv", "APP_V"], _secrets(tmp_path),
+                         stdout=subprocess.PIPE, stderr=err)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out.decode().strip() == VALUE
     assert any(path == log for path, _ in secrecy._files)

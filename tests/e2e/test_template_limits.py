@@ -24,7 +24,7 @@ from entrypoint.render import sandbox
 from entrypoint.render.limits import TimeUp
 from entrypoint.sources.base import Fetched, Source, to_secrets
 from entrypoint.sources.registry import Sources
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli, wait_until
+from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 from tests.helpers.journal import events, wait_for
 
 ENDLESS = "a\n{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
@@ -154,11 +154,11 @@ def test_an_endless_template_at_rotation_leaves_the_app_running(
     src.write_text("first\n")
     journal, log = tmp_path / "journal", tmp_path / "entrypoint.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*ENTRYPOINT, "--template", f"{src}:{dest}", "--template-timeout", "1s",
+        proc = start_cli(
+            ["--template", f"{src}:{dest}", "--template-timeout", "1s",
              "--wait-min", "100ms", "--wait-max", "1s", "--kill-timeout", "5s", "--",
              sys.executable, str(REPO / "tests/helpers/app_probe.py"), str(journal)],
-            env=clean_env({"ENTRYPOINT_CONTROL_SOCKET": ""}), stderr=err)
+            {"ENTRYPOINT_CONTROL_SOCKET": ""}, stderr=err)
     procs.append(proc)
     wait_for(journal, "start")
     src.write_text(ENDLESS)

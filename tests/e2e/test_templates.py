@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, run_cli
+from tests.helpers.cli import REPO, run_cli
 from tests.helpers.secrecy import seed_secret
 
 # Values chosen to break naive quoting in every format: quotes, colon, backslash, $, #, space.
@@ -216,11 +216,8 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
     src = write(tmp_path / "t.j2", "{% for i in range(2000) %}{{ secret('kv/app/api').token }}\n"
                                    "{% endfor %}")
     dest = write(tmp_path / "out/big.conf", "old content\n")
-    proc = subprocess.run(
-        [*ENTRYPOINT, "render", "--local-secrets", str(secrets_dir),
-         "--template", f"{src}:{dest}"],
-        env=clean_env(), capture_output=True, text=True, timeout=60,
-        preexec_fn=lambda: _limit_file_size(4096))
+    proc = run_cli(["render", "--local-secrets", str(secrets_dir), "--template", f"{src}:{dest}"],
+                   preexec_fn=lambda: _limit_file_size(4096))
     assert proc.returncode == 73, proc.stderr
     assert f"cannot write {dest}" in proc.stderr
     assert "File too large" in proc.stderr

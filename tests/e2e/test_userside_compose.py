@@ -527,7 +527,7 @@ def test_the_compose_app_runs_on_the_bootstrapped_vault_and_rotates(
 
     import psycopg
 
-    from tests.helpers.cli import clean_env, wait_until
+    from tests.helpers.cli import run_cli, start_cli, wait_until
 
     assert bootstrapped.result.returncode == 0, bootstrapped.result.stderr
     app = compose["services"]["app"]
@@ -548,9 +548,8 @@ def test_the_compose_app_runs_on_the_bootstrapped_vault_and_rotates(
                                 (name,)).fetchone() is not None
 
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "entrypoint", "--", sys.executable, str(COMPOSE / "app.py")],
-            env=clean_env(env), stdout=stdout, stderr=stderr, cwd=ROOT)
+        process = start_cli(["--", sys.executable, str(COMPOSE / "app.py")], env,
+                            stdout=stdout, stderr=stderr, cwd=ROOT)
     try:
         wait_until(lambda: users(), timeout=30, what="the app's first start")
         first = users()[0]
@@ -558,10 +557,9 @@ def test_the_compose_app_runs_on_the_bootstrapped_vault_and_rotates(
         text = out.read_text()
         assert "bootstrap variables visible to the app: none" in text
         assert "DATABASE_URL  (not set)" not in text
-        rotate = subprocess.run(
-            [sys.executable, "-m", "entrypoint", "rotate"], env=clean_env(
-                {"ENTRYPOINT_CONTROL_SOCKET": env["ENTRYPOINT_CONTROL_SOCKET"]}),
-            capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
+        rotate = run_cli(["rotate"],
+                         {"ENTRYPOINT_CONTROL_SOCKET": env["ENTRYPOINT_CONTROL_SOCKET"]},
+                         timeout=30, cwd=ROOT)
         assert rotate.returncode == 0, rotate.stderr
         wait_until(lambda: len(users()) >= 2, timeout=30, what="a restart on new credentials")
         second = users()[1]

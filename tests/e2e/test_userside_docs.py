@@ -24,6 +24,7 @@ from entrypoint.cli import SUBCOMMANDS, build_parser
 from entrypoint.commands.help import settings_for
 from entrypoint.config.model import BOOTSTRAP_VARIABLES
 from entrypoint.config.settings import BY_VARIABLE, SETTINGS
+from tests.helpers.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -44,8 +45,7 @@ def pages() -> list[Path]:
 
 
 def run_help(sub: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "entrypoint", sub, "--help"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = run_cli([sub, "--help"], cwd=ROOT, clean=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
     return result.stdout

@@ -156,16 +156,13 @@ def test_sealed_vault_exits_69_after_retrying(vault_server: Any) -> None:
 
 def test_token_auth_does_not_import_botocore(vault_server: Any) -> None:
     """botocore is for aws-iam only (read from -X importtime of the real process)."""
-    import subprocess
 
-    from tests.helpers.cli import ENTRYPOINT, clean_env
+    from tests.helpers.cli import run_cli
 
     vault_server.write_kv("secret", "app", {"k": "v"})
-    env = clean_env({"VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": vault_server.root_token,
-                     "X": "vault:secret/app#k"})
-    result = subprocess.run([ENTRYPOINT[0], "-X", "importtime", *ENTRYPOINT[1:], "--exec",
-                             "--", "true"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    env = {"VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": vault_server.root_token,
+           "X": "vault:secret/app#k"}
+    result = run_cli(["--exec", "--", "true"], env, python_flags=["-X", "importtime"])
     assert result.returncode == 0, result.stderr
     names = {line.rsplit("|", 1)[1].strip().split(".")[0]
              for line in result.stderr.splitlines()

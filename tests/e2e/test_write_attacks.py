@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import ENTRYPOINT, clean_env, run_cli
+from tests.helpers.cli import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across users needs root")
 
@@ -122,9 +122,8 @@ def test_fifo_at_the_destination_is_refused_without_hanging(place: Path) -> None
 def test_folders_are_created_0750_whatever_the_umask(place: Path) -> None:
     src = template(place, "rendered\n")
     dest = place / "new/deeper/app.conf"
-    proc = subprocess.run(
-        [*ENTRYPOINT, "render", "--template", f"{src}:{dest}"], env=clean_env(),
-        capture_output=True, text=True, timeout=30, preexec_fn=lambda: os.umask(0))
+    proc = run_cli(["render", "--template", f"{src}:{dest}"], timeout=30,
+                   preexec_fn=lambda: os.umask(0))
     assert proc.returncode == 0, proc.stderr
     for folder in (place / "new", place / "new/deeper"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers.cli import ENTRYPOINT, REPO, clean_env, wait_until
+from tests.helpers.cli import REPO, start_cli, wait_until
 from tests.helpers.journal import events
 
 PG_PROBE = str(REPO / "tests/helpers/pg_probe.py")
@@ -120,12 +120,11 @@ def start(tmp_path: Path, env: dict[str, str], args: Sequence[str] = (),
           app: Sequence[str] | None = None, name: str = "ep") -> Running:
     journal = tmp_path / f"{name}.journal"
     log_path = tmp_path / f"{name}.log"
-    full = clean_env({"ENTRYPOINT_CONTROL_SOCKET": "", **env})
-    argv = [*ENTRYPOINT, "--kill-timeout", "5s", *args, "--",
-            *(app or [sys.executable, PG_PROBE])]
+    argv = ["--kill-timeout", "5s", *args, "--", *(app or [sys.executable, PG_PROBE])]
     argv = [a.replace("{journal}", str(journal)) for a in argv]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, env=full, stderr=log, stdout=subprocess.DEVNULL)
+        proc = start_cli(argv, {"ENTRYPOINT_CONTROL_SOCKET": "", **env}, stderr=log,
+                         stdout=subprocess.DEVNULL)
     return Running(proc, journal, log_path)
 
 
