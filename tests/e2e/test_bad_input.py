@@ -6,7 +6,7 @@ output, nothing written (the base config always has a good file template, so "no
 half-written" means that even it is not rendered, and no temp file is left), and the app
 never started (it would create a marker file).
 
-Then property tests (hypothesis) for what tests/test_refs.py and tests/test_config.py do
+Then property tests (hypothesis) for what tests/unit/test_refs.py and tests/unit/test_config.py do
 not fuzz yet: the TOML config file, the on_change/perms/template-flag parsers.
 """
 

@@ -2,7 +2,7 @@
 another user is denied without the status being built, a listener run by another user
 is not believed, a failing snapshot answers an error rather than killing the server, and
 an unknown request is still refused. In-process ControlServer on a real abstract socket,
-other users made with setuid in a fork (tests/test_control_socket.py)."""
+other users made with setuid in a fork (tests/e2e/test_control_socket.py)."""
 
 from __future__ import annotations
 

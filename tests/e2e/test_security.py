@@ -1,7 +1,7 @@
 """Security defaults through the real CLI against the Vault test server: the app's
 environment holds no bootstrap credential unless asked, TLS is verified unless turned off
 (loudly), and rendered files are private. (The template sandbox is tested in
-tests/test_templates.py; the secrecy of every output across the suite in
+tests/e2e/test_templates.py; the secrecy of every output across the suite in
 tests/helpers/secrecy.py.)"""
 
 from __future__ import annotations

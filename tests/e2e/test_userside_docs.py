@@ -1,7 +1,7 @@
 """The users' documentation cannot drift from the code.
 
 - ``--help`` of every subcommand, as users run it, lists every setting, and every flag it
-  shows is in docs/configuration.md (tests/test_docs.py checks the parser objects; this
+  shows is in docs/configuration.md (tests/unit/test_docs.py checks the parser objects; this
   checks what a user sees from ``python -m entrypoint SUB --help``).
 - Every ``ENTRYPOINT_*`` variable and ``--flag`` the docs mention exists.
 - Every error message the code can stop with, and every warning it logs, is in

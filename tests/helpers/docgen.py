@@ -1,6 +1,6 @@
 """The settings table of docs/configuration.md, generated from the settings table.
 
-Regenerate with ``python -m tests.helpers.docgen``; tests/test_docs.py fails when the
+Regenerate with ``python -m tests.helpers.docgen``; tests/unit/test_docs.py fails when the
 document and the code drift apart.
 """
 

@@ -4,7 +4,7 @@ Python's and Jinja's messages quote what they were given: escaped by ``repr`` (a
 key through ``filesizeformat``), upper-cased, reversed, used as a key, a path or a
 variable name. Hypothesis draws values full of quotes, backslashes and newlines and a
 template that mistreats one; the error raised must hold no form of the value. (The same
-attacks through the real CLI: tests/test_templates.py::test_no_secret_value_in_any_error.)
+attacks through the real CLI: tests/e2e/test_templates.py::test_no_secret_value_in_any_error.)
 """
 
 from __future__ import annotations
