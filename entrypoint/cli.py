@@ -1,21 +1,27 @@
-"""Command line: parse, load config, dispatch to a subcommand. Only :func:`main` exits."""
+"""Command line: parse, load config, dispatch to a subcommand. Only :func:`main` exits.
+
+:func:`console` first offers the command line to the fast ``--exec`` path
+(``commands/fast_exec.py``), which imports none of argparse, logging or the config model:
+so this module imports them only inside the functions that use them.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
-import signal
 import sys
-import traceback
-from collections.abc import Mapping, Sequence
-from types import FrameType
 
-from entrypoint import __version__, logs
-from entrypoint.config.model import Config, Raw, load
-from entrypoint.config.settings import SETTINGS, Setting
+from entrypoint import __version__
 from entrypoint.errors import EX_USAGE, EntrypointError, UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
+if TYPE_CHECKING:
+    import argparse
+    import logging
+    from collections.abc import Mapping, Sequence
+    from types import FrameType
+
+    from entrypoint.config.model import Config, Raw
+    from entrypoint.config.settings import Setting
 
 SUBCOMMANDS = ("run", "render", "check", "rotate", "status", "help", "version")
 DESCRIPTIONS = {
@@ -34,12 +40,19 @@ DESCRIPTIONS = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+def _parser_class() -> type[argparse.ArgumentParser]:
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
+
+    return _Parser
 
 
 def _add_setting(group: argparse._ArgumentGroup, setting: Setting) -> None:
+    import argparse
+
     from entrypoint.commands.help import default_text
 
     help_text = setting.help
@@ -70,11 +83,12 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
         "version": "entrypoint version",
     }[sub]
     from entrypoint.commands.help import settings_for
+    from entrypoint.config.settings import SETTINGS
 
     settings = settings_for(sub)
     only = ("" if settings is SETTINGS or not settings
             else f" Only the settings {prog} reads are listed.")
-    parser = _Parser(prog=prog, usage=usage, description=DESCRIPTIONS[sub],
+    parser = _parser_class()(prog=prog, usage=usage, description=DESCRIPTIONS[sub],
                      epilog="Every option is also an ENTRYPOINT_* variable and a TOML key; "
                             f"see docs/configuration.md.{only} Subcommands: "
                             + ", ".join(SUBCOMMANDS))
@@ -107,6 +121,8 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
 
 
 def _takes_value(token: str) -> bool:
+    from entrypoint.config.settings import SETTINGS
+
     name = token[2:].split("=", 1)[0].replace("-", "_")
     return "=" not in token and any(s.name == name and s.kind != "bool" for s in SETTINGS)
 
@@ -135,6 +151,9 @@ def split_argv(argv: Sequence[str]) -> tuple[str, list[str], list[str]]:
 
 
 def flags_of(namespace: argparse.Namespace) -> dict[str, Raw]:
+    from entrypoint.config.model import Raw
+    from entrypoint.config.settings import SETTINGS
+
     out: dict[str, Raw] = {}
     for setting in SETTINGS:
         value = getattr(namespace, setting.name, None)
@@ -146,7 +165,16 @@ def flags_of(namespace: argparse.Namespace) -> dict[str, Raw]:
 
 
 def console() -> int:
-    """The process entry point (console script, ``python -m entrypoint``)."""
+    """The process entry point (console script, ``python -m entrypoint``): the fast
+    ``--exec`` path when it can do it all, else :func:`main`."""
+    try:
+        from entrypoint.commands import fast_exec
+
+        code = fast_exec.run(sys.argv[1:], os.environ)
+    except KeyboardInterrupt:  # as main() answers it
+        return 128 + 2  # SIGINT
+    if code is not None:
+        return code
     skip_charset_detection()
     return main()
 
@@ -164,6 +192,11 @@ def skip_charset_detection() -> None:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    import signal
+    import traceback
+
+    from entrypoint import logs
+
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
     log = logs.setup(env.get("ENTRYPOINT_LOG_FORMAT", "text")
@@ -182,6 +215,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> int:
+    from entrypoint import logs
+    from entrypoint.config.model import load
+
     sub, options, command = split_argv(argv)
     parser = build_parser(sub)
     if sub == "help":
@@ -253,6 +289,8 @@ def harden(config: Config, log: logging.Logger) -> None:
 
 def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, reveal: bool,
            fmt: str) -> int:
+    import json
+
     from entrypoint.plan.resolution import Runtime
 
     runtime = Runtime(config, env, log)
@@ -289,6 +327,9 @@ class _Interrupted(Exception):
 def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
              command: list[str]) -> int:
     """Resolve once, then ``execve`` the app: same PID, nothing resident."""
+    import logging
+    import signal
+
     from entrypoint.plan.resolution import Runtime
 
     def interrupted(signum: int, frame: FrameType | None) -> None:

@@ -15,26 +15,88 @@ Bodies: ``vault:PATH#KEY[?version=N]``, ``consul:KEY``, ``file:PATH[#KEY]``.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from entrypoint.errors import ReferenceSyntaxError
-from entrypoint.plan.keys import SourceKey
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path milliseconds
+if TYPE_CHECKING:
+    from entrypoint.plan.keys import SourceKey
+
+# Parsed with str methods, not ``re``, and ``Ref`` is a plain class, not a dataclass: the
+# fast ``--exec`` path (entrypoint/commands/fast_exec.py) parses with this module and
+# imports neither (tests/unit/test_exec_imports.py).
 SCHEMES = ("vault", "consul", "file")
-_SCHEME_ALT = "|".join(SCHEMES)
-_INLINE_START = re.compile(rf"\$\{{(?:{_SCHEME_ALT}):")
-_ESCAPED = re.compile(rf"\\+(?:{_SCHEME_ALT}):")
-_WHOLE = re.compile(rf"(?:{_SCHEME_ALT}):")
-_VERSION = re.compile(r"\?version=(\d+)\Z")
+_INLINE_STARTS = tuple("${" + scheme + ":" for scheme in SCHEMES)
+_WHOLE_STARTS = tuple(scheme + ":" for scheme in SCHEMES)
+_VERSION_TAG = "?version="
 
 
-@dataclass(frozen=True)
+def _inline_start(value: str, pos: int = 0) -> bool:
+    """``${SCHEME:`` at ``pos``."""
+    return value.startswith(_INLINE_STARTS, pos)
+
+
+def _has_inline(value: str) -> bool:
+    """``${SCHEME:`` anywhere in ``value``."""
+    return any(start in value for start in _INLINE_STARTS)
+
+
+def _escaped(value: str) -> bool:
+    """One or more backslashes, then ``SCHEME:``, at the start."""
+    return value.startswith("\\") and value.lstrip("\\").startswith(_WHOLE_STARTS)
+
+
+def _whole(value: str) -> bool:
+    return value.startswith(_WHOLE_STARTS)
+
+
+def _version_suffix(rest: str) -> int:
+    """Where a trailing ``?version=DIGITS`` starts in ``rest``, or -1. Digits are what
+    ``re``'s ``\\d`` matches (``str.isdecimal``)."""
+    at = rest.rfind(_VERSION_TAG)
+    if at < 0:
+        return -1
+    digits = rest[at + len(_VERSION_TAG):]
+    return at if digits and digits.isdecimal() else -1
+
+
 class Ref:
+    """One reference: ``vault:PATH#KEY?version=N``. Immutable, compared by value."""
+
+    __slots__ = ("key", "path", "scheme", "version")
+    __match_args__ = ("scheme", "path", "key", "version")
     scheme: str
     path: str
-    key: str | None = None
-    version: int | None = None
+    key: str | None
+    version: int | None
+
+    def __init__(self, scheme: str, path: str, key: str | None = None,
+                 version: int | None = None) -> None:
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "version", version)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Ref is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Ref is immutable")
+
+    def _fields(self) -> tuple[str, str, str | None, int | None]:
+        return (self.scheme, self.path, self.key, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Ref)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Ref(scheme={self.scheme!r}, path={self.path!r}, key={self.key!r}, "
+                f"version={self.version!r})")
 
     def format(self) -> str:
         text = f"{self.scheme}:{self.path}"
@@ -47,6 +109,8 @@ class Ref:
     @property
     def source_key(self) -> SourceKey:
         """What is fetched once per generation: two keys of one path share it."""
+        from entrypoint.plan.keys import SourceKey
+
         return SourceKey(self.scheme, self.path, self.version)
 
     def __str__(self) -> str:
@@ -63,13 +127,14 @@ def parse_body(body: str, where: str) -> Ref:
         raise ReferenceSyntaxError(f"{where}: unknown reference scheme {scheme!r}",
                                    hint=f"expected one of {', '.join(SCHEMES)}")
     version: int | None = None
-    m = _VERSION.search(rest)
-    if m:
-        version = int(m.group(1))
-        rest = rest[: m.start()]
+    at = _version_suffix(rest)
+    if at >= 0:
+        digits = rest[at + len(_VERSION_TAG):]
+        version = int(digits)
+        rest = rest[:at]
         if scheme != "vault" or version < 1:
             raise ReferenceSyntaxError(
-                f"{where}: ?version={m.group(1)} is only valid on vault: references, "
+                f"{where}: ?version={digits} is only valid on vault: references, "
                 "with a version of 1 or more")
     if "?" in rest:
         raise ReferenceSyntaxError(f"{where}: unexpected '?' in reference {scheme}:…",
@@ -101,11 +166,11 @@ def _expected(scheme: str) -> str:
 
 def parse(value: str, where: str = "value") -> list[Part]:
     """Split ``value`` into literal text and references. ``where`` names it in errors."""
-    if _INLINE_START.search(value):
+    if _has_inline(value):
         return _parse_template(value, where)
-    if _ESCAPED.match(value):
+    if _escaped(value):
         return [value[1:]]
-    if _WHOLE.match(value):
+    if _whole(value):
         return [parse_body(value, where)]
     return [value] if value else []
 
@@ -118,7 +183,7 @@ def _parse_template(value: str, where: str) -> list[Part]:
         if value.startswith("$$", i):
             text.append("$")
             i += 2
-        elif _INLINE_START.match(value, i):
+        elif _inline_start(value, i):
             end = value.find("}", i)
             if end < 0:
                 raise ReferenceSyntaxError(
@@ -144,12 +209,12 @@ def format(parts: list[Part]) -> str:
         only = parts[0]
         if isinstance(only, Ref):
             text = only.format()
-            if not _INLINE_START.search(text):
+            if not _has_inline(text):
                 return text
         else:
-            if _INLINE_START.search(only):
+            if _has_inline(only):
                 return only.replace("$", "$$")
-            if _ESCAPED.match(only) or _WHOLE.match(only):
+            if _escaped(only) or _whole(only):
                 return "\\" + only
             return only
     return "".join(

@@ -25,7 +25,6 @@ Exec failures are reported in the parent, which we map to 127 (not found) and 12
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import time
@@ -33,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from entrypoint.errors import EX_NOT_EXECUTABLE, EX_NOT_FOUND, ChildStartError
+from entrypoint.errors import EX_NOT_FOUND, ChildStartError
 from entrypoint.process import signals
+from entrypoint.process.executable import exec_error, find_executable
 from entrypoint.process.hardening import death_signal_argv
 from entrypoint.process.identity import Identity
 from entrypoint.process.reaper import exit_code
@@ -96,44 +96,3 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], launch: Launch = Launch()
     except OSError as exc:
         raise exec_error(argv[0], path, exc, identity) from None
     return Child(pid=popen.pid, argv0=argv[0], _popen=popen)
-
-
-def find_executable(command: str, search_path: str) -> str:
-    """Resolve ``command`` against the *child's* PATH, as execvp would.
-
-    Done here rather than by posix_spawnp, which searches the supervisor's own PATH.
-    """
-    if "/" in command:
-        return command
-    denied: str | None = None
-    for directory in search_path.split(os.pathsep):
-        candidate = os.path.join(directory or ".", command)
-        if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
-                return candidate
-            denied = denied or candidate
-    if denied is not None:
-        return denied  # exec will fail with EACCES, reported as 126 like execvp/sh do
-    raise ChildStartError(f"{command}: command not found in the app's PATH", EX_NOT_FOUND,
-                          hint="check the command and the PATH given to the app")
-
-
-def exec_error(command: str, path: str, exc: OSError,
-               identity: Identity | None) -> ChildStartError:
-    if exc.errno == errno.ENOENT:
-        if os.path.exists(path):
-            return ChildStartError(f"{path}: cannot run: its interpreter (#! line) or loader "
-                                   "does not exist", EX_NOT_FOUND)
-        return ChildStartError(f"{command}: no such file", EX_NOT_FOUND)
-    if exc.errno == errno.EPERM and identity is not None:
-        return ChildStartError(f"{command}: cannot switch to user {identity}: "
-                               f"{os.strerror(exc.errno)}", EX_NOT_EXECUTABLE,
-                               hint="the entrypoint must run as root to use user")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return ChildStartError(f"{path}: permission denied", EX_NOT_EXECUTABLE,
-                               hint="is it executable by the app's user, and not a directory?")
-    if exc.errno == errno.ENOEXEC:
-        return ChildStartError(f"{path}: not an executable format", EX_NOT_EXECUTABLE,
-                               hint="a script needs a #! line")
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return ChildStartError(f"{path}: cannot execute: {reason}", EX_NOT_EXECUTABLE)

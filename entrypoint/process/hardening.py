@@ -21,10 +21,14 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from collections.abc import Iterable, Sequence
 
 from entrypoint.errors import ConfigError
-from entrypoint.process.identity import Identity
+
+TYPE_CHECKING = False  # not typing's, nor collections.abc: the fast --exec path imports this
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from entrypoint.process.identity import Identity
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
