@@ -247,7 +247,12 @@ class Supervisor(Stopping):
             delay = self._splay()
             self._signals_due.append((time.monotonic() + delay, item))
         elif isinstance(item, RunCommand):
-            self._commands.start(item, self._env, self._launch)
+            if self._restart_due is not None:
+                # A restart waits out its splay: the command is for the values it brings,
+                # so it runs once the new child does, with the new child's environment.
+                self._deferred.append(item)
+            else:
+                self._commands.start(item, self._env, self._launch)
         elif isinstance(item, Fatal):
             code = self._report(item.error)
             self._exit_code = code

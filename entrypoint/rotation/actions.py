@@ -26,20 +26,26 @@ class Plan:
 
 def decide(old_env: Mapping[str, str], new_env: Mapping[str, str],
            changed_files: Iterable[OnChange], reasons: Sequence[str]) -> Plan:
-    """Anything that feeds the environment restarts: env cannot change inside a process."""
+    """What one generation calls for; actions compose, each taken once.
+
+    Anything that feeds the environment restarts: env cannot change inside a process.
+    A restart replaces every signal: the new app reads the new files as it starts, so a
+    signal would only reach the old one as it stops (or the new one for nothing).
+    Commands are side processes, not the app: they run whether or not the app restarts.
+    ``none`` adds nothing. Each distinct signal and command is taken once, in config order.
+    """
     changes = list(changed_files)
     restart = dict(old_env) != dict(new_env) or any(c.action == "restart" for c in changes)
-    if restart:
-        return Plan(restart=True, reasons=tuple(reasons))
     signals: list[int] = []
     commands: list[tuple[str, ...]] = []
     for change in changes:
         if change.action == "signal" and change.signal is not None:
-            if change.signal not in signals:
+            if not restart and change.signal not in signals:
                 signals.append(change.signal)
         elif change.action == "command" and change.command not in commands:
             commands.append(change.command)
-    return Plan(signals=tuple(signals), commands=tuple(commands), reasons=tuple(reasons))
+    return Plan(restart=restart, signals=tuple(signals), commands=tuple(commands),
+                reasons=tuple(reasons))
 
 
 def changed_names(old_env: Mapping[str, str], new_env: Mapping[str, str]) -> list[str]:

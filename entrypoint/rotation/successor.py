@@ -49,7 +49,12 @@ def log_replaced(log: logging.Logger, old: Generation, keys: set[SourceKey], out
 
 def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
               post: Post, log: logging.Logger, *, generation: int = 0) -> None:
-    """Hand the supervisor the one action a successor calls for, and say why."""
+    """Hand the supervisor the actions a successor calls for, and say why.
+
+    The restart (if any) goes first, then signals (never with a restart: ``decide``
+    drops them), then commands: a command posted after a Restart runs once the app
+    runs on ``env`` (the supervisor holds it until then), so it sees the new values.
+    """
     if plan.nothing:
         log.info("values re-read, nothing the app sees changed (%s)", reason,
                  extra={"event": "no_action", "reason": reason})
@@ -59,7 +64,6 @@ def post_plan(plan: Plan, env: dict[str, str], reason: str, names: list[str],
                  ", ".join(names) or "files", extra={"event": "rotation", "reason": reason,
                                                      "changed": ", ".join(names) or "files"})
         post(events.Restart(env=env, reason=reason, generation=generation))
-        return
     for signum in plan.signals:
         post(events.SignalChild(signum=signum, reason=reason))
     for argv in plan.commands:
