@@ -83,6 +83,9 @@ class Engine(Tasks):
         self.dirty: set[SourceKey] = set()
         self.fresh: dict[SourceKey, Fetched] = {}
         self.leases: dict[SourceKey, HeldLease] = {}
+        # Values valid for a ttl of their own, without a lease: when each ends (monotonic).
+        self.ttl_ends: dict[SourceKey, float] = {}
+        self.ttl_reported: set[SourceKey] = set()
         # Leases to revoke once a child runs on the successor that replaced them, tagged
         # with that successor's number (Restart.generation).
         self.revoke_on_start: list[tuple[int, HeldLease]] = []
@@ -245,12 +248,17 @@ class Engine(Tasks):
             elif item.refresh is Refresh.TTL and item.ttl is not None:
                 token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
                 times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
+                self.ttl_ends[key] = times.expires_at
+                self.ttl_reported.discard(key)
                 self._schedule(self._replace_at(times, now), "expire", key, token)
             elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
                 self._schedule_poll(key, item, now)
         for key in [k for k, lease in self.leases.items()
                     if k not in fetched or fetched[k].lease_id != lease.lease_id]:
             del self.leases[key]
+        for key in [k for k in self.ttl_ends
+                    if k not in fetched or fetched[k].refresh is not Refresh.TTL]:
+            del self.ttl_ends[key]
         if self.leases and self.config.lease_check_interval > 0 and not self._checking:
             # Also when the first lease comes with a later generation (a template that
             # started to use a dynamic secret); the check then reschedules itself.

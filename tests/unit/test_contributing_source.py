@@ -121,3 +121,25 @@ def test_the_page_names_only_what_exists() -> None:
         assert f"`{method}" in text and callable(getattr(Source, method))
     for refresh in Refresh:
         assert f"`{refresh.name}`" in text
+
+
+@pytest.mark.parametrize("on_expiry", ["exit", "keep"])
+def test_a_ttl_value_that_cannot_be_replaced_is_reported_when_it_ends(on_expiry: str) -> None:
+    clock, source, engine, posted = rig(ENTRYPOINT_ON_EXPIRY=on_expiry)
+    start = clock.now
+
+    def refuse(path: str, version: int | None = None) -> Fetched:
+        from entrypoint.errors import UnavailableError
+
+        raise UnavailableError("the ticket office is closed")
+
+    source.fetch = refuse  # type: ignore[method-assign]
+    run_until(clock, engine, start + TTL - 0.5)
+    assert posted == [] and not engine._exiting
+    run_until(clock, engine, start + TTL + 1.0)
+    if on_expiry == "exit":
+        [fatal] = posted
+        assert isinstance(fatal, events.Fatal)
+        assert "value of vault:ticket (its ttl) expired" in str(fatal.error)
+    else:
+        assert posted == [] and SourceKey("vault", "ticket") in engine.dirty

@@ -93,3 +93,24 @@ def test_deleted_and_destroyed_versions_are_named() -> None:
     assert "destroyed" in str(error)
     assert kv.deleted_version_error("kv/app/db", 1, {"errors": []}) is None
     assert kv.deleted_version_error("kv/app/db", 1, None) is None
+
+
+def test_a_lease_less_answer_with_its_own_ttl_is_replaced_by_that_ttl_not_polled() -> None:
+    """identity/oidc/token (and AWS STS on some Vault versions) answer with ``ttl`` in
+    the data and no lease; PKI with ``expiration``: each read mints a new value."""
+    import time as _time
+
+    from entrypoint.sources.base import Refresh
+    from entrypoint.sources.vault.kv import Mount, leased_fetched
+
+    mount = Mount("identity/", "identity", None)
+    oidc = leased_fetched("identity/oidc/token/app", mount,
+                          {"data": {"token": "eyJ", "client_id": "c", "ttl": 60}}, 5.0)
+    assert (oidc.refresh, oidc.ttl, oidc.kind, oidc.lease_id) == (Refresh.TTL, 60.0, "ttl", None)
+    cert = leased_fetched("pki/cert/x", Mount("pki/", "pki", None),
+                          {"data": {"certificate": "c", "expiration": _time.time() + 3600}}, 0)
+    assert cert.refresh is Refresh.TTL and 3590 < (cert.ttl or 0) <= 3600
+    for data in ({"ttl": 0}, {"ttl": "60"}, {"ttl": True}, {"expiration": 1}, {"value": "x"}):
+        static = leased_fetched("generic/app", Mount("generic/", "generic", None),
+                                {"data": data}, 0)
+        assert static.refresh is Refresh.POLL, data

@@ -8,6 +8,7 @@ added here, so users write ``kv/app/db`` whatever the version.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,12 @@ def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fe
                        fetched_at=started)
     lease_id = str(response.get("lease_id") or "") or None
     if lease_id is None:
+        ttl = ttl_in_data(data)
+        if ttl is not None:
+            # A new value at each read, valid ttl s, with no lease (identity/oidc/token,
+            # AWS STS on some versions, PKI): replaced before it ends, never polled.
+            return Fetched(data=to_secrets(data), kind="ttl", refresh=Refresh.TTL, ttl=ttl,
+                           fetched_at=started)
         # Readable but not leased (a generic or unknown mount): static, like KV v1.
         return Fetched(data=to_secrets(data), kind="kv1", refresh=Refresh.POLL,
                        fetched_at=started)
@@ -156,3 +163,17 @@ def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fe
                    lease_id=lease_id,
                    lease_duration=float(response.get("lease_duration") or 0),
                    renewable=bool(response.get("renewable")), fetched_at=started)
+
+
+def ttl_in_data(data: dict[str, Any]) -> float | None:
+    """Seconds a lease-less answer stays valid, from its own ``ttl`` (seconds) or
+    ``expiration`` (Unix time, as PKI gives it); None when it says neither."""
+    ttl = data.get("ttl")
+    if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
+        return float(ttl)
+    expiration = data.get("expiration")
+    if isinstance(expiration, int | float) and not isinstance(expiration, bool):
+        # Wall clock against wall clock: the answer arrived just now.
+        left = float(expiration) - time.time()
+        return left if left > 0 else None
+    return None
