@@ -181,7 +181,7 @@ class Tasks:
             self.fresh[key] = new
             detail = (f" (v{old.version} -> v{new.version})"
                       if new.version != old.version and new.version is not None else
-                      " (rotated by the server)" if new.refresh is Refresh.ROTATED else "")
+                      " (password rotated by Vault)" if new.refresh is Refresh.ROTATED else "")
             self._mark(key, f"{label} changed{detail}")
             return
         if new.lease_id and new.lease_id != old.lease_id:
