@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError
-from entrypoint.plan.keys import SourceKey
+from entrypoint.plan.keys import SourceKey, bulk_key
 from entrypoint.sources.base import Fetched, Refresh, Source
 from entrypoint.sources.registry import Sources, for_config
 
@@ -35,6 +35,9 @@ def ref_of(key: SourceKey) -> str:
 
 
 def detail_of(fetched: Fetched) -> str:
+    if fetched.parts:
+        count = len(fetched.parts)
+        return f"{count} secret{'s' if count != 1 else ''}"
     if fetched.version is not None:
         return f"v{fetched.version}"
     if fetched.refresh is Refresh.ROTATED and fetched.ttl is not None:
@@ -111,7 +114,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     fails that path's row, as it would fail the start.
     """
     wanted = {k: set(v) for k, v in (keys or {}).items()}
-    todo: set[SourceKey] = set(paths) | {SourceKey("vault", p.strip("/")) for p in config.secrets}
+    todo: set[SourceKey] = set(paths) | {bulk_key(p) for p in config.secrets}
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok"), *namesake_rows()]
     try:

@@ -25,3 +25,11 @@ class SourceKey(NamedTuple):
 
     def sort_key(self) -> tuple[str, str, int]:
         return (self.scheme, self.path, self.version or 0)
+
+
+def bulk_key(path: str) -> SourceKey:
+    """A ``secrets`` entry as the read it names: ``kv/app/db`` is one secret, ``kv/app/``
+    (a trailing slash) the folder, every secret under it (docs/configuration.md). The
+    folder keeps its slash, so it is a read apart from a secret of the same name."""
+    clean = path.strip("/")
+    return SourceKey("vault", clean + "/" if clean and path.endswith("/") else clean)

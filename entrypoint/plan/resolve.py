@@ -11,14 +11,14 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from entrypoint.config.model import is_bootstrap_variable
 from entrypoint.errors import ConfigError, SecretNotFound
 from entrypoint.plan import refs
-from entrypoint.plan.keys import SourceKey
+from entrypoint.plan.keys import SourceKey, bulk_key
 from entrypoint.plan.refs import Part, Ref
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched
@@ -180,15 +180,17 @@ def export_name(key: str, prefix: str, upcase: bool, sanitize: bool) -> str:
 
 def bulk_export(paths: Iterable[str], generation: Generation, *, prefix: str, upcase: bool,
                 sanitize: bool) -> dict[str, Secret]:
-    """Every key under each path becomes a variable; two keys landing on one name is an error."""
-    keys = [SourceKey("vault", p.strip("/")) for p in paths]
+    """Every key under each path becomes a variable; two keys landing on one name is an
+    error. A path ending in ``/`` is a folder: every secret under it, in path order."""
+    keys = [bulk_key(p) for p in paths]
     generation.prefetch(keys)
     out: dict[str, Secret] = {}
     origin: dict[str, str] = {}
     for key in keys:
-        for data_key, value in generation.get(key).data.items():
+        fetched = generation.get(key)
+        for data_key, value, path in _bulk_items(key, fetched):
             name = export_name(data_key, prefix, upcase, sanitize)
-            here = f"{key.path}#{data_key}"
+            here = f"{path}#{data_key}"
             if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ConfigError(f"bulk export: key {here} gives {name!r}, not a valid "
                                   "variable name", hint="turn on secrets_sanitize")
@@ -200,3 +202,10 @@ def bulk_export(paths: Iterable[str], generation: Generation, *, prefix: str, up
             origin[name] = here
             out[name] = value
     return out
+
+
+def _bulk_items(key: SourceKey, fetched: Fetched) -> Iterator[tuple[str, Secret, str]]:
+    """(key, value, the secret's path) of one bulk path; a folder's secret by secret."""
+    for path, data in fetched.parts or ((key.path, fetched.data),):
+        for data_key, value in data.items():
+            yield data_key, value, path

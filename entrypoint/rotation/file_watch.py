@@ -25,11 +25,17 @@ class FileWatch:
         self.files: dict[str, set[SourceKey]] = {}   # resolved file -> keys
         self.rerender_files: set[str] = set()        # template sources
         self.folders: set[str] = set()
+        self.trees: dict[str, set[SourceKey]] = {}   # folder -> keys: any change beneath
         self._observer: Any = None
 
     def add_key(self, key: SourceKey, candidates: Iterable[Path]) -> None:
+        """A file is watched by itself; a folder (a ``secrets`` folder of the local
+        directory) whole: a file added, edited or removed anywhere beneath it."""
         for path in candidates:
             resolved = os.path.realpath(path)
+            if os.path.isdir(resolved):
+                self.trees.setdefault(resolved, set()).add(key)
+                continue
             self.files.setdefault(resolved, set()).add(key)
             self.folders.add(os.path.dirname(resolved))
 
@@ -39,7 +45,7 @@ class FileWatch:
         self.folders.add(os.path.dirname(resolved))
 
     def start(self) -> None:
-        if not self.folders:
+        if not self.folders and not self.trees:
             return
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
@@ -62,12 +68,17 @@ class FileWatch:
                 observer.schedule(handler, folder, recursive=False)
             else:
                 self.log.warning("cannot watch %s: not a folder", folder)
+        for tree in sorted(self.trees):
+            observer.schedule(handler, tree, recursive=True)
         observer.daemon = True
         observer.start()
         self._observer = observer
 
     def changed(self, path: str) -> None:
-        keys = self.files.get(path)
+        keys = set(self.files.get(path, ()))
+        for tree, tree_keys in self.trees.items():
+            if path.startswith(tree + os.sep):
+                keys |= tree_keys
         if keys:
             self.notify(f"{path} changed", keys, False)
         elif path in self.rerender_files:

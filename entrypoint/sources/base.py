@@ -52,6 +52,10 @@ class Fetched:
     # ROTATED: seconds until the server rotates it; TTL: seconds the value is valid.
     ttl: float | None = None
     fetched_at: float = 0.0
+    # A folder (``secrets = ["kv/app/"]``): each secret under it, (path, keys), in path
+    # order; ``data`` is then their union. Bulk export reads these, to name the secret
+    # each variable came from.
+    parts: tuple[tuple[str, Mapping[str, Secret]], ...] = field(default=(), repr=False)
 
     def value(self, key: str) -> Secret | None:
         return self.data.get(key)
@@ -166,6 +170,19 @@ class Source:
 
     def close(self) -> None:
         """Give back what this process holds (unless :meth:`keep_on_close` was called)."""
+
+
+def folder_fetched(parts: Iterable[tuple[str, Mapping[str, Secret]]], *, kind: str,
+                   refresh: Refresh, fetched_at: float) -> Fetched:
+    """One read of a folder: its secrets sorted by path (every source orders them alike,
+    so a collision is reported the same way locally and in production)."""
+    ordered = tuple(sorted(parts, key=lambda part: part[0]))
+    data: dict[str, Secret] = {}
+    for _, values in ordered:
+        for key, value in values.items():
+            data.setdefault(key, value)
+    return Fetched(data=data, kind=kind, refresh=refresh, fetched_at=fetched_at,
+                   parts=ordered)
 
 
 def to_secrets(data: Mapping[str, Any]) -> dict[str, Secret]:

@@ -2,7 +2,8 @@
 
 The embedded default for running without any server. A path maps to ``DIR/PATH.json``
 or ``DIR/PATH.toml`` holding one object (or ``DIR/MOUNT/data/REST.json``, Vault's API
-layout); ``?version=N`` maps to ``DIR/PATH@N.json``.
+layout); ``?version=N`` maps to ``DIR/PATH@N.json``. A folder (``kv/app/``, from
+``secrets``) is every such file beneath ``DIR/kv/app`` (``tree.py``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class LocalSource(Source):
         return folder
 
     def fetch(self, path: str, version: int | None = None) -> Fetched:
+        if path.endswith("/"):
+            from entrypoint.sources.local.tree import fetch_tree
+
+            return fetch_tree(self, path)
         file = self.file_for(path, version)
         data = load_object(file)
         return Fetched(data=to_secrets(data), kind="local", refresh=Refresh.WATCH,
@@ -94,6 +99,10 @@ class LocalSource(Source):
                        fetched_at=time.monotonic())
 
     def watched_files(self, path: str, version: int | None) -> Sequence[Path]:
+        if path.endswith("/"):
+            from entrypoint.sources.local.tree import tree_roots
+
+            return tree_roots(self, path)  # folders: a change anywhere beneath them
         return [self.file_for(path, version)]
 
 

@@ -28,7 +28,7 @@ from entrypoint.errors import (
     UnavailableError,
 )
 from entrypoint.sources.base import Fetched, LoginState, Renewal, Source, Step
-from entrypoint.sources.vault import kv
+from entrypoint.sources.vault import folders, kv
 from entrypoint.sources.vault.auth import LoginMethod, choose
 from entrypoint.sources.vault.client import (
     VaultClient,
@@ -77,6 +77,8 @@ class VaultSource(Source):
 
     # -- the Source protocol ------------------------------------------------------------
     def fetch(self, path: str, version: int | None = None) -> Fetched:
+        if path.endswith("/") and not self._closed:  # a folder: secrets = ["kv/app/"]
+            return folders.fetch_folder(self, path)
         path = path.strip("/")
         if self._closed:
             raise UnavailableError(f"vault:{path}: shutting down; nothing more is fetched")
