@@ -38,6 +38,8 @@ class Tasks:
     failures: dict[str, int]
     resolution: Resolution | None
     _poll_token: dict[SourceKey, int]
+    ttl_ends: dict[SourceKey, float]
+    ttl_reported: set[SourceKey]
     _exiting: bool
 
     def _schedule(self, when: float, *task: Any) -> None:
@@ -179,7 +181,7 @@ class Tasks:
             self.fresh[key] = new
             detail = (f" (v{old.version} -> v{new.version})"
                       if new.version != old.version and new.version is not None else
-                      " (rotated by the server)" if new.refresh is Refresh.ROTATED else "")
+                      " (password rotated by Vault)" if new.refresh is Refresh.ROTATED else "")
             self._mark(key, f"{label} changed{detail}")
             return
         if new.lease_id and new.lease_id != old.lease_id:
@@ -206,21 +208,24 @@ class Tasks:
     def _check_expiry(self, now: float) -> None:
         if self._exiting:
             return
+        ended = [(lease.key, f"lease of {lease.label}") for lease in self.leases.values()
+                 if now >= lease.times.expires_at and not lease.expired_reported]
         for lease in self.leases.values():
-            if now < lease.times.expires_at or lease.expired_reported:
-                continue
-            lease.expired_reported = True
+            lease.expired_reported |= now >= lease.times.expires_at
+        ended += [(key, f"value of {key.label} (its ttl)") for key, end in self.ttl_ends.items()
+                  if now >= end and key not in self.ttl_reported]
+        self.ttl_reported |= {key for key, end in self.ttl_ends.items() if now >= end}
+        for key, what in ended:
             if self.config.on_expiry == "exit":
                 self.post(Fatal(UnavailableError(
-                    f"lease of {lease.label} expired and no successor could be fetched",
+                    f"{what} expired and no successor could be fetched",
                     hint="on_expiry = exit")))
                 # The supervisor stops the app and exits: no successor to fetch any more.
                 self._exiting = True
                 return
-            self.log.error("lease of %s expired and no successor could be fetched; the "
-                           "app keeps running on the last values (on_expiry = keep)",
-                           lease.label)
-            self._mark(lease.key, f"lease of {lease.label} expired")
+            self.log.error("%s expired and no successor could be fetched; the app keeps "
+                           "running on the last values (on_expiry = keep)", what)
+            self._mark(key, f"{what} expired")
 
     def _task_revoke_later(self, leases: tuple[HeldLease, ...]) -> None:
         self.revoker.revoke(list(leases), "grace period over")
