@@ -34,6 +34,7 @@ from benchmarks.local import (
     supervised_start,
     write_local_secrets,
 )
+from tests.helpers.rates import kind_of, per_real_hour
 
 DB_ROLE = "app"
 DB_TTL = 3600  # the database role's default_ttl at real settings
@@ -270,7 +271,8 @@ def requests_per_hour(ctx: Context) -> list[Row]:
             if name != config:
                 continue
             mine = [r for r in logged if r.accessor == accessor]
-            rates = {kind: per_real_hour([r.timestamp for r in mine if kind_of(r.path) == kind])
+            rates = {kind: per_real_hour([r.timestamp for r in mine if kind_of(r.path) == kind],
+                                          WINDOW, SCALE)
                      for kind in {kind_of(r.path) for r in mine}}
             kinds.append(rates)
             samples.append(sum(rates.values()))
@@ -296,47 +298,6 @@ def requests_per_hour(ctx: Context) -> list[Row]:
                                                     breakdown.items()))
         rows.append(row)
     return rows
-
-
-def per_real_hour(timestamps: list[float]) -> float:
-    """Requests per hour at real settings for one kind of request.
-
-    From the mean interval between its requests ((n - 1) / (last - first)), not from the
-    count in the window, which is off by up to one request at each edge: that is 0.4 per
-    hour for something done every 40 minutes, and a renewal is done that rarely. Two
-    requests already give one whole interval; only a single one falls back to the count.
-
-    The same count as tests/test_load.py's ``_per_real_hour`` (its window a parameter
-    there). This copy used to fall back to the count below three requests, so two
-    renewals 8.5 s apart in the 30 s window read as 2 / 30 s (0.8 per real hour) instead
-    of 1 / 8.5 s (1.4): the tests' threshold is the right one. Kept here until the count
-    has a home in tests/helpers/ that both import (tests/ is not the benchmarks' to edit).
-    """
-    if len(timestamps) >= 2:
-        per_second = (len(timestamps) - 1) / (max(timestamps) - min(timestamps))
-    else:
-        per_second = len(timestamps) / WINDOW
-    return per_second * 3600 / SCALE
-
-
-def kind_of(path: str) -> str:
-    if path.startswith("sys/internal/ui/mounts/"):
-        return "mount lookup"
-    if path.startswith("auth/token/lookup-self"):
-        return "token lookup"
-    if path.startswith("secret/data/"):
-        return "kv read"
-    if path.startswith("database/creds/"):
-        return "db creds"
-    if path.startswith("sys/leases/lookup"):
-        return "lease lookup"
-    if path.startswith(("sys/leases/renew", "sys/renew")):
-        return "lease renew"
-    if path.startswith("sys/leases/revoke"):
-        return "lease revoke"
-    if path.startswith("auth/token/renew"):
-        return "token renew"
-    return path
 
 
 def vault_start_standin(ctx: Context) -> list[Row]:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers.cli import REPO, clean_env, start_cli, wait_until
 from tests.helpers.journal import wait_for
+from tests.helpers.rates import kind_of, per_real_hour
 from tests.helpers.secrecy import record_file, seed_secret
 
 N = 200
@@ -191,8 +192,8 @@ def test_steady_state_requests_per_hour(vault: Any, postgres: Any, tmp_path: Pat
                 if r.accessor == accessor and window_start <= r.timestamp < window_end]
         by_kind: dict[str, list[float]] = defaultdict(list)
         for r in mine:
-            by_kind[_kind(r.path)].append(r.timestamp)
-        per_hour = {kind: _per_real_hour(stamps) for kind, stamps in by_kind.items()}
+            by_kind[kind_of(r.path)].append(r.timestamp)
+        per_hour = {kind: per_real_hour(stamps, WINDOW, SCALE) for kind, stamps in by_kind.items()}
         rates[name] = per_hour
         print(f"\nsteady state, {name}: {sum(per_hour.values()):.1f} requests/hour (" +
               ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_hour.items())) + ")")
@@ -201,21 +202,3 @@ def test_steady_state_requests_per_hour(vault: Any, postgres: Any, tmp_path: Pat
     assert "token renew" not in rates["token ttl 768h"]
     assert sum(rates["token ttl 768h"].values()) <= TARGET
     assert sum(rates["token ttl 1h"].values()) <= 17.0
-
-
-def _per_real_hour(stamps: list[float]) -> float:
-    if len(stamps) >= 2:
-        per_second = (len(stamps) - 1) / (max(stamps) - min(stamps))
-    else:
-        per_second = len(stamps) / WINDOW
-    return per_second * 3600 / SCALE
-
-
-def _kind(path: str) -> str:
-    if path.startswith("secret/data/"):
-        return "kv read"
-    if path.startswith(("sys/leases/renew", "sys/renew")):
-        return "lease renew"
-    if path.startswith("auth/token/renew"):
-        return "token renew"
-    return path
