@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from entrypoint.process import signals
+from tests.e2e.test_pid1_reap import can_unshare
 from tests.helpers.cli import wait_until
 from tests.helpers.pid1 import Supervised, children_of, is_alive, stat_of
-from tests.e2e.test_pid1_reap import can_unshare
 
 ROUTINE = [signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
            signal.SIGWINCH, signal.SIGCONT]
