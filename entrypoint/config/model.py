@@ -56,6 +56,8 @@ class TemplateSpec:
     user: str | None = None
     group: str | None = None
     origin: str = ""
+    # "keep" or "fatal" when a render after start fails; None: template_error_on_refresh.
+    error_on_refresh: str | None = None
 
     @property
     def name(self) -> str:
@@ -83,6 +85,7 @@ class Config:
     template_allowed_dirs: list[str] = field(default_factory=list)
     template_timeout: float = 10.0
     template_max_bytes: int = 16 * 1024 * 1024
+    template_error_on_refresh: str = "keep"
     pass_env: list[str] = field(default_factory=list)
     vault_auth: str | None = None
     vault_auth_mount: str | None = None

@@ -31,7 +31,9 @@ def _template_from_flag(text: str, origin: str) -> TemplateSpec:
                         origin=origin)
 
 
-_TEMPLATE_KEYS = ("source", "contents", "destination", "perms", "on_change", "user", "group")
+_TEMPLATE_KEYS = ("source", "contents", "destination", "perms", "on_change", "user", "group",
+                  "error_on_refresh")
+ERROR_ON_REFRESH = ("keep", "fatal")
 _ENV_TEMPLATE_KEYS = ("name", "source", "contents")
 
 
@@ -84,10 +86,15 @@ def templates(raw: Raw, base: Path) -> list[TemplateSpec]:
             on_change = OnChange.parse(str(table.get("on_change", "restart")))
         except ValueError as exc:
             raise ConfigError(f"{raw.origin}: template: {exc}") from None
+        on_error = _table_str(table, "error_on_refresh", raw.origin, "template")
+        if on_error is not None and on_error not in ERROR_ON_REFRESH:
+            raise ConfigError(f"{raw.origin}: template.error_on_refresh expects keep or fatal, "
+                              f"got {on_error!r}")
         specs.append(TemplateSpec(
             destination=base / dest, source=source, contents=contents, perms=perms,
             on_change=on_change, user=_table_str(table, "user", raw.origin, "template"),
-            group=_table_str(table, "group", raw.origin, "template"), origin=raw.origin))
+            group=_table_str(table, "group", raw.origin, "template"), origin=raw.origin,
+            error_on_refresh=on_error))
     return specs
 
 

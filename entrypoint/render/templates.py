@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jinja2.sandbox import SandboxedEnvironment
+
 from entrypoint.config.model import Config, EnvTemplateSpec, OnChange, TemplateSpec
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, RenderError, TemplateError
@@ -39,6 +41,7 @@ from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.plan.resolve import check_env_value
 from entrypoint.render import atomic, sandbox
+from entrypoint.render.outcome import Outcome
 from entrypoint.secret import Secret
 
 
@@ -104,9 +107,11 @@ class Renderer:
     """:func:`render_all` for a long-lived caller such as the rotation engine.
 
     Called with each new resolution, it returns the ``on_change`` actions to take, once
-    each. If moving files into place fails halfway (:class:`PartialRenderError`), the
-    actions of the files already in place are remembered and returned by the next
-    successful call, since those files will then look unchanged on disk.
+    each, as an :class:`Outcome` that also lists the file templates that failed (kept at
+    their last good file). If moving files into place fails halfway
+    (:class:`PartialRenderError`), the actions of the files already in place are
+    remembered and returned by the next successful call, since those files will then
+    look unchanged on disk.
     """
 
     def __init__(self, config: Config, runtime: Runtime, *, allowed: Iterable[Path] = ()) -> None:
@@ -116,13 +121,18 @@ class Renderer:
         self.owed: list[FileChange] = []
 
     def __call__(self, resolution: Resolution) -> list[OnChange]:
+        # Each file template on its own (render/outputs.py): one that fails keeps its
+        # last good file, unless its error_on_refresh is fatal.
+        from entrypoint.render.outputs import render_outputs
+
         try:
-            result = render_all(self.config, self.runtime, resolution, allowed=self.allowed)
+            result, failed = render_outputs(self.config, self.runtime, resolution,
+                                            allowed=self.allowed)
         except PartialRenderError as exc:
             self.owed.extend(exc.changed)
             raise
         changes, self.owed = [*self.owed, *result.changed], []
-        actions: list[OnChange] = []
+        actions = Outcome(failed=failed)
         for change in changes:
             if change.on_change not in actions:
                 actions.append(change.on_change)
@@ -169,18 +179,25 @@ def render_files(config: Config, runtime: Runtime, resolution: Resolution, *,
             raise ConfigError(f"{spec.origin}: two templates write {dest} "
                               f"({seen[dest]} and {spec.name})")
         seen[dest] = spec.name
-        where, source = _load(spec, config)
-        scope = _scope(config, resolution, view, where, allowed, source)
-        text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
-        try:
-            content = text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A variable holding bytes that are not UTF-8 (Python keeps them as surrogates).
-            raise TemplateError(f"{where.label}: renders text that is not valid UTF-8 (a "
-                                "value it uses holds bytes that are not UTF-8 text)",
-                                hint="expected UTF-8 text in every value") from None
-        out.append(Rendered(spec, content))
+        out.append(render_file(config, spec, env, view, resolution, allowed))
     return out
+
+
+def render_file(config: Config, spec: TemplateSpec, env: SandboxedEnvironment,
+                view: Mapping[str, str], resolution: Resolution,
+                allowed: Iterable[Path]) -> Rendered:
+    """One file ``[[template]]`` to bytes; nothing is written."""
+    where, source = _load(spec, config)
+    scope = _scope(config, resolution, view, where, allowed, source)
+    text = sandbox.render(sandbox.compile_template(env, source, where), source, where, scope)
+    try:
+        content = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A variable holding bytes that are not UTF-8 (Python keeps them as surrogates).
+        raise TemplateError(f"{where.label}: renders text that is not valid UTF-8 (a "
+                            "value it uses holds bytes that are not UTF-8 text)",
+                            hint="expected UTF-8 text in every value") from None
+    return Rendered(spec, content)
 
 
 @dataclass(frozen=True)

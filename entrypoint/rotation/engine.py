@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from entrypoint import backoff
@@ -32,9 +33,11 @@ from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.plan.resolve import Generation
 from entrypoint.process.events import Post
+from entrypoint.render.outcome import FatalOutputError, failures_of
 from entrypoint.rotation import timing
 from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
+from entrypoint.rotation.failing import FailingOutputs
 from entrypoint.rotation.leases import HeldLease, Revoker
 from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
 from entrypoint.rotation.tasks import Tasks
@@ -64,7 +67,7 @@ class _Stop:
     pass
 
 
-class Engine(Tasks):
+class Engine(Tasks, FailingOutputs):
     def __init__(self, config: Config, runtime: Runtime, post: Post, log: logging.Logger,
                  render: RenderFn, *, clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[], float] = random.random) -> None:
@@ -95,6 +98,8 @@ class Engine(Tasks):
         self.resolution: Resolution | None = None
         self.env: dict[str, str] = {}
         self.act_failures = 0
+        self.failing: dict[Path, int] = {}  # file templates kept at their last good file
+        self._retry_token = 0
         self.not_before = 0.0  # backoff after a failed successor
         self.env_matters = True  # False in sidecar mode: no app reads the environment
         self._exiting = False
@@ -293,6 +298,9 @@ class Engine(Tasks):
         try:
             resolution = self.runtime.resolve(generation)
             changed_files = self.render(resolution)
+        except FatalOutputError as exc:
+            self._output_fatal(exc, old.generation, generation)
+            return
         except Exception as exc:
             # Any failure (a bug included) backs off: the burst stays pending, and
             # retrying it at once would spin this thread and flood the log.
@@ -317,17 +325,21 @@ class Engine(Tasks):
             self.log.info("recovered: new values fetched after %d failed attempts",
                           self.act_failures)
         self.act_failures = 0
-        log_replaced(self.log, old.generation, dirty, "ok", None)
+        failed = failures_of(changed_files)
+        # Paths only failing templates read keep their last good value and stay dirty.
+        held = self._hold_back(old.generation, generation, dirty, failed)
+        log_replaced(self.log, old.generation, dirty - held, "ok", None)
         reasons = self.coalescer.take()
-        self.dirty.clear()
+        self.dirty = set(held)
         self.fresh.clear()
         new_env = resolution.child_env()
         plan = (decide(self.env, new_env, changed_files, reasons) if self.env_matters else
                 decide({}, {}, changed_files, reasons))
         stale = stale_leases(old.generation, generation)
         reason = "; ".join(reasons)
-        self._adopt(resolution, only=[k for k in generation.fetched
-                                      if k in dirty or k not in old.generation.fetched])
+        self._adopt(resolution, only=[k for k in generation.fetched if k not in held
+                                      and (k in dirty or k not in old.generation.fetched)])
+        self._report_outputs(failed)
         if plan.restart:
             self.successors += 1
             self.revoke_on_start.extend((self.successors, lease) for lease in stale)
