@@ -76,7 +76,7 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
     usage = {
         "run": "entrypoint [run] [OPTIONS] -- CMD [ARGS...]",
         "render": "entrypoint render [OPTIONS] [--reveal] [--format dotenv|env-file|json]",
-        "check": "entrypoint check [OPTIONS] [--format table|json]",
+        "check": "entrypoint check [OPTIONS] [--format table|json] [--issue]",
         "rotate": "entrypoint rotate [OPTIONS]",
         "status": "entrypoint status [OPTIONS] [--format table|json]",
         "help": "entrypoint help [SUBCOMMAND]",
@@ -114,6 +114,11 @@ def build_parser(sub: str) -> argparse.ArgumentParser:
     if sub in ("check", "status"):
         parser.add_argument("--format", dest="output_format", choices=("table", "json"),
                             default="table", help="output format (default: table)")
+    if sub == "check":
+        parser.add_argument("--issue", action="store_true",
+                            help="make the writes (?write references, secret() with "
+                                 "parameters): issue certificates instead of only asking "
+                                 "whether the PKI role would accept them")
     group = parser.add_argument_group("settings")
     for setting in settings:
         _add_setting(group, setting)
@@ -250,7 +255,8 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     if sub == "check":
         from entrypoint.commands.check import main as check_main
 
-        return check_main(config, env, log, fmt=namespace.output_format)
+        return check_main(config, env, log, fmt=namespace.output_format,
+                          issue=namespace.issue)
     if sub == "rotate":
         from entrypoint.ops.control import request_rotation
 

@@ -81,11 +81,19 @@ def namesake_rows() -> list[CheckRow]:
                      "environment of its own")]
 
 
-def path_rows(source: Source, key: SourceKey, wanted: set[str]) -> list[CheckRow]:
+def path_rows(source: Source, key: SourceKey, wanted: set[str],
+              issue: bool = False) -> list[CheckRow]:
     """Read one path: its row (a missing key fails it, as it would fail the start), and
-    its lease given back at once."""
+    its lease given back at once. A write (``?write&...``) is only validated (would the
+    PKI role accept it?) unless ``issue``: ``entrypoint check --issue``."""
+    note = ""
     try:
-        fetched = source.fetch(key.path, key.version)
+        if not key.params:
+            fetched = source.fetch(key.path, key.version)
+        elif issue:
+            fetched = source.issue(key.path, key.params)
+        else:
+            note, fetched = source.check_issue(key.path, key.params)
     except EntrypointError as exc:
         return [failed(ref_of(key), "-", exc)]
     missing = sorted(k for k in wanted if k not in fetched.data)
@@ -94,6 +102,9 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str]) -> list[CheckRow
         present = ", ".join(sorted(fetched.data)) or "none"
         rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
                          f"missing key {label} (keys present: {present})", ok=False, code=78)]
+    elif note:
+        rows = [CheckRow(ref_of(key), fetched.kind, note,
+                         "ok (not issued; entrypoint check --issue issues one)")]
     else:
         rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok")]
     if fetched.lease_id:
@@ -106,9 +117,11 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str]) -> list[CheckRow
 
 def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
               keys: Mapping[SourceKey, Iterable[str]] | None = None,
-              log: logging.Logger | None = None) -> list[CheckRow]:
+              log: logging.Logger | None = None, issue: bool = False) -> list[CheckRow]:
     """Rows for config, server, login, every path in ``paths`` plus ``config.secrets``,
     then every template, rendered in memory (see :mod:`entrypoint.commands.check_templates`).
+    Writes are validated, not made, unless ``issue``; the check never uses
+    ``issue_cache_dir`` (it neither reuses nor keeps a certificate).
 
     ``keys`` names the keys each path must hold (from the references); a missing one
     fails that path's row, as it would fail the start.
@@ -118,7 +131,10 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok"), *namesake_rows()]
     try:
-        sources: Sources = for_config(config, environ)
+        import dataclasses
+
+        sources: Sources = for_config(dataclasses.replace(config, issue_cache_dir=None),
+                                      environ)
     except EntrypointError as exc:
         return [*rows, failed("config", "config", exc)]
     try:
@@ -132,7 +148,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             if key.scheme not in usable:
                 usable[key.scheme] = preflight_rows(source, rows)
             if usable[key.scheme]:
-                rows += path_rows(source, key, wanted.get(key, set()))
+                rows += path_rows(source, key, wanted.get(key, set()), issue)
             else:
                 rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
         if not all(usable.values()):
@@ -143,7 +159,8 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             from entrypoint.commands.check_templates import template_rows
 
             rows += template_rows(config, sources, environ,
-                                  log or logging.getLogger("entrypoint"), set(todo))
+                                  log or logging.getLogger("entrypoint"), set(todo),
+                                  issue=issue)
     finally:
         sources.close()
     return rows
@@ -164,9 +181,9 @@ def render_json(rows: list[CheckRow]) -> str:
 
 
 def main(config: Config, environ: Mapping[str, str] = os.environ,
-         log: logging.Logger | None = None, fmt: str = "table") -> int:
-    """``entrypoint check [--format table|json]``: 0 when every row is ok, else the exit
-    status of the first failure (69 unavailable, 77 denied, 78 config)."""
+         log: logging.Logger | None = None, fmt: str = "table", issue: bool = False) -> int:
+    """``entrypoint check [--format table|json] [--issue]``: 0 when every row is ok, else
+    the exit status of the first failure (69 unavailable, 77 denied, 78 config)."""
     from entrypoint.plan import refs
     from entrypoint.plan.resolve import plan_environment
 
@@ -181,7 +198,7 @@ def main(config: Config, environ: Mapping[str, str] = os.environ,
                 keys.setdefault(ref.source_key, set())
                 if ref.key is not None:
                     keys[ref.source_key].add(ref.key)
-        rows = run_check(config, environ, keys, keys, log)
+        rows = run_check(config, environ, keys, keys, log, issue=issue)
     print(render_json(rows) if fmt == "json" else render_table(rows))
     return exit_code(rows)
 

@@ -22,8 +22,10 @@ from entrypoint.sources.registry import Sources
 
 
 def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
-                  log: logging.Logger, checked: set[SourceKey]) -> list[CheckRow]:
-    """One row per env template and file template, then one per path only they read."""
+                  log: logging.Logger, checked: set[SourceKey],
+                  issue: bool = False) -> list[CheckRow]:
+    """One row per env template and file template, then one per path only they read.
+    Without ``issue`` a write in a template is validated and answered by placeholders."""
     if not (config.template or config.env_template):
         return []
     from entrypoint.plan.resolution import Runtime
@@ -31,6 +33,7 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
 
     runtime = Runtime(config, environ, log, sources=sources)
     generation = runtime.new_generation()
+    generation.dry_issue = not issue
     rows: list[CheckRow] = []
     try:
         try:

@@ -207,6 +207,9 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
     if any(getattr(r, "params", ()) for parts in references.values() for r in parts
            if isinstance(r, refs.Ref)):
         raise Fallback  # a write (?write&NAME=VALUE): a request, not a file to read
+    if any(isinstance(r, refs.Ref) and r.params for parts in references.values()
+           for r in parts):
+        raise Fallback  # a write (?write&...): issued by the full path
     keys = sorted({(r.scheme, r.path, r.version) for parts in references.values()
                    for r in parts if isinstance(r, refs.Ref)},
                   key=lambda k: (k[0], k[1], k[2] or 0))

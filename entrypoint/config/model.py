@@ -85,6 +85,7 @@ class Config:
     template_allowed_dirs: list[str] = field(default_factory=list)
     template_timeout: float = 10.0
     template_max_bytes: int = 16 * 1024 * 1024
+    issue_cache_dir: Path | None = None  # sources/vault/issue.py
     template_error_on_refresh: str = "keep"
     pass_env: list[str] = field(default_factory=list)
     vault_auth: str | None = None

@@ -61,6 +61,10 @@ SETTINGS: tuple[Setting, ...] = (
       "0 turns the limit off"),
     S("template_max_bytes", "int", 16 * 1024 * 1024,
       "largest text one template may render, in bytes"),
+    S("issue_cache_dir", "path", None,
+      "folder where issued certificates (?write references, secret() with parameters) are "
+      "kept so that a restart reuses a still-valid one instead of issuing; unset: every "
+      "start issues"),
     S("template_error_on_refresh", "choice", "keep",
       "what a file template whose render fails after start does: keep its last good file "
       "and retry, or stop the app with the error (fatal); error_on_refresh in [[template]] "

@@ -12,6 +12,10 @@ class SourceKey(NamedTuple):
     scheme: str
     path: str
     version: int | None = None
+    # A write (``vault:pki/issue/web#certificate?common_name=app.internal``): its
+    # parameters, sorted by name. Each distinct (path, params) is issued once per
+    # generation, so the cert, key and chain of one template come from one answer.
+    params: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -20,11 +24,14 @@ class SourceKey(NamedTuple):
 
     @property
     def ref(self) -> str:
-        """The reference a user writes for this key (``?version=`` included)."""
+        """The reference a user writes for this key (``?version=`` included); a write's
+        parameters by name only (``?common_name=…``): some writes take secret values."""
+        if self.params:
+            return self.label + "?" + "&".join(f"{name}=…" for name, _ in self.params)
         return self.label + (f"?version={self.version}" if self.version is not None else "")
 
-    def sort_key(self) -> tuple[str, str, int]:
-        return (self.scheme, self.path, self.version or 0)
+    def sort_key(self) -> tuple[str, str, int, tuple[tuple[str, str], ...]]:
+        return (self.scheme, self.path, self.version or 0, self.params)
 
 
 def bulk_key(path: str) -> SourceKey:

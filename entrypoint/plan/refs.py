@@ -10,7 +10,9 @@ Grammar of one value, tried in this order:
 3. It starts with ``SCHEME:``: the whole value is one reference.
 4. Anything else is literal and passes through byte for byte.
 
-Bodies: ``vault:PATH#KEY[?version=N]``, ``consul:KEY``, ``file:PATH[#KEY]``.
+Bodies: ``vault:PATH#KEY[?version=N]``, ``consul:KEY``, ``file:PATH[#KEY]``, and a
+write (issuing a certificate): ``vault:PATH#KEY?write&NAME=VALUE[&NAME=VALUE...]``, values
+percent-encoded where they hold ``%``, ``&``, ``#`` or ``}`` (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ SCHEMES = ("vault", "consul", "file")
 _INLINE_STARTS = tuple("${" + scheme + ":" for scheme in SCHEMES)
 _WHOLE_STARTS = tuple(scheme + ":" for scheme in SCHEMES)
 _VERSION_TAG = "?version="
+_WRITE_TAG = "?write&"
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_HEX = frozenset("0123456789abcdefABCDEF")
+Params = tuple[tuple[str, str], ...]
 
 
 def _inline_start(value: str, pos: int = 0) -> bool:
@@ -60,21 +66,24 @@ def _version_suffix(rest: str) -> int:
 
 
 class Ref:
-    """One reference: ``vault:PATH#KEY?version=N``. Immutable, compared by value."""
+    """One reference: ``vault:PATH#KEY?version=N``, or a write with ``params`` (sorted by
+    name). Immutable, compared by value."""
 
-    __slots__ = ("key", "path", "scheme", "version")
-    __match_args__ = ("scheme", "path", "key", "version")
+    __slots__ = ("key", "params", "path", "scheme", "version")
+    __match_args__ = ("scheme", "path", "key", "version", "params")
     scheme: str
     path: str
     key: str | None
     version: int | None
+    params: Params
 
     def __init__(self, scheme: str, path: str, key: str | None = None,
-                 version: int | None = None) -> None:
+                 version: int | None = None, params: Params = ()) -> None:
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "version", version)
+        object.__setattr__(self, "params", params)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: a Ref is immutable")
@@ -82,8 +91,8 @@ class Ref:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"cannot delete field {name!r}: a Ref is immutable")
 
-    def _fields(self) -> tuple[str, str, str | None, int | None]:
-        return (self.scheme, self.path, self.key, self.version)
+    def _fields(self) -> tuple[str, str, str | None, int | None, Params]:
+        return (self.scheme, self.path, self.key, self.version, self.params)
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -96,7 +105,8 @@ class Ref:
 
     def __repr__(self) -> str:
         return (f"Ref(scheme={self.scheme!r}, path={self.path!r}, key={self.key!r}, "
-                f"version={self.version!r})")
+                f"version={self.version!r}"
+                + (f", params={self.params!r})" if self.params else ")"))
 
     def format(self) -> str:
         text = f"{self.scheme}:{self.path}"
@@ -104,6 +114,9 @@ class Ref:
             text += f"#{self.key}"
         if self.version is not None:
             text += f"?version={self.version}"
+        if self.params:
+            text += "?write&" + "&".join(f"{name}={_quote(value)}"
+                                         for name, value in self.params)
         return text
 
     @property
@@ -111,7 +124,7 @@ class Ref:
         """What is fetched once per generation: two keys of one path share it."""
         from entrypoint.plan.keys import SourceKey
 
-        return SourceKey(self.scheme, self.path, self.version)
+        return SourceKey(self.scheme, self.path, self.version, self.params)
 
     def __str__(self) -> str:
         return self.format()
@@ -136,7 +149,16 @@ def parse_body(body: str, where: str) -> Ref:
             raise ReferenceSyntaxError(
                 f"{where}: ?version={digits} is only valid on vault: references, "
                 "with a version of 1 or more")
+    params: Params = ()
+    if _WRITE_TAG in rest or rest.endswith("?write"):
+        rest, params = _write_params(scheme, rest, where)
     if "?" in rest:
+        head, _, tail = rest.partition("?")
+        if scheme == "vault" and "#" not in head and "#" in tail:
+            raise ReferenceSyntaxError(f"{where}: options of vault:{head.strip('/')} come "
+                                       "before its key",
+                                       hint="expected vault:PATH#KEY?version=N or "
+                                            "vault:PATH#KEY?write&NAME=VALUE")
         raise ReferenceSyntaxError(f"{where}: unexpected '?' in reference {scheme}:…",
                                    hint="the only option is ?version=N, at the end")
     path, hash_, key = rest.partition("#")
@@ -153,12 +175,74 @@ def parse_body(body: str, where: str) -> Ref:
     if scheme == "consul" and hash_:
         raise ReferenceSyntaxError(f"{where}: consul: references take no #KEY",
                                    hint=_expected(scheme))
-    return Ref(scheme, path, key if hash_ else None, version)
+    if params and version is not None:
+        raise ReferenceSyntaxError(f"{where}: vault:{path}: ?version=N reads a version; "
+                                   "it cannot be combined with ?write")
+    return Ref(scheme, path, key if hash_ else None, version, params)
+
+
+def _write_params(scheme: str, rest: str, where: str) -> tuple[str, Params]:
+    """``PATH#KEY?write&a=1&b=2`` -> (``PATH#KEY``, (("a", "1"), ("b", "2")))."""
+    at = rest.find("?write")
+    head, query = rest[:at], rest[at + len("?write"):].removeprefix("&")
+    if scheme != "vault":
+        raise ReferenceSyntaxError(f"{where}: ?write is only valid on vault: references")
+    if "#" not in head:
+        raise ReferenceSyntaxError(f"{where}: options of vault:{head.strip('/')} come before "
+                                   "its key", hint="expected vault:PATH#KEY?write&NAME=VALUE")
+    if not query:
+        raise ReferenceSyntaxError(f"{where}: ?write names no parameter",
+                                   hint="expected vault:PATH#KEY?write&NAME=VALUE[&NAME=VALUE]")
+    found: dict[str, str] = {}
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        if not eq or not name or not set(name) <= _NAME_CHARS:
+            raise ReferenceSyntaxError(
+                f"{where}: write parameter {name or item!r} is not NAME=VALUE",
+                hint="names are letters, digits, _ and -; percent-encode %, &, # and } "
+                     "in values (%25, %26, %23, %7D)")
+        if name == "version" or name in found:
+            raise ReferenceSyntaxError(f"{where}: write parameter {name} is given twice"
+                                       if name in found else
+                                       f"{where}: ?version=N cannot be combined with ?write")
+        found[name] = _unquote(value, name, where)
+    return head, tuple(sorted(found.items()))
+
+
+def _quote(value: str) -> str:
+    """Percent-encode what would end a value early: ``%``, ``&``, ``#``, ``}``."""
+    for char, code in (("%", "%25"), ("&", "%26"), ("#", "%23"), ("}", "%7D")):
+        value = value.replace(char, code)
+    return value
+
+
+def _unquote(value: str, name: str, where: str) -> str:
+    if "%" not in value:
+        return value
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        if value[i] == "%":
+            digits = value[i + 1:i + 3]
+            if len(digits) != 2 or not set(digits) <= _HEX:
+                raise ReferenceSyntaxError(f"{where}: write parameter {name}: '%' starts "
+                                           "no %XX escape", hint="write a literal % as %25")
+            out.append(int(digits, 16))
+            i += 3
+        else:
+            out += value[i].encode("utf-8", "surrogatepass")
+            i += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ReferenceSyntaxError(f"{where}: write parameter {name}: the %XX escapes are "
+                                   "not UTF-8") from None
 
 
 def _expected(scheme: str) -> str:
     return {
-        "vault": "expected vault:PATH#KEY or vault:PATH#KEY?version=N",
+        "vault": "expected vault:PATH#KEY, vault:PATH#KEY?version=N or "
+                 "vault:PATH#KEY?write&NAME=VALUE",
         "consul": "expected consul:KEY",
         "file": "expected file:PATH or file:PATH#KEY",
     }[scheme]

@@ -69,7 +69,7 @@ class Runtime:
         for path_key, fetched in sorted(generation.fetched.items(), key=lambda kv: kv[0][1]):
             if path_key in generation.seeded:
                 continue
-            scheme, path, _ = path_key
+            scheme, path = path_key.scheme, path_key.path
             detail = ""
             if fetched.version is not None:
                 detail = f" v{fetched.version}"

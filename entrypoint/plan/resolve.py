@@ -64,6 +64,8 @@ class Generation:
         self.seeded = frozenset(self.fetched)
         self._locks: dict[SourceKey, threading.Lock] = {}
         self._guard = threading.Lock()
+        # ``entrypoint check`` without --issue: a write is validated, not made.
+        self.dry_issue = False
 
     def get(self, key: SourceKey) -> Fetched:
         with self._guard:
@@ -72,9 +74,15 @@ class Generation:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self.fetched:
-                scheme, path, version = key
+                scheme, path, version = key.scheme, key.path, key.version
                 try:
-                    fetched = self.sources.get(scheme).fetch(path, version)
+                    source = self.sources.get(scheme)
+                    if not key.params:
+                        fetched = source.fetch(path, version)
+                    elif self.dry_issue:
+                        fetched = source.check_issue(path, key.params)[1]
+                    else:  # a write (?write&..., secret(path, name=value)): issue once
+                        fetched = source.issue(path, key.params)
                 except RecursionError:
                     # A JSON (or TOML) answer nested thousands deep: the parser gives up.
                     raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "

@@ -4,7 +4,9 @@ Functions (every read goes through the generation, so a path is read once per ge
 and the username and password of one database credential come from one lease):
 
 - ``secret(path)``: the keys of a Vault path, as ``.key`` or ``['key']``;
-  ``secret('kv/app/db?version=3')`` pins a version.
+  ``secret('kv/app/db?version=3')`` pins a version. With parameters it is a write:
+  ``secret('pki/issue/web', common_name='app.internal', ttl='72h')`` issues (once per
+  generation per path and parameters, so cert, key and chain come from one answer).
 - ``consul(key)``: the value of a Consul key.
 - ``env(name, default)``: a variable of the app's environment (as the app will see it,
   references resolved, bootstrap credentials such as ``VAULT_TOKEN`` left out); a missing
@@ -154,10 +156,10 @@ class Scope:
 
             raise copy_error(exc, f"{fn}({COMPUTED!r}): {error_kind(exc)}", None) from None
 
-    def secret(self, path: str) -> SecretData:
-        return self._call("secret", path, lambda: self._secret(path))
+    def secret(self, path: str, **params: Any) -> SecretData:
+        return self._call("secret", path, lambda: self._secret(path, params))
 
-    def _secret(self, path: str) -> SecretData:
+    def _secret(self, path: str, params: Mapping[str, Any] | None = None) -> SecretData:
         if not isinstance(path, str) or not path.strip("/"):
             raise TemplateError("secret() expects a path such as 'kv/app/db'")
         version: int | None = None
@@ -172,7 +174,8 @@ class Scope:
                                 "key with .key or ['key']",
                                 hint="expected secret('kv/app/db').password")
         clean = path.strip("/")
-        fetched = self.generation.get(SourceKey("vault", clean, version))
+        written_params = _params(params or {}, version)
+        fetched = self.generation.get(SourceKey("vault", clean, version, written_params))
         data = fetched.plain()
         for value in data.values():
             self._hand(value)
@@ -235,6 +238,23 @@ class Scope:
         """Everything an error message must not show."""
         fetched = {v.reveal() for f in self.generation.fetched.values() for v in f.data.values()}
         return self.handed | self.asked | fetched
+
+
+def _params(params: Mapping[str, Any], version: int | None) -> tuple[tuple[str, str], ...]:
+    """secret()'s keyword arguments as a write's parameters: text, numbers, booleans."""
+    if params and version is not None:
+        raise TemplateError("secret(): ?version= reads a version; it cannot be combined with "
+                            "parameters, which make a write")
+    out: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if isinstance(value, bool):
+            out.append((name, "true" if value else "false"))
+        elif isinstance(value, str | int | float):
+            out.append((name, str(value)))
+        else:
+            raise TemplateError(f"secret(): parameter {name} must be text or a number, not "
+                                f"a {type(value).__name__}")
+    return tuple(sorted(out))
 
 
 def _b64encode(value: Any) -> str:

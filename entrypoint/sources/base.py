@@ -117,6 +117,27 @@ class Source:
         """Where ``path`` lives, for error messages (never a value)."""
         return f"{self.name}:{path}"
 
+    # -- writes (``?write&NAME=VALUE``, ``secret(path, name=value)``) -------------------
+
+    def issue(self, path: str, params: tuple[tuple[str, str], ...]) -> Fetched:
+        """Write ``params`` to ``path`` and answer what the server gave back (a PKI
+        certificate). Once per generation per (path, params); never logs the values."""
+        from entrypoint.errors import ConfigError
+
+        raise ConfigError(f"{self.name}:{path}: the {self.name} source makes no writes",
+                          hint="?write and secret(path, name=value) are for vault: paths")
+
+    def check_issue(self, path: str, params: tuple[tuple[str, str], ...]
+                    ) -> tuple[str, Fetched]:
+        """``entrypoint check`` without ``--issue``: what :meth:`issue` would be answered,
+        without writing. Raises what it would raise when the server would refuse; returns
+        (what was validated, an answer of placeholders). A source that cannot say
+        without writing raises, naming --issue."""
+        from entrypoint.errors import ConfigError
+
+        raise ConfigError(f"{self.name}:{path}: cannot be checked without writing",
+                          hint="entrypoint check --issue makes the write")
+
     # -- leases (Refresh.LEASE) ---------------------------------------------------------
 
     def renew_lease(self, lease_id: str, increment: float) -> Renewal:

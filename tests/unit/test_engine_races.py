@@ -14,6 +14,7 @@ import pytest
 
 from entrypoint.config.model import Config
 from entrypoint.errors import UnavailableError
+from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.rotation.engine import Engine
 from entrypoint.secret import Secret
@@ -22,7 +23,7 @@ from entrypoint.sources.registry import Sources
 from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
-KEY = ("vault", "database/creds/app", None)
+KEY = SourceKey("vault", "database/creds/app")
 TTL = 100.0
 
 

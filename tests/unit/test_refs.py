@@ -42,7 +42,7 @@ def test_forms(value: str, expected: list[refs.Part]) -> None:
 def test_two_halves_of_one_credential_share_a_source_key() -> None:
     parts = refs.parse("${vault:database/creds/app#username}:${vault:database/creds/app#password}")
     keys = {r.source_key for r in refs.references(parts)}
-    assert keys == {("vault", "database/creds/app", None)}
+    assert keys == {("vault", "database/creds/app", None, ())}
 
 
 @pytest.mark.parametrize(

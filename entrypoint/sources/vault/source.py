@@ -36,6 +36,7 @@ from entrypoint.sources.vault.client import (
     vault_message,
 )
 from entrypoint.sources.vault.connection import Connection
+from entrypoint.sources.vault.issue import Issuer, Params
 from entrypoint.sources.vault.leases import LeaseKeeping, Refused
 from entrypoint.sources.vault.token_keeper import TokenKeeper
 
@@ -57,6 +58,7 @@ class VaultSource(LeaseKeeping, Source):
         self._leases: set[str] = set()
         self._leases_lock = threading.Lock()
         self._closed = False
+        self.issuer = Issuer()  # writes: sources/vault/issue.py
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> VaultSource:
@@ -69,7 +71,9 @@ class VaultSource(LeaseKeeping, Source):
         revoke = config.revoke_on_exit and config.mode != "exec"
         keeper = TokenKeeper(client, method, log=log, revoke_on_exit=revoke,
                              renew_fraction=config.renew_fraction)
-        return cls(client, method, log=log, revoke_on_exit=revoke, keeper=keeper)
+        source = cls(client, method, log=log, revoke_on_exit=revoke, keeper=keeper)
+        source.issuer = Issuer(str(config.issue_cache_dir or ""), config.replace_fraction)
+        return source
 
     # -- the Source protocol ------------------------------------------------------------
     def fetch(self, path: str, version: int | None = None) -> Fetched:
@@ -98,6 +102,14 @@ class VaultSource(LeaseKeeping, Source):
         if fetched.lease_id:
             self._hold(path, fetched.lease_id)
         return fetched
+
+    def issue(self, path: str, params: Params) -> Fetched:
+        if self._closed:
+            raise UnavailableError(f"vault:{path}: shutting down; nothing more is issued")
+        return self.issuer.issue(self, path, params)
+
+    def check_issue(self, path: str, params: Params) -> tuple[str, Fetched]:
+        return self.issuer.check(self, path, params)
 
     def describe(self, path: str) -> str:
         mount = self.mounts.cached(path.strip("/"))
