@@ -316,12 +316,3 @@ def _cross_check(config: Config) -> None:
                           f"{config.local_secrets} does not exist or is not a directory")
 
 
-def is_bootstrap_variable(name: str) -> bool:
-    """Variables that configure the entrypoint itself, stripped from the app's environment."""
-    return name.startswith("ENTRYPOINT_") or name in BOOTSTRAP_VARIABLES
-
-
-BOOTSTRAP_VARIABLES = frozenset({
-    "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "CONSUL_HTTP_TOKEN",
-})
-

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from entrypoint.config.model import is_bootstrap_variable
+from entrypoint.config.bootstrap import is_bootstrap_variable
 from entrypoint.errors import ConfigError, SecretNotFound
 from entrypoint.plan import refs
 from entrypoint.plan.keys import SourceKey, bulk_key

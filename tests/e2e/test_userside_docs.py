@@ -22,7 +22,7 @@ import pytest
 from entrypoint import errors
 from entrypoint.cli import SUBCOMMANDS, build_parser
 from entrypoint.commands.help import settings_for
-from entrypoint.config.model import BOOTSTRAP_VARIABLES
+from entrypoint.config.bootstrap import BOOTSTRAP_VARIABLES
 from entrypoint.config.settings import BY_VARIABLE, SETTINGS
 from tests.helpers.cli import run_cli
 

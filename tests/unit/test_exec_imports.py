@@ -239,7 +239,6 @@ def test_what_the_fast_path_leaves_to_the_full_path_ends_the_same(
 def test_copies_agree_with_the_originals() -> None:
     from entrypoint import secret
     from entrypoint.commands import fast_exec
-    from entrypoint.config import bootstrap, model
     from entrypoint.config.settings import SETTINGS
     from entrypoint.plan import resolve
     from entrypoint.sources.local import folder
@@ -248,7 +247,6 @@ def test_copies_agree_with_the_originals() -> None:
     assert fast_exec.MIN_SCRUBBED == secret.MIN_SCRUBBED
     assert fast_exec.REDACTED == secret.REDACTED
     assert fast_exec.EXTENSIONS == folder.EXTENSIONS
-    assert bootstrap.BOOTSTRAP_VARIABLES == model.BOOTSTRAP_VARIABLES
     variables = {setting.variable for setting in SETTINGS}
     assert variables >= fast_exec.HANDLED
 
