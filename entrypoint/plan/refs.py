@@ -176,8 +176,7 @@ def parse_body(body: str, where: str) -> Ref:
         raise ReferenceSyntaxError(f"{where}: consul: references take no #KEY",
                                    hint=_expected(scheme))
     if params and version is not None:
-        raise ReferenceSyntaxError(f"{where}: vault:{path}: ?version=N reads a version; "
-                                   "it cannot be combined with ?write")
+        raise ReferenceSyntaxError(f"{where}: ?version=N cannot be combined with ?write")
     return Ref(scheme, path, key if hash_ else None, version, params)
 
 
