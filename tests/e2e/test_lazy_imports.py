@@ -7,6 +7,8 @@ app started here is not run with ``-X importtime``, so none of its imports are l
 - ``--exec`` on the local directory needs none of hvac, botocore, consul, watchdog.
 - The resident ``run`` on the local directory watches that directory with watchdog (that
   is using it), and needs none of the Vault, AWS or Consul clients.
+- The resident ``run`` with an aws-iam login never imports botocore: the signature is made
+  by a short-lived helper process (``auth/aws_sign.py``), whose imports are its own.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers.cli import REPO, clean_env, run_cli, start_cli
 from tests.helpers.journal import wait_for
+from tests.services.ecs_credentials import EcsCredentialsServer, iam_user_credentials
 
 PROBE = str(REPO / "tests/helpers/app_probe.py")
 CLIENTS = ("hvac", "botocore", "consul", "requests")
@@ -87,3 +91,42 @@ def test_resident_run_on_the_local_directory_imports_watchdog_only(
     names = imported(stderr_file.read_text())
     assert "watchdog" in names  # the local directory is watched: that is using it
     assert names.isdisjoint(CLIENTS), sorted(names & set(CLIENTS))
+
+
+def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
+        vault_server: Any, moto_sts: Any, aws_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    vault_server.configure_aws(moto_sts, header_value="vault.example.com")
+    vault_server.set_policy("app", {"secret/data/app/*": ["read"]})
+    vault_server.write_kv("secret", "app/db", {"password": "aws-lazy-secret"})
+    journal = tmp_path / "journal"
+    stderr_file = tmp_path / "stderr"
+    with EcsCredentialsServer(iam_user_credentials(moto_sts)) as endpoint:
+        vault_server.add_aws_role("app", endpoint.arn, ["app"], ttl=600)
+        env = {"VAULT_ADDR": vault_server.addr, "ENTRYPOINT_VAULT_AUTH": "aws-iam",
+               "ENTRYPOINT_VAULT_ROLE": "app", "ENTRYPOINT_VAULT_AWS_HEADER": "vault.example.com",
+               "ENTRYPOINT_CONTROL_SOCKET": "", "DB_PASSWORD": "vault:secret/app/db#password",
+               "AWS_CONFIG_FILE": str(tmp_path / "none"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true", **endpoint.env()}
+        with stderr_file.open("w") as stderr:
+            proc = start_cli(["--kill-timeout", "5s", "--", sys.executable, PROBE,
+                              str(journal), "DB_PASSWORD"],
+                             env, python_flags=["-X", "importtime"],
+                             stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+            try:
+                start = wait_for(journal, "start")[0]
+                assert start["env"] == {"DB_PASSWORD": "aws-lazy-secret"}
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=20) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert endpoint.requests, "the helper read the keys from the ECS endpoint"
+    text = stderr_file.read_text()
+    assert "logged in with aws-iam (auth/aws) role app" in text
+    assert vault_server.count("auth/aws/login") == 1
+    names = imported(text)
+    assert {"entrypoint", "hvac"} <= names  # the listing is there, and Vault was used
+    assert "botocore" not in names and "boto3" not in names
+    assert endpoint.credentials.secret_access_key not in text

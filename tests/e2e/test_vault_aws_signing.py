@@ -103,3 +103,53 @@ def test_sts_error_bodies_are_shortened_and_credentials_hidden() -> None:
     assert "session-token-value" not in shown and "s3cr3t" not in shown
     assert shown.endswith("SignatureDoesNotMatch: The request signature we calculated does "
                           "not match")
+
+
+# -- the helper process that signs for the resident entrypoint ---------------------------
+
+def test_the_helper_signs_what_sts_accepts(aws_env: pytest.MonkeyPatch, ecs_credentials,
+                                           moto_sts) -> None:
+    """The headers come from a child process (botocore is loaded there, not here)."""
+    for name, value in ecs_credentials.env().items():
+        aws_env.setenv(name, value)
+    url, region = aws_iam.sts_target(None, None)
+    headers = aws_iam.helper_sign(url, region, "vault.example.com")
+    assert headers["Host"] == "sts.amazonaws.com"
+    assert "x-vault-aws-iam-server-id" in headers["Authorization"].split("SignedHeaders=")[1]
+    assert headers["X-Amz-Security-Token"] == ecs_credentials.credentials.token
+    answer = replay(moto_sts.endpoint_url, headers, url)
+    assert answer.status_code == 200, answer.text
+    assert f"<Arn>{ecs_credentials.arn}</Arn>" in answer.text
+    assert ecs_credentials.requests, "the helper fetched the keys from the ECS endpoint"
+    shown = aws_iam._shown(headers)
+    assert shown.access_key == ecs_credentials.credentials.access_key_id
+    assert shown.token == ecs_credentials.credentials.token and shown.secret_key is None
+
+
+def test_the_helper_without_credentials_says_what_the_chain_says(
+        aws_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(AuthError) as info:
+        aws_iam.helper_sign(*aws_iam.sts_target(None, None), None)
+    assert info.value.exit_code == 77
+    assert info.value.message == "aws-iam: no AWS credentials found"
+    assert "AWS_CONTAINER_CREDENTIALS" in (info.value.hint or "")
+    with pytest.raises(AuthError) as here:  # word for word what botocore in-process said
+        aws_iam.aws_credentials()
+    assert str(info.value) == str(here.value)
+
+
+def test_the_helper_gets_the_aws_chain_s_environment_only(
+        aws_env: pytest.MonkeyPatch) -> None:
+    env = aws_iam.helper_env({"AWS_ROLE_ARN": "r", "HOME": "/h", "PATH": "/bin",
+                              "HTTPS_PROXY": "p", "VAULT_TOKEN": "t", "VAULT_ADDR": "a",
+                              "ENTRYPOINT_VAULT_ROLE": "x", "DB_PASSWORD": "vault:kv/db#pw"})
+    assert env == {"AWS_ROLE_ARN": "r", "HOME": "/h", "PATH": "/bin", "HTTPS_PROXY": "p"}
+
+
+def test_a_helper_that_dies_is_an_auth_error(aws_env: pytest.MonkeyPatch,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aws_iam.sys, "executable", "/bin/false")
+    with pytest.raises(AuthError) as info:
+        aws_iam.helper_sign(*aws_iam.sts_target(None, None), None)
+    assert info.value.exit_code == 77
+    assert "the signing helper failed (exit status 1)" in str(info.value)

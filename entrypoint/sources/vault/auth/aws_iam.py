@@ -2,29 +2,46 @@
 
 Credentials come from botocore's standard chain (env keys, shared profile, the ECS
 container credentials endpoint, web identity, instance metadata); botocore signs (SigV4).
-We never send the request to STS ourselves: Vault does, and STS checks the signature.
+Both happen in a short-lived helper process (:mod:`.aws_sign`) that hands back the signed
+headers: the resident entrypoint never imports botocore (about 20 MB it would keep for one
+signature per login). We never send the request to STS ourselves: Vault does, and STS
+checks the signature.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from entrypoint.config.model import Config
 from entrypoint.errors import AuthError
-from entrypoint.sources.vault.auth import LoginResult, refused, result_of
+from entrypoint.sources.vault.auth import LoginResult, aws_sign, refused, result_of
+from entrypoint.sources.vault.auth.aws_sign import BODY, SERVER_ID_HEADER
 
 if TYPE_CHECKING:
     from entrypoint.sources.vault.client import VaultClient
 
 GLOBAL_ENDPOINT = "https://sts.amazonaws.com/"
 GLOBAL_REGION = "us-east-1"
-BODY = "Action=GetCallerIdentity&Version=2011-06-15"
-SERVER_ID_HEADER = "X-Vault-AWS-IAM-Server-ID"
+__all__ = ["BODY", "SERVER_ID_HEADER", "AwsIamLogin", "aws_credentials", "helper_sign",
+           "login_payload", "signed_request", "sts_target"]
+# What the helper may take from our environment: botocore's own settings and the few
+# variables its chain reads (the shared files under HOME, a credential_process on PATH,
+# proxies and CA bundles for the ECS endpoint and STS). Not VAULT_*, ENTRYPOINT_*, nor the
+# app's references.
+HELPER_ENV = frozenset({
+    "HOME", "PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
+HELPER_TIMEOUT = 60.0  # botocore's own timeouts end a slow chain well before this
 
 
 def sts_target(region: str | None, endpoint: str | None) -> tuple[str, str]:
@@ -45,18 +62,9 @@ def sts_target(region: str | None, endpoint: str | None) -> tuple[str, str]:
 
 def signed_request(credentials: Any, url: str, region: str,
                    server_id: str | None) -> dict[str, str]:
-    """Headers of a SigV4-signed GetCallerIdentity POST (botocore does the signing)."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-               "Host": urlsplit(url).netloc}
-    if server_id:
-        # Added before signing so that it is in SignedHeaders, as Vault requires.
-        headers[SERVER_ID_HEADER] = server_id
-    request = AWSRequest(method="POST", url=url, data=BODY, headers=headers)
-    SigV4Auth(credentials, "sts", region).add_auth(request)
-    return {str(k): str(v) for k, v in request.headers.items()}
+    """Headers of a SigV4-signed GetCallerIdentity POST, in this process (botocore does
+    the signing; imported here): the helper's function, kept for tests and tools."""
+    return aws_sign.sign(credentials, url, region, server_id)
 
 
 def login_payload(headers: dict[str, str], url: str, role: str | None) -> dict[str, str]:
@@ -76,22 +84,79 @@ def login_payload(headers: dict[str, str], url: str, role: str | None) -> dict[s
 
 
 def aws_credentials() -> Any:
-    """Frozen credentials from the standard chain, or AuthError naming the chain."""
-    import botocore.exceptions
-    import botocore.session
-
+    """Frozen credentials from the standard chain, in this process (botocore imported
+    here), or AuthError naming the chain: the helper's function, kept for tests and tools."""
     try:
-        credentials = botocore.session.get_session().get_credentials()
-        frozen = credentials.get_frozen_credentials() if credentials is not None else None
-    except botocore.exceptions.BotoCoreError as exc:
-        # botocore's messages name the profile or endpoint at fault, never a secret.
-        raise AuthError(f"aws-iam: AWS credentials could not be obtained: {exc}") from None
-    if frozen is None or not frozen.access_key:
-        raise AuthError("aws-iam: no AWS credentials found",
-                        hint="looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared "
-                             "profile, the ECS container credentials endpoint "
-                             "(AWS_CONTAINER_CREDENTIALS_*), web identity and instance metadata")
-    return frozen
+        return aws_sign.credentials()
+    except aws_sign.SigningError as exc:
+        raise AuthError(exc.message, hint=exc.hint) from None
+
+
+def helper_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k.startswith("AWS_") or k in HELPER_ENV}
+
+
+def helper_sign(url: str, region: str, server_id: str | None,
+                environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The signed headers, from a helper process that reads the credentials itself.
+
+    ``python -I -S aws_sign.py`` on our own interpreter, as our own user (never the app's),
+    without a shell, with descriptors 0-2 only (pipes to us) and the environment of
+    :data:`HELPER_ENV`. What to sign goes on stdin; the answer comes back on stdout and is
+    never logged. The answer alone counts, not the exit status: the supervisor's loop may
+    reap the helper before we do."""
+    import subprocess
+
+    from entrypoint.process import signals
+
+    asked = json.dumps({"url": url, "region": region, "server_id": server_id,
+                        "path": sys.path})
+    try:
+        # The helper starts with a clear signal mask, not this worker thread's.
+        with signals.unblocked():
+            proc = subprocess.Popen([sys.executable, "-I", "-S", aws_sign.__file__],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=helper_env(environ),
+                                    close_fds=True, restore_signals=True)
+    except OSError as exc:
+        raise AuthError(f"aws-iam: the signing helper could not start: {exc.strerror}",
+                        hint=f"it runs {sys.executable}") from None
+    try:
+        out, err = proc.communicate(asked.encode(), timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AuthError(f"aws-iam: the signing helper did not answer within "
+                        f"{HELPER_TIMEOUT:g}s", hint="the AWS credentials chain (ECS "
+                        "endpoint, instance metadata, credential_process) is not "
+                        "answering") from None
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("headers"), dict):
+        return {str(k): str(v) for k, v in answer["headers"].items()}
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        raise AuthError(str(error.get("message")), hint=error.get("hint") or None)
+    lines = err.decode("utf-8", "replace").strip().splitlines()
+    raise AuthError(f"aws-iam: the signing helper failed (exit status {proc.returncode}): "
+                    f"{(lines[-1] if lines else 'no answer')[:300]}")
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """What of the credentials a signed request shows (the secret key never is)."""
+
+    access_key: str | None
+    token: str | None
+    secret_key: str | None = None
+
+
+def _shown(headers: Mapping[str, str]) -> _Signed:
+    credential = re.search(r"Credential=([^/,\s]+)/", headers.get("Authorization", ""))
+    return _Signed(access_key=credential.group(1) if credential else None,
+                   token=headers.get("X-Amz-Security-Token"))
 
 
 def _hide(text: str, credentials: Any) -> str:
@@ -125,16 +190,15 @@ class AwsIamLogin:
     def login(self, client: VaultClient) -> LoginResult:
         import hvac.exceptions as hx
 
-        credentials = aws_credentials()
         url, region = sts_target(self.region, self.endpoint)
-        payload = login_payload(signed_request(credentials, url, region, self.server_id),
-                                url, self.role)
+        headers = helper_sign(url, region, self.server_id)
+        payload = login_payload(headers, url, self.role)
         try:
             response = client.call(f"login at auth/{self.mount}/login", lambda: (
                 client.anonymous.adapter.post(f"/v1/auth/{self.mount}/login", json=payload)))
         except hx.VaultError as exc:
             error = refused(self.describe(), exc, hint=self._hint(exc))
-            error.message = _hide(error.message, credentials)
+            error.message = _hide(error.message, _shown(headers))
             error.args = (error.message,)
             raise error from None
         return result_of(response, self.describe())
