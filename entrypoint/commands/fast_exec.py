@@ -204,9 +204,6 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
             references[name] = parts
         else:
             passthrough[name] = "".join(p for p in parts if isinstance(p, str))
-    if any(getattr(r, "params", ()) for parts in references.values() for r in parts
-           if isinstance(r, refs.Ref)):
-        raise Fallback  # a write (?write&NAME=VALUE): a request, not a file to read
     if any(isinstance(r, refs.Ref) and r.params for parts in references.values()
            for r in parts):
         raise Fallback  # a write (?write&...): issued by the full path

@@ -85,6 +85,8 @@ class Config:
     template_allowed_dirs: list[str] = field(default_factory=list)
     template_timeout: float = 10.0
     template_max_bytes: int = 16 * 1024 * 1024
+    transit_mount: str = "transit"
+    transit_key: str | None = None
     issue_cache_dir: Path | None = None  # sources/vault/issue.py
     template_error_on_refresh: str = "keep"
     pass_env: list[str] = field(default_factory=list)

@@ -61,6 +61,11 @@ SETTINGS: tuple[Setting, ...] = (
       "0 turns the limit off"),
     S("template_max_bytes", "int", 16 * 1024 * 1024,
       "largest text one template may render, in bytes"),
+    S("transit_mount", "str", "transit",
+      "mount of Vault's transit engine that decrypts transit:KEY#CIPHERTEXT values"),
+    S("transit_key", "str", None,
+      "transit key that decrypts values written vault:v1:CIPHERTEXT (bank-vaults vault-env's "
+      "transit key id); unset: such a value is a syntax error"),
     S("issue_cache_dir", "path", None,
       "folder where issued certificates (?write references, secret() with parameters) are "
       "kept so that a restart reuses a still-valid one instead of issuing; unset: every "

@@ -10,7 +10,9 @@ Grammar of one value, tried in this order:
 3. It starts with ``SCHEME:``: the whole value is one reference.
 4. Anything else is literal and passes through byte for byte.
 
-Bodies: ``vault:PATH#KEY[?version=N]``, ``consul:KEY``, ``file:PATH[#KEY]``, and a
+Bodies: ``vault:PATH#KEY[?version=N]``, ``consul:KEY``, ``file:PATH[#KEY]``,
+``transit:KEY#CIPHERTEXT`` (decrypted by Vault's transit engine; ``vault:vN:CIPHERTEXT``, as
+bank-vaults vault-env writes it, is the same with the key of the ``transit_key`` setting), and a
 write (issuing a certificate): ``vault:PATH#KEY?write&NAME=VALUE[&NAME=VALUE...]``, values
 percent-encoded where they hold ``%``, ``&``, ``#`` or ``}`` (docs/configuration.md).
 """
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 # Parsed with str methods, not ``re``, and ``Ref`` is a plain class, not a dataclass: the
 # fast ``--exec`` path (entrypoint/commands/fast_exec.py) parses with this module and
 # imports neither (tests/unit/test_exec_imports.py).
-SCHEMES = ("vault", "consul", "file")
+SCHEMES = ("vault", "consul", "file", "transit")
 _INLINE_STARTS = tuple("${" + scheme + ":" for scheme in SCHEMES)
 _WHOLE_STARTS = tuple(scheme + ":" for scheme in SCHEMES)
 _VERSION_TAG = "?version="
@@ -109,6 +111,8 @@ class Ref:
                 + (f", params={self.params!r})" if self.params else ")"))
 
     def format(self) -> str:
+        if self.scheme == "transit" and not self.path:
+            return str(self.key)  # vault:vN:..., decrypted with the transit_key setting
         text = f"{self.scheme}:{self.path}"
         if self.key is not None:
             text += f"#{self.key}"
@@ -121,9 +125,12 @@ class Ref:
 
     @property
     def source_key(self) -> SourceKey:
-        """What is fetched once per generation: two keys of one path share it."""
+        """What is fetched once per generation: two keys of one path share it. A transit
+        value is one decryption: its ciphertext is part of what is read."""
         from entrypoint.plan.keys import SourceKey
 
+        if self.scheme == "transit":
+            return SourceKey("transit", f"{self.path}#{self.key}")
         return SourceKey(self.scheme, self.path, self.version, self.params)
 
     def __str__(self) -> str:
@@ -139,6 +146,8 @@ def parse_body(body: str, where: str) -> Ref:
     if not sep or scheme not in SCHEMES:
         raise ReferenceSyntaxError(f"{where}: unknown reference scheme {scheme!r}",
                                    hint=f"expected one of {', '.join(SCHEMES)}")
+    if scheme == "transit" or (scheme == "vault" and _is_ciphertext(rest)):
+        return _transit(scheme, rest, where)
     version: int | None = None
     at = _version_suffix(rest)
     if at >= 0:
@@ -178,6 +187,26 @@ def parse_body(body: str, where: str) -> Ref:
     if params and version is not None:
         raise ReferenceSyntaxError(f"{where}: ?version=N cannot be combined with ?write")
     return Ref(scheme, path, key if hash_ else None, version, params)
+
+
+def _is_ciphertext(rest: str) -> bool:
+    """``v1:BASE64``: what Vault's transit engine returns (``vault:v1:...``)."""
+    version, sep, data = rest.partition(":")
+    return bool(sep and data and version[:1] == "v" and version[1:].isdecimal()
+                and "#" not in rest)
+
+
+def _transit(scheme: str, rest: str, where: str) -> Ref:
+    """``transit:[MOUNT/]KEY#vault:vN:...`` or ``vault:vN:...`` (the key from settings:
+    path ``""``)."""
+    if scheme == "vault":
+        return Ref("transit", "", f"vault:{rest}")
+    path, hash_, ciphertext = rest.partition("#")
+    path = path.strip("/")
+    if not path or not hash_ or not ciphertext.startswith("vault:v"):
+        raise ReferenceSyntaxError(f"{where}: reference transit:{path or '…'} is not "
+                                   "KEY#CIPHERTEXT", hint=_expected("transit"))
+    return Ref("transit", path, ciphertext)
 
 
 def _write_params(scheme: str, rest: str, where: str) -> tuple[str, Params]:
@@ -244,6 +273,7 @@ def _expected(scheme: str) -> str:
                  "vault:PATH#KEY?write&NAME=VALUE",
         "consul": "expected consul:KEY",
         "file": "expected file:PATH or file:PATH#KEY",
+        "transit": "expected transit:KEY#vault:v1:CIPHERTEXT (or transit:MOUNT/KEY#...)",
     }[scheme]
 
 

@@ -27,7 +27,8 @@ class Sources:
         self._factories = dict(factories)
         self._missing = dict(missing)
         self._built: dict[str, Source] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a factory may ask for another source (transit: uses vault:'s login).
+        self._lock = threading.RLock()
         self._closed = False
 
     def get(self, scheme: str) -> Source:
@@ -115,4 +116,35 @@ def for_config(config: Config, environ: Mapping[str, str] = os.environ) -> Sourc
     else:
         missing["consul"] = ("a consul: reference needs CONSUL_HTTP_ADDR (a Consul agent) or "
                              "ENTRYPOINT_LOCAL_SECRETS; neither is set")
-    return Sources(factories, missing)
+    _transit(config, factories, missing, lambda: sources)
+    sources = Sources(factories, missing)
+    return sources
+
+
+def _transit(config: Config, factories: dict[str, Callable[[], Source]],
+             missing: dict[str, str], sources: Callable[[], Sources]) -> None:
+    """transit: values are decrypted by the source that answers vault: (its login)."""
+    key, mount = config.transit_key, config.transit_mount
+    if config.local_secrets is not None:
+        root = config.local_secrets
+
+        def local_transit() -> Source:
+            from entrypoint.sources.local.transit import LocalTransitSource
+
+            return LocalTransitSource(root, key, mount)
+
+        factories["transit"] = local_transit
+    elif "vault" in factories:
+
+        def transit() -> Source:
+            from entrypoint.sources.vault.source import VaultSource
+            from entrypoint.sources.vault.transit import TransitSource
+
+            vault = sources().get("vault")
+            assert isinstance(vault, VaultSource)
+            return TransitSource(vault, key, mount)
+
+        factories["transit"] = transit
+    else:
+        missing["transit"] = ("a transit: value needs VAULT_ADDR (a Vault server) or "
+                              "ENTRYPOINT_LOCAL_SECRETS; neither is set")
