@@ -193,6 +193,21 @@ class Scope:
             raise TemplateError(f"consul key {key.strip('/')} has no value")
         return self._hand(value.reveal())
 
+    def decrypt(self, key: str, ciphertext: str) -> str:
+        """``decrypt('KEY', 'vault:v1:...')``: the value of ``transit:KEY#CIPHERTEXT``."""
+        return self._call("decrypt", key, lambda: self._decrypt(key, ciphertext))
+
+    def _decrypt(self, key: str, ciphertext: str) -> str:
+        if not isinstance(key, str) or not key.strip("/") or not isinstance(ciphertext, str) \
+                or not ciphertext.startswith("vault:v"):
+            raise TemplateError("decrypt() expects a transit key and a ciphertext",
+                                hint="expected decrypt('app', 'vault:v1:...')")
+        path = f"{key.strip('/')}#{ciphertext}"
+        value = self.generation.get(SourceKey("transit", path)).value(ciphertext)
+        if value is None:
+            raise TemplateError(f"decrypt({key!r}, ...): no plaintext")
+        return self._hand(value.reveal())
+
     def env(self, name: str, default: str | None = None) -> str:
         return self._call("env", name, lambda: self._env(name, default))
 
@@ -232,7 +247,8 @@ class Scope:
         def file(path: str) -> str:
             return self.file(path, folder)
 
-        return {"secret": self.secret, "consul": self.consul, "env": self.env, "file": file}
+        return {"secret": self.secret, "consul": self.consul, "env": self.env, "file": file,
+                "decrypt": self.decrypt}
 
     def values(self) -> set[str]:
         """Everything an error message must not show."""

@@ -88,3 +88,19 @@ def test_the_local_secrets_directory_answers_transit_values(tmp_path: Path) -> N
     assert result.stdout == "local plain|local plain|c"
     result = run_cli(PRINT, {**env, "A": "transit:app#vault:v1:bm90IHRoZXJl"})
     assert result.returncode == 78 and "has no plaintext for this ciphertext" in result.stderr
+
+
+def test_a_template_decrypts_with_decrypt(transit: dict[str, Any], tmp_path: Path) -> None:
+    vault = transit["vault"]
+    out = tmp_path / "app.conf"
+    config = tmp_path / "entrypoint.toml"
+    config.write_text(
+        "[[template]]\n"
+        f"contents = \"password={{{{ decrypt('app', '{transit['one']}') }}}}\"\n"
+        f"destination = \"{out}\"\n")
+    env = {"VAULT_ADDR": vault.addr, "VAULT_TOKEN": transit["token"],
+           "ENTRYPOINT_CONFIG": str(config)}
+    result = run_cli(["render"], env)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == "password=décrypté-one"
+    assert "décrypté" not in result.stdout + result.stderr
