@@ -255,7 +255,10 @@ class Engine(Tasks, FailingOutputs):
                 times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
                 self.ttl_ends[key] = times.expires_at
                 self.ttl_reported.discard(key)
-                self._schedule(self._replace_at(times, now), "expire", key, token)
+                margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
+                self._schedule(timing.replace_at_life(times, now, self.config.replace_fraction,
+                                                      self.rng, margin=margin),
+                               "expire", key, token)
             elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
                 self._schedule_poll(key, item, now)
         for key in [k for k, lease in self.leases.items()

@@ -20,6 +20,18 @@ MIN_MARGIN = backoff.RENEW_MARGIN
 DEFAULT_CHECK = 60.0
 
 
+def replace_at_life(times: LeaseTimes, now: float, fraction: float, rng: Rng,
+                    margin: float = MIN_MARGIN) -> float:
+    """When to replace a value valid from ``updated_at`` to ``expires_at`` (a certificate
+    from NotBefore to NotAfter): after ``fraction`` of its whole life (jittered by 5 %),
+    not of what is left, so that one reused after a restart is replaced when the process
+    that obtained it would have; never before ``now``, never later than ``margin`` before
+    it ends."""
+    margin = max(margin, MIN_MARGIN)
+    target = times.updated_at + jittered(times.duration * fraction, rng, spread=0.05)
+    return max(now, min(target, times.expires_at - margin))
+
+
 def jittered(base: float, rng: Rng, spread: float = 0.1) -> float:
     """``base`` moved by up to ``spread`` of itself either way, never below zero."""
     return max(0.0, base * (1.0 - spread + 2.0 * spread * rng()))

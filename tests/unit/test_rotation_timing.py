@@ -115,3 +115,16 @@ def test_five_changes_in_one_window_are_one_action() -> None:
             c.take()
             actions += 1
     assert actions == 1
+
+
+def test_a_value_is_replaced_at_a_fraction_of_its_whole_life_even_when_reused_late() -> None:
+    from entrypoint.rotation.timing import LeaseTimes, replace_at_life
+
+    times = LeaseTimes(updated_at=0.0, expires_at=100.0, renewable=False)
+    mid = lambda: 0.5  # noqa: E731 - no jitter
+    assert replace_at_life(times, 0.0, 0.8, mid) == 80.0   # fetched just now
+    assert replace_at_life(times, 50.0, 0.8, mid) == 80.0  # reused halfway: same point
+    assert replace_at_life(times, 90.0, 0.8, mid) == 90.0  # past it: at once
+    assert replace_at_life(times, 0.0, 0.99, mid, margin=5.0) == 95.0  # never inside it
+    for r in (0.0, 0.999):
+        assert 76.0 <= replace_at_life(times, 0.0, 0.8, lambda r=r: r) <= 84.0

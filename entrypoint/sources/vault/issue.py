@@ -146,8 +146,11 @@ class Issuer:
                                              f"life (valid until {_iso(not_after)})")
         source.log.info("vault: reusing the certificate of %s kept in issue_cache_dir, "
                         "valid until %s", path, _iso(not_after))
+        # Its life as the engine counts it (from fetched_at, ttl long) puts the
+        # replacement where the issuing process would have made it: at ``threshold``.
+        life = (not_after - threshold) / (1.0 - self.replace_fraction)
         return Fetched(data=to_secrets(_joined(data)), kind="pki", refresh=Refresh.TTL,
-                       ttl=not_after - now, fetched_at=time.monotonic())
+                       ttl=life, fetched_at=time.monotonic() - (now - (not_after - life)))
 
     def _keep(self, source: VaultSource, cache: Path, path: str, params: Params,
               issued_at: float, data: dict[str, Any]) -> None:
