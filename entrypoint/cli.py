@@ -181,6 +181,7 @@ def console() -> int:
     if code is not None:
         return code
     skip_charset_detection()
+    skip_urllib3_http2_init()
     return main()
 
 
@@ -194,6 +195,30 @@ def skip_charset_detection() -> None:
     for name in ("chardet", "charset_normalizer"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     warnings.filterwarnings("ignore", message=".*character detection dependency.*")
+
+
+def skip_urllib3_http2_init() -> None:
+    """urllib3 2.x's connection module imports ``urllib3.http2.probe``, and so runs the
+    package's ``__init__``, which imports ``importlib.metadata`` (and csv and its own
+    helpers) only to check h2's version in ``inject_into_urllib3()``, the HTTP/2 opt-in
+    nobody here calls: 0.4 MB resident that a supervisor talking to Vault would keep. The
+    package is registered without running its ``__init__``; ``probe`` loads from its
+    folder as before. Done for this process only, never when imported as a library, and
+    only if urllib3 has that layout."""
+    if "urllib3" in sys.modules:
+        return
+    from importlib.machinery import PathFinder
+
+    spec = PathFinder.find_spec("urllib3")
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    http2 = [os.path.join(f, "http2") for f in folders]
+    if len(http2) != 1 or not os.path.isfile(os.path.join(http2[0], "probe.py")):
+        return
+    import types
+
+    package = types.ModuleType("urllib3.http2", "urllib3.http2, its __init__ not run")
+    package.__path__ = http2
+    sys.modules["urllib3.http2"] = package
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

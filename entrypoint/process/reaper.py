@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -29,7 +28,10 @@ def become_subreaper(log: logging.Logger) -> None:
         log.warning("not running as PID 1, and child subreaper is Linux only: "
                     "orphaned grandchildren will not be reaped by the entrypoint")
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # The process's own symbols, libc's among them (as in hardening.py): find_library
+    # runs ldconfig in a subprocess at every start, and ctypes.util imports tempfile,
+    # shutil, bz2 and lzma into the resident process, for one prctl.
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         log.warning("not running as PID 1 and could not register as child subreaper (%s): "

@@ -129,4 +129,8 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
     names = imported(text)
     assert {"entrypoint", "hvac"} <= names  # the listing is there, and Vault was used
     assert "botocore" not in names and "boto3" not in names
+    # urllib3's http2 package __init__ (importlib.metadata for h2's version) is skipped.
+    modules = {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
+               if line.startswith("import time:") and "|" in line}
+    assert "urllib3.http2.probe" in modules and "importlib.metadata" not in modules
     assert endpoint.credentials.secret_access_key not in text
