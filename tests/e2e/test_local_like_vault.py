@@ -134,3 +134,24 @@ def test_unreadable_folder_is_77_naming_it(capfd: pytest.CaptureFixture[str]) ->
     assert code == 77, stderr
     assert f"local secrets directory: folder {folder}/secret/app is not readable" in stderr
     assert "Traceback" not in stderr and "PermissionError" not in stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_an_unreadable_folder_beneath_a_bulk_folder_is_77() -> None:
+    """secrets = ["secret/app/"] with a subfolder closed to the entrypoint's user (moved
+    here from the unit layer, where it could only skip when run as root)."""
+    with _shared_folder() as folder:
+        (folder / "secret/app/locked").mkdir(parents=True)
+        (folder / "secret/app/db.json").write_text('{"k": "v"}')
+        (folder / "secret/app/locked/x.json").write_text('{"k": "v"}')
+        (folder / "secret/app/locked").chmod(0o700)
+
+        def fetch() -> int:
+            try:
+                LocalSource(folder).fetch("secret/app/")
+            except PermissionDenied as exc:
+                return 77 if "locked is not readable" in exc.message else 1
+            return 0
+
+        assert _as_nobody(fetch) == 77
+
