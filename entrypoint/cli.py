@@ -249,6 +249,11 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     from entrypoint.config.model import load
 
     sub, options, command = split_argv(argv)
+    if sub == "run" and not options:
+        # The usual form, ENTRYPOINT ["entrypoint", "--"]: no option to parse, so argparse
+        # (with gettext and locale) stays out of the process that stays resident.
+        config = load({}, env)
+        return _run(config, env, logs.setup(config.log_format, config.log_level), command)
     parser = build_parser(sub)
     if sub == "help":
         from entrypoint.commands.help import overview
@@ -290,6 +295,12 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
         from entrypoint.commands.status import show
 
         return show(config, fmt=namespace.output_format)
+    return _run(config, env, log, command)
+
+
+def _run(config: Config, env: Mapping[str, str], log: logging.Logger,
+         command: list[str]) -> int:
+    """``run``: supervise the app, exec it, or keep file templates fresh (sidecar)."""
     if not command and (config.mode == "exec" or not config.template):
         # Without an app, only file templates are worth keeping fresh (sidecar mode).
         raise UsageError("no command to run",

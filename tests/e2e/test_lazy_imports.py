@@ -8,7 +8,8 @@ app started here is not run with ``-X importtime``, so none of its imports are l
 - The resident ``run`` on the local directory watches that directory with watchdog (that
   is using it), and needs none of the Vault, AWS or Consul clients.
 - The resident ``run`` with an aws-iam login never imports botocore: the signature is made
-  by a short-lived helper process (``auth/aws_sign.py``), whose imports are its own.
+  by a short-lived helper process (``auth/aws_sign.py``), whose imports are its own; and
+  without options before ``--``, argparse is not loaded to parse none.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
                "AWS_EC2_METADATA_DISABLED": "true", **endpoint.env()}
         with stderr_file.open("w") as stderr:
-            proc = start_cli(["--kill-timeout", "5s", "--", sys.executable, PROBE,
-                              str(journal), "DB_PASSWORD"],
+            # The usual form, no option before "--": argparse is not loaded either.
+            proc = start_cli(["--", sys.executable, PROBE, str(journal), "DB_PASSWORD"],
                              env, python_flags=["-X", "importtime"],
                              stdout=subprocess.DEVNULL, stderr=stderr, text=True)
             try:
@@ -129,6 +130,7 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
     names = imported(text)
     assert {"entrypoint", "hvac"} <= names  # the listing is there, and Vault was used
     assert "botocore" not in names and "boto3" not in names
+    assert "argparse" not in names
     # urllib3's http2 package __init__ (importlib.metadata for h2's version) is skipped.
     modules = {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
                if line.startswith("import time:") and "|" in line}
