@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,22 +42,8 @@ def secrets(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:  # a failed test's entrypoint: SIGTERM first, so it stops its app
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def test_nul_in_a_rotated_secret_keeps_the_app_running(
-        secrets: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+        secrets: Path, tmp_path: Path, popens: list[subprocess.Popen[bytes]]) -> None:
     """The bad generation is refused before the app is stopped; the next good one is used."""
     journal, log = tmp_path / "journal", tmp_path / "entrypoint.log"
     env = clean_env({"ENTRYPOINT_LOCAL_SECRETS": str(secrets), "ENTRYPOINT_CONTROL_SOCKET": "",
@@ -67,7 +52,7 @@ def test_nul_in_a_rotated_secret_keeps_the_app_running(
         proc = start_cli(["--kill-timeout", "5s", "--wait-min", "100ms",
                           "--wait-max", "1s", "--", sys.executable, PROBE, str(journal),
                           "DB_PASSWORD"], env, stderr=err)
-    procs.append(proc)
+    popens.append(proc)
     first = wait_for(journal, "start")[0]
     assert first["env"] == {"DB_PASSWORD": GOOD}
     write_secret(secrets, {"password": BAD})

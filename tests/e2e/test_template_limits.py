@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -132,22 +131,8 @@ def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
     assert outcomes["done"] and outcomes["timeout"], outcomes
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:  # a failed test's entrypoint: SIGTERM first, so it stops its app
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def test_an_endless_template_at_rotation_leaves_the_app_running(
-        tmp_path: Path, procs: list[subprocess.Popen[bytes]]) -> None:
+        tmp_path: Path, popens: list[subprocess.Popen[bytes]]) -> None:
     """The template is edited into an endless loop while the app runs: the rotation
     thread is not hung, the app keeps running, and a fixed template is picked up."""
     src, dest = tmp_path / "t.j2", tmp_path / "out/app.conf"
@@ -159,7 +144,7 @@ def test_an_endless_template_at_rotation_leaves_the_app_running(
              "--wait-min", "100ms", "--wait-max", "1s", "--kill-timeout", "5s", "--",
              sys.executable, str(REPO / "tests/helpers/app_probe.py"), str(journal)],
             {"ENTRYPOINT_CONTROL_SOCKET": ""}, stderr=err)
-    procs.append(proc)
+    popens.append(proc)
     wait_for(journal, "start")
     src.write_text(ENDLESS)
     wait_until(lambda: "took longer than template_timeout (1s)" in log.read_text(),

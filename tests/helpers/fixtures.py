@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -51,3 +52,19 @@ def database(vault_server: Any, postgres: Any) -> Any:
     """The Vault test server with its database engine on the real PostgreSQL."""
     vault_server.configure_database(postgres)
     return vault_server
+
+
+@pytest.fixture
+def popens() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Entrypoints a test started with ``start_cli``, stopped at its end: SIGTERM first,
+    so that a failed test's entrypoint stops its app, then SIGKILL."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -22,6 +22,7 @@ from entrypoint.rotation.engine import Engine
 from entrypoint.sources.base import Fetched, Refresh, Source, to_secrets
 from entrypoint.sources.registry import Sources
 from tests.helpers.clock import Clock
+from tests.helpers.engine_turns import run_until
 
 LOG = logging.getLogger("entrypoint")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contributing.md"
@@ -67,14 +68,6 @@ def rig(**settings: str) -> tuple[Clock, TicketSource, Engine, list[Any]]:
                     rng=lambda: 0.5)
     engine._adopt(runtime.resolve())
     return clock, source, engine, posted
-
-
-def run_until(clock: Clock, engine: Engine, end: float) -> None:
-    while clock.now < end:
-        clock.now += 0.25
-        while not engine.inbox.empty():
-            engine._handle(engine.inbox.get_nowait())  # type: ignore[arg-type]
-        engine._run_due()
 
 
 def test_a_ttl_value_is_replaced_before_it_ends_and_never_polled() -> None:

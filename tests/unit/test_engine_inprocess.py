@@ -21,6 +21,7 @@ from entrypoint.rotation.engine import Engine
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched, Refresh, Renewal, Source
 from entrypoint.sources.registry import Sources
+from tests.helpers import engine_turns
 from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
@@ -94,16 +95,11 @@ class Rig:
     posted: list[Any]
 
     def step(self) -> None:
-        """One turn of the engine's loop, on the test thread."""
-        while not self.engine.inbox.empty():
-            self.engine._handle(self.engine.inbox.get_nowait())  # type: ignore[arg-type]
-        self.engine._run_due()
+        engine_turns.step(self.engine)
 
     def run_until(self, end: float, dt: float = 0.25,
                   stop: Callable[[], bool] = lambda: False) -> None:
-        while self.clock.now < end and not stop():
-            self.clock.now += dt
-            self.step()
+        engine_turns.run_until(self.clock, self.engine, end, dt, stop)
 
     def restarts(self) -> list[events.Restart]:
         return [e for e in self.posted if isinstance(e, events.Restart)]

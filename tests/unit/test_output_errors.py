@@ -23,6 +23,7 @@ from entrypoint.rotation.engine import Engine
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched, Refresh, Source
 from entrypoint.sources.registry import Sources
+from tests.helpers import engine_turns
 from tests.helpers.clock import Clock
 
 LOG = logging.getLogger("entrypoint")
@@ -61,11 +62,7 @@ class Rig:
     b: Path
 
     def run_until(self, end: float, dt: float = 0.25) -> None:
-        while self.clock.now < end:
-            self.clock.now += dt
-            while not self.engine.inbox.empty():
-                self.engine._handle(self.engine.inbox.get_nowait())  # type: ignore[arg-type]
-            self.engine._run_due()
+        engine_turns.run_until(self.clock, self.engine, end, dt)
 
     def signals(self) -> list[events.SignalChild]:
         return [e for e in self.posted if isinstance(e, events.SignalChild)]
