@@ -227,7 +227,7 @@ def rss_local(ctx: Context) -> list[Row]:
     base = bare_python_rss(ctx)
     row = Row(
         name="supervisor RSS, local dir", unit="MB",
-        target=Target("max", 20.0, "<= 20 MB"),
+        target=Target("max", 14.0, "<= 14 MB"),
         samples=[mb(r["rss"]["VmRSS"]) for r in runs],
         baseline_samples=[mb(b["VmRSS"]) for b in base],
         baseline_what='python -c "import time; time.sleep(60)"',
