@@ -148,30 +148,46 @@ def parse_body(body: str, where: str) -> Ref:
                                    hint=f"expected one of {', '.join(SCHEMES)}")
     if scheme == "transit" or (scheme == "vault" and _is_ciphertext(rest)):
         return _transit(scheme, rest, where)
-    version: int | None = None
-    at = _version_suffix(rest)
-    if at >= 0:
-        digits = rest[at + len(_VERSION_TAG):]
-        version = int(digits)
-        rest = rest[:at]
-        if scheme != "vault" or version < 1:
-            raise ReferenceSyntaxError(
-                f"{where}: ?version={digits} is only valid on vault: references, "
-                "with a version of 1 or more")
+    rest, version = _version(scheme, rest, where)
     params: Params = ()
     if _WRITE_TAG in rest or rest.endswith("?write"):
         rest, params = _write_params(scheme, rest, where)
     if "?" in rest:
-        head, _, tail = rest.partition("?")
-        if scheme == "vault" and "#" not in head and "#" in tail:
-            raise ReferenceSyntaxError(f"{where}: options of vault:{head.strip('/')} come "
-                                       "before its key",
-                                       hint="expected vault:PATH#KEY?version=N or "
-                                            "vault:PATH#KEY?write&NAME=VALUE")
-        raise ReferenceSyntaxError(f"{where}: unexpected '?' in reference {scheme}:…",
-                                   hint="the only option is ?version=N, at the end")
+        _stray_option(scheme, rest, where)
     path, hash_, key = rest.partition("#")
     path = path.strip("/") if scheme != "file" else path
+    _check_parts(scheme, path, hash_, key, where)
+    if params and version is not None:
+        raise ReferenceSyntaxError(f"{where}: ?version=N cannot be combined with ?write")
+    return Ref(scheme, path, key if hash_ else None, version, params)
+
+
+def _version(scheme: str, rest: str, where: str) -> tuple[str, int | None]:
+    """A trailing ``?version=N`` taken off ``rest``."""
+    at = _version_suffix(rest)
+    if at < 0:
+        return rest, None
+    digits = rest[at + len(_VERSION_TAG):]
+    version = int(digits)
+    if scheme != "vault" or version < 1:
+        raise ReferenceSyntaxError(
+            f"{where}: ?version={digits} is only valid on vault: references, "
+            "with a version of 1 or more")
+    return rest[:at], version
+
+
+def _stray_option(scheme: str, rest: str, where: str) -> None:
+    head, _, tail = rest.partition("?")
+    if scheme == "vault" and "#" not in head and "#" in tail:
+        raise ReferenceSyntaxError(f"{where}: options of vault:{head.strip('/')} come "
+                                   "before its key",
+                                   hint="expected vault:PATH#KEY?version=N or "
+                                        "vault:PATH#KEY?write&NAME=VALUE")
+    raise ReferenceSyntaxError(f"{where}: unexpected '?' in reference {scheme}:…",
+                               hint="the only option is ?version=N, at the end")
+
+
+def _check_parts(scheme: str, path: str, hash_: str, key: str, where: str) -> None:
     if not path:
         raise ReferenceSyntaxError(f"{where}: reference {scheme}: has no path",
                                    hint=_expected(scheme))
@@ -184,9 +200,6 @@ def parse_body(body: str, where: str) -> Ref:
     if scheme == "consul" and hash_:
         raise ReferenceSyntaxError(f"{where}: consul: references take no #KEY",
                                    hint=_expected(scheme))
-    if params and version is not None:
-        raise ReferenceSyntaxError(f"{where}: ?version=N cannot be combined with ?write")
-    return Ref(scheme, path, key if hash_ else None, version, params)
 
 
 def _is_ciphertext(rest: str) -> bool:

@@ -237,30 +237,7 @@ class Engine(Tasks, FailingOutputs):
         fetched = resolution.generation.fetched
         keys = list(fetched) if only is None else [k for k in only if k in fetched]
         for key in keys:
-            item = fetched[key]
-            lease = HeldLease.from_fetched(key, item)
-            self.leases.pop(key, None)
-            if lease is not None:
-                state = self._login_state(key)
-                if state is not None:
-                    lease.token_generation, lease.token_deadline = state
-                self.leases[key] = lease
-                when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
-                        if lease.times.renewable else
-                        self._replace_at(lease.times, now))
-                self._schedule(when, "renew" if lease.times.renewable else "replace",
-                               key, lease.lease_id)
-            elif item.refresh is Refresh.TTL and item.ttl is not None:
-                token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
-                times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
-                self.ttl_ends[key] = times.expires_at
-                self.ttl_reported.discard(key)
-                margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
-                self._schedule(timing.replace_at_life(times, now, self.config.replace_fraction,
-                                                      self.rng, margin=margin),
-                               "expire", key, token)
-            elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
-                self._schedule_poll(key, item, now)
+            self._track(key, fetched[key], now)
         for key in [k for k, lease in self.leases.items()
                     if k not in fetched or fetched[k].lease_id != lease.lease_id]:
             del self.leases[key]
@@ -273,6 +250,32 @@ class Engine(Tasks, FailingOutputs):
             self._checking = True
             self._schedule(timing.poll_at(now, self.config.lease_check_interval, self.rng),
                            "check")
+
+    def _track(self, key: SourceKey, item: Fetched, now: float) -> None:
+        """Schedule what keeps ``item`` current, by its ``refresh`` (sources/base.py)."""
+        lease = HeldLease.from_fetched(key, item)
+        self.leases.pop(key, None)
+        if lease is not None:
+            state = self._login_state(key)
+            if state is not None:
+                lease.token_generation, lease.token_deadline = state
+            self.leases[key] = lease
+            when = (timing.renew_at(lease.times, self.config.renew_fraction, self.rng)
+                    if lease.times.renewable else
+                    self._replace_at(lease.times, now))
+            self._schedule(when, "renew" if lease.times.renewable else "replace",
+                           key, lease.lease_id)
+        elif item.refresh is Refresh.TTL and item.ttl is not None:
+            token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
+            times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
+            self.ttl_ends[key] = times.expires_at
+            self.ttl_reported.discard(key)
+            margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
+            self._schedule(timing.replace_at_life(times, now, self.config.replace_fraction,
+                                                  self.rng, margin=margin),
+                           "expire", key, token)
+        elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
+            self._schedule_poll(key, item, now)
 
     def _schedule_poll(self, key: SourceKey, item: Fetched, now: float) -> None:
         token = self._poll_token[key] = self._poll_token.get(key, 0) + 1
