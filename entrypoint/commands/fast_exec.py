@@ -23,19 +23,20 @@ modules and gives the app the same environment and the same log lines as the ful
 
 from __future__ import annotations
 
-import _json  # json's C half: decoding without json.decoder, which imports re
+import _json  # json's C half: the JSON log line without json.encoder
 import _signal  # type: ignore[import-not-found]  # signal's C half: no enum
 import os
 import sys
 import time
 
+from entrypoint.commands.fast_local import Fallback, read_consul, read_vault
 from entrypoint.config.bootstrap import is_bootstrap_variable
 from entrypoint.errors import EntrypointError
 from entrypoint.plan import refs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
 # The ENTRYPOINT_* variables read here. Any other one (a config file, templates, bulk
 # export, Vault's settings, a user, hardening or pass_fds, debug...) takes the full path.
@@ -49,15 +50,6 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 MAX_ENV_STRING = 32 * 4096  # entrypoint.plan.resolve.MAX_ENV_STRING
 MIN_SCRUBBED = 8  # entrypoint.secret.MIN_SCRUBBED
 REDACTED = "<redacted>"  # entrypoint.secret.REDACTED
-EXTENSIONS = (".json", ".toml")  # entrypoint.sources.local.folder.EXTENSIONS
-# Path.is_file() answers False on these errors and raises on any other.
-_IGNORED_ERRNOS = frozenset({2, 20, 9, 40})  # ENOENT, ENOTDIR, EBADF, ELOOP
-
-
-class Fallback(Exception):
-    """Not handled here: the full path does it, from the start."""
-
-
 class _Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -193,6 +185,28 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
     last, the values to scrub from the latter).
 
     What ``Runtime.resolve`` and ``Resolution.child_env`` give for the same input."""
+    references, passthrough = _plan(environ, settings)
+    keys = sorted({(r.scheme, r.path, r.version) for parts in references.values()
+                   for r in parts if isinstance(r, refs.Ref)},
+                  key=lambda k: (k[0], k[1], k[2] or 0))
+    early = _sources(keys, environ, settings.local_secrets)
+    fetched, known = _fetch(keys, settings.local_secrets)
+    managed = _assemble(references, fetched, known)
+    late: Lines = []
+    for scheme, path, version in sorted(fetched, key=lambda k: (k[1], k[0], k[2] or 0)):
+        detail = f" v{version}" if version is not None else ""
+        late.append(("info", f"fetched {scheme}:{path}{detail}"))
+    from entrypoint.process.executable import find_executable
+
+    child_env = dict(passthrough)
+    child_env.update(managed)
+    find_executable(command[0], child_env.get("PATH", os.defpath))  # not found: full path
+    return child_env, early, late, known
+
+
+def _plan(environ: Mapping[str, str], settings: _Settings
+          ) -> tuple[dict[str, list[refs.Part]], dict[str, str]]:
+    """``plan_environment``: the values with references, and the others as they pass."""
     kept = set(settings.pass_env)
     references: dict[str, list[refs.Part]] = {}
     passthrough: dict[str, str] = {}
@@ -207,10 +221,11 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
     if any(isinstance(r, refs.Ref) and r.params for parts in references.values()
            for r in parts):
         raise Fallback  # a write (?write&...): issued by the full path
-    keys = sorted({(r.scheme, r.path, r.version) for parts in references.values()
-                   for r in parts if isinstance(r, refs.Ref)},
-                  key=lambda k: (k[0], k[1], k[2] or 0))
-    root = settings.local_secrets
+    return references, passthrough
+
+
+def _sources(keys: list[Key], environ: Mapping[str, str], root: str | None) -> Lines:
+    """The registry's choice of source, and the lines it logs; a server: the full path."""
     early: Lines = []
     if any(scheme == "vault" for scheme, _, _ in keys):
         if root is None:
@@ -223,6 +238,10 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
     if any(scheme == "consul" for scheme, _, _ in keys) and (
             root is None or environ.get("CONSUL_HTTP_ADDR")):
         raise Fallback
+    return early
+
+
+def _fetch(keys: list[Key], root: str | None) -> tuple[dict[Key, dict[str, str]], list[str]]:
     fetched: dict[Key, dict[str, str]] = {}
     known: list[str] = []
     for key in keys:
@@ -230,13 +249,19 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
         if root is None:
             raise Fallback
         if scheme == "vault":
-            data = _read_vault(root, path, version)
+            data = read_vault(root, path, version)
         elif scheme == "consul":
-            data = {"": _read_consul(root, path)}
+            data = {"": read_consul(root, path)}
         else:
-            raise Fallback  # file: references
+            raise Fallback  # file: and transit: references
         fetched[key] = data
         known += data.values()
+    return fetched, known
+
+
+def _assemble(references: dict[str, list[refs.Part]], fetched: dict[Key, dict[str, str]],
+              known: list[str]) -> dict[str, str]:
+    """Each variable's value from its parts; ``known`` gains what must be scrubbed."""
     managed: dict[str, str] = {}
     for name, parts in references.items():
         pieces = []
@@ -254,17 +279,7 @@ def _resolve(environ: Mapping[str, str], settings: _Settings, command: list[str]
             known.append(text)  # a Secret of its own in the full path
         _check_env_value(name, text)
         managed[name] = text
-    late: Lines = []
-    for key in sorted(fetched, key=lambda k: (k[1], k[0], k[2] or 0)):
-        scheme, path, version = key
-        detail = f" v{version}" if version is not None else ""
-        late.append(("info", f"fetched {scheme}:{path}{detail}"))
-    from entrypoint.process.executable import find_executable
-
-    child_env = dict(passthrough)
-    child_env.update(managed)
-    find_executable(command[0], child_env.get("PATH", os.defpath))  # not found: full path
-    return child_env, early, late, known
+    return managed
 
 
 def _check_env_value(name: str, text: str) -> None:
@@ -273,113 +288,6 @@ def _check_env_value(name: str, text: str) -> None:
         raise Fallback
     if len(name) + 1 + len(text.encode("utf-8", "surrogateescape")) + 1 > MAX_ENV_STRING:
         raise Fallback
-
-
-def _parts(path: str) -> list[str]:
-    return [part for part in path.split("/") if part and part != "."]
-
-
-def _read_vault(root: str, path: str, version: int | None) -> dict[str, str]:
-    """``LocalSource.fetch``: the first of the candidate files that is a file."""
-    clean = path.strip("/")
-    if ".." in _parts(clean):
-        raise Fallback
-    mount, _, rest = clean.partition("/")
-    if rest == "data" or rest.startswith("data/"):
-        raise Fallback
-    names = [clean, f"{mount}/data/{rest}"] if rest else [clean]
-    tag = f"@{version}" if version is not None else ""
-    for name in names:
-        for ext in EXTENSIONS:
-            candidate = f"{root}/{name}{tag}{ext}"
-            try:
-                st = os.stat(candidate)
-            except OSError as exc:
-                if exc.errno in _IGNORED_ERRNOS:
-                    continue
-                raise Fallback from None
-            except ValueError:
-                continue
-            if st.st_mode & 0o170000 == 0o100000:  # S_ISREG
-                return _load_object(candidate, ext)
-    raise Fallback  # not found
-
-
-def _read_consul(root: str, path: str) -> str:
-    """``LocalConsulSource.fetch``: ``DIR/consul/KEY`` as text, final newlines dropped."""
-    clean = path.strip("/")
-    if ".." in _parts(clean):
-        raise Fallback
-    with open(f"{root}/consul/{clean}", encoding="utf-8") as file:  # as Path.read_text
-        return file.read().rstrip("\n")
-
-
-def _load_object(file: str, ext: str) -> dict[str, str]:
-    """``folder.load_object`` then ``base.to_secrets``, on a JSON or TOML file."""
-    with open(file, "rb") as handle:
-        text = handle.read().decode("utf-8")
-    data: object
-    if ext == ".toml":
-        import tomllib  # as the full path: only for TOML files
-
-        data = tomllib.loads(text)
-    else:
-        data = json_loads(text)
-    if not isinstance(data, dict):
-        raise Fallback
-    return {str(key): value if isinstance(value, str) else json_dumps(value)
-            for key, value in data.items()}
-
-
-class _Context:
-    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder()``."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
-                      "NaN": float("nan")}.__getitem__
-    memo: dict[str, str] = {}
-
-
-_scan: Callable[[str, int], tuple[object, int]] = _json.make_scanner(
-    _Context())  # type: ignore[arg-type]  # the stub asks for a JSONDecoder: it reads these
-_SPACE = " \t\n\r"
-
-
-def json_loads(text: str) -> object:
-    """``json.loads(text)`` for a valid document; anything else raises (and the full
-    path reports it)."""
-    if text.startswith("\ufeff"):
-        raise Fallback
-    start = len(text) - len(text.lstrip(_SPACE))
-    try:
-        value, end = _scan(text, start)
-    except StopIteration:
-        raise Fallback from None
-    if text[end:].strip(_SPACE):
-        raise Fallback  # "Extra data"
-    return value
-
-
-def json_dumps(value: object) -> str:
-    """``json.dumps(value, separators=(",", ":"), sort_keys=True)``, as ``to_secrets``
-    encodes a value that is not a string."""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "null"
-    if type(value) is int:
-        return int.__repr__(value)
-    if type(value) is float and value == value and value not in (float("inf"), float("-inf")):
-        return float.__repr__(value)
-    import json  # lists, tables, NaN: rare enough to pay for json (and re)
-
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 class _Output:

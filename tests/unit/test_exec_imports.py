@@ -238,7 +238,7 @@ def test_what_the_fast_path_leaves_to_the_full_path_ends_the_same(
 
 def test_copies_agree_with_the_originals() -> None:
     from entrypoint import secret
-    from entrypoint.commands import fast_exec
+    from entrypoint.commands import fast_exec, fast_local
     from entrypoint.config.settings import SETTINGS
     from entrypoint.plan import resolve
     from entrypoint.sources.local import folder
@@ -246,7 +246,7 @@ def test_copies_agree_with_the_originals() -> None:
     assert fast_exec.MAX_ENV_STRING == resolve.MAX_ENV_STRING
     assert fast_exec.MIN_SCRUBBED == secret.MIN_SCRUBBED
     assert fast_exec.REDACTED == secret.REDACTED
-    assert fast_exec.EXTENSIONS == folder.EXTENSIONS
+    assert fast_local.EXTENSIONS == folder.EXTENSIONS
     variables = {setting.variable for setting in SETTINGS}
     assert variables >= fast_exec.HANDLED
 
@@ -263,7 +263,7 @@ def test_pure_path_is_pathlibs(text: str) -> None:
                                  '{"x": 1e400, "y": -0.0, "z": NaN, "w": -Infinity}',
                                  '{"a": "\\u00e9\\ud83d\\ude00", "a": "dup"}', "[1]", '"s"'])
 def test_json_is_jsons(doc: str) -> None:
-    from entrypoint.commands.fast_exec import json_dumps, json_loads
+    from entrypoint.commands.fast_local import json_dumps, json_loads
 
     ours, theirs = json_loads(doc), json.loads(doc)
     assert json.dumps(ours) == json.dumps(theirs)
@@ -276,7 +276,7 @@ def test_json_is_jsons(doc: str) -> None:
 
 @pytest.mark.parametrize("doc", ['{"a": 1} x', "", "\ufeff{}", '{"a": }', '{"a": "\x01"}'])
 def test_json_errors_go_to_the_full_path(doc: str) -> None:
-    from entrypoint.commands.fast_exec import json_loads
+    from entrypoint.commands.fast_local import json_loads
 
     with pytest.raises(Exception):  # noqa: B017 -- any: the caller falls back on all
         json_loads(doc)
