@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     import argparse
     import logging
     from collections.abc import Mapping, Sequence
-    from types import FrameType
 
     from entrypoint.config.model import Config, Raw
     from entrypoint.config.settings import Setting
@@ -281,6 +280,8 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
                     "process on the host (ps, /proc/PID/cmdline); prefer "
                     "ENTRYPOINT_VAULT_APPROLE_SECRET_ID or --vault-approle-secret-id-file")
     if sub == "render":
+        from entrypoint.commands.render import render
+
         return render(config, env, log, reveal=namespace.reveal, fmt=namespace.output_format)
     if sub == "check":
         from entrypoint.commands.check import main as check_main
@@ -312,7 +313,9 @@ def _run(config: Config, env: Mapping[str, str], log: logging.Logger,
 
         return sidecar.run(config, env, log)
     if config.mode == "exec":
-        return exec_app(config, env, log, command)
+        from entrypoint.commands.exec_app import resolve_and_exec
+
+        return resolve_and_exec(config, env, log, command)
     from entrypoint.commands.run import supervise
 
     return supervise(config, env, log, command)
@@ -327,77 +330,6 @@ def harden(config: Config, log: logging.Logger) -> None:
         log.warning("could not make the entrypoint non-dumpable (%s): an app running with "
                     "its uid could read its memory", os.strerror(err))
     check_pass_fds(config.pass_fds, config.origins.get("pass_fds", "pass_fds"))
-
-
-def render(config: Config, env: Mapping[str, str], log: logging.Logger, *, reveal: bool,
-           fmt: str) -> int:
-    import json
-
-    from entrypoint.plan.resolution import Runtime
-
-    runtime = Runtime(config, env, log)
-    try:
-        resolution = runtime.resolve()
-        from entrypoint.commands.run import render_outputs
-
-        render_outputs(config, runtime, resolution)
-        raw = {name: value.reveal() for name, value in sorted(resolution.managed.items())}
-        shown = raw if reveal else {name: str(resolution.managed[name]) for name in raw}
-        if fmt == "json":
-            output = json.dumps(shown, indent=2, sort_keys=True)
-        else:
-            from entrypoint.render.dotenv import lines
-
-            # Before keep(): a value the format cannot carry fails with nothing kept.
-            output = "\n".join(lines(raw, fmt, reveal=reveal))
-        # An init container renders credentials for an app that starts after us: what was
-        # fetched must outlive this process (their TTL bounds them).
-        for source in runtime.sources.built().values():
-            source.keep_on_close()
-    finally:
-        runtime.close()
-    if output:
-        print(output)
-    return 0
-
-
-class _Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-
-
-def exec_app(config: Config, env: Mapping[str, str], log: logging.Logger,
-             command: list[str]) -> int:
-    """Resolve once, then ``execve`` the app: same PID, nothing resident."""
-    import logging
-    import signal
-
-    from entrypoint.plan.resolution import Runtime
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted(signum)
-
-    # As PID 1 a default disposition ignores SIGTERM: make it end the resolution instead.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, interrupted)
-    try:
-        runtime = Runtime(config, env, log)
-        try:
-            resolution = runtime.resolve()
-            from entrypoint.commands.run import render_outputs
-
-            render_outputs(config, runtime, resolution)
-        finally:
-            runtime.close()
-    except _Interrupted as exc:
-        log.info("stopped by %s before the app started", signal.Signals(exc.signum).name)
-        return 128 + exc.signum
-    child_env = resolution.child_env()
-    from entrypoint.commands.exec_app import exec_command
-
-    log.info("exec %s", command[0])
-    logging.shutdown()
-    return exec_command(command, child_env, config)
 
 
 __all__ = ["EX_USAGE", "main"]

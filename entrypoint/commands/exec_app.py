@@ -15,7 +15,9 @@ from entrypoint.process.executable import exec_error, find_executable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Mapping, Sequence
+    from types import FrameType
 
     from entrypoint.config.model import Config
 
@@ -60,3 +62,40 @@ def exec_with(command: list[str], env: Mapping[str, str], *, user: str | None,
     except OSError as exc:
         raise exec_error(command[0], path, exc, identity) from None
     return EX_NOT_EXECUTABLE  # unreachable: execve replaced the process
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def resolve_and_exec(config: Config, env: Mapping[str, str], log: logging.Logger,
+                     command: list[str]) -> int:
+    """Resolve once, then ``execve`` the app: same PID, nothing resident."""
+    import logging
+    import signal
+
+    from entrypoint.plan.resolution import Runtime
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted(signum)
+
+    # As PID 1 a default disposition ignores SIGTERM: make it end the resolution instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupted)
+    try:
+        runtime = Runtime(config, env, log)
+        try:
+            resolution = runtime.resolve()
+            from entrypoint.commands.run import render_outputs
+
+            render_outputs(config, runtime, resolution)
+        finally:
+            runtime.close()
+    except _Interrupted as exc:
+        log.info("stopped by %s before the app started", signal.Signals(exc.signum).name)
+        return 128 + exc.signum
+    child_env = resolution.child_env()
+    log.info("exec %s", command[0])
+    logging.shutdown()
+    return exec_command(command, child_env, config)
