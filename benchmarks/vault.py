@@ -132,7 +132,8 @@ def vault_start(ctx: Context, standin: bool = False) -> list[Row]:
     row = Row(
         name="vault start, token, 10 KV + 1 DB" + (" (test server)" if standin else ""),
         unit="ms",
-        target=Target("max", 350.0, "<= 350 ms"),
+        # The target (Performance, point 4): 250 ms to the app's first line.
+        target=Target("max", 250.0, "<= 250 ms"),
         samples=[r["start_ms"] for r in runs],
         baseline_samples=[r["start_ms"] for r in base],
         baseline_what="the same refs from the local directory",
