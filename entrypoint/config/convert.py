@@ -19,6 +19,11 @@ class Raw:
 
     value: Any
     origin: str
+    # For an array of tables ([[template]]): where each table starts, in order.
+    items: tuple[str, ...] = ()
+
+    def item(self, index: int) -> str:
+        return self.items[index] if index < len(self.items) else self.origin
 
 
 def did_you_mean(word: str, choices: list[str]) -> str | None:

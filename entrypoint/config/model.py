@@ -177,6 +177,13 @@ class TomlFile:
         line = _locate(self.text, section, key)
         return f"{self.path}:{line}" if line else str(self.path)
 
+    def tables(self, key: str) -> tuple[str, ...]:
+        """Where each ``[[key]]`` table starts (tomllib keeps no positions)."""
+        header = f"[[{key}]]"
+        return tuple(f"{self.path}:{number}"
+                     for number, line in enumerate(self.text.splitlines(), start=1)
+                     if line.strip().replace(" ", "") == header)
+
     def raw_values(self) -> dict[str, Raw]:
         out: dict[str, Raw] = {}
         toml_names = [s.toml_key for s in SETTINGS if s.name != "template"]
@@ -195,7 +202,7 @@ class TomlFile:
                 continue
             setting = BY_NAME.get(key)
             if key == "env_template" or (setting is not None and setting.section is None):
-                out[key] = Raw(value, self.where(None, key))
+                out[key] = Raw(value, self.where(None, key), self.tables(key))
                 continue
             if setting is not None:
                 raise ConfigError(f"{self.where(None, key)}: setting {key!r} belongs in the "

@@ -72,28 +72,29 @@ def templates(raw: Raw, base: Path) -> list[TemplateSpec]:
     if not isinstance(raw.value, list):
         raise ConfigError(f"{raw.origin}: template expects [[template]] tables")
     specs = []
-    for item in raw.value:
+    for index, item in enumerate(raw.value):
+        origin = raw.item(index)
         if isinstance(item, str):
             specs.append(_template_from_flag(item, raw.origin))
             continue
-        table = _check_table(item, _TEMPLATE_KEYS, raw.origin, "template")
-        source, contents = _source_or_contents(table, raw.origin, "template", base)
-        dest = _table_str(table, "destination", raw.origin, "template")
+        table = _check_table(item, _TEMPLATE_KEYS, origin, "template")
+        source, contents = _source_or_contents(table, origin, "template", base)
+        dest = _table_str(table, "destination", origin, "template")
         if not dest:
-            raise ConfigError(f"{raw.origin}: [[template]] needs a destination")
+            raise ConfigError(f"{origin}: [[template]] needs a destination")
         try:
             perms = values.parse_perms(str(table.get("perms", "0600")))
             on_change = OnChange.parse(str(table.get("on_change", "restart")))
         except ValueError as exc:
-            raise ConfigError(f"{raw.origin}: template: {exc}") from None
-        on_error = _table_str(table, "error_on_refresh", raw.origin, "template")
+            raise ConfigError(f"{origin}: template: {exc}") from None
+        on_error = _table_str(table, "error_on_refresh", origin, "template")
         if on_error is not None and on_error not in ERROR_ON_REFRESH:
-            raise ConfigError(f"{raw.origin}: template.error_on_refresh expects keep or fatal, "
+            raise ConfigError(f"{origin}: template.error_on_refresh expects keep or fatal, "
                               f"got {on_error!r}")
         specs.append(TemplateSpec(
             destination=base / dest, source=source, contents=contents, perms=perms,
-            on_change=on_change, user=_table_str(table, "user", raw.origin, "template"),
-            group=_table_str(table, "group", raw.origin, "template"), origin=raw.origin,
+            on_change=on_change, user=_table_str(table, "user", origin, "template"),
+            group=_table_str(table, "group", origin, "template"), origin=origin,
             error_on_refresh=on_error))
     return specs
 
@@ -102,13 +103,14 @@ def env_templates(raw: Raw, base: Path) -> list[EnvTemplateSpec]:
     if not isinstance(raw.value, list):
         raise ConfigError(f"{raw.origin}: env_template expects [[env_template]] tables")
     specs = []
-    for item in raw.value:
-        table = _check_table(item, _ENV_TEMPLATE_KEYS, raw.origin, "env_template")
-        name = _table_str(table, "name", raw.origin, "env_template")
+    for index, item in enumerate(raw.value):
+        origin = raw.item(index)
+        table = _check_table(item, _ENV_TEMPLATE_KEYS, origin, "env_template")
+        name = _table_str(table, "name", origin, "env_template")
         if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ConfigError(f"{raw.origin}: [[env_template]] needs a name that is a valid "
+            raise ConfigError(f"{origin}: [[env_template]] needs a name that is a valid "
                               f"variable name, got {name!r}")
-        source, contents = _source_or_contents(table, raw.origin, "env_template", base)
+        source, contents = _source_or_contents(table, origin, "env_template", base)
         specs.append(EnvTemplateSpec(name=name, source=source, contents=contents,
-                                     origin=raw.origin))
+                                     origin=origin))
     return specs

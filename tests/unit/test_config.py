@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,18 @@ def test_paths_in_the_file_are_relative_to_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, 'local_secrets = "dev-secrets"\n')
     config = load({}, {"ENTRYPOINT_CONFIG": str(path)})
     assert config.local_secrets == tmp_path / "dev-secrets"
+
+
+def test_each_template_table_is_named_by_its_own_line(tmp_path: Path) -> None:
+    """An error in the second [[template]] names the second table's line, not the first's."""
+    toml = tmp_path / "entrypoint.toml"
+    toml.write_text('[[template]]\ncontents = "a"\ndestination = "a.txt"\n\n'
+                    '[[template]]\ncontents = "b"\ndestination = "b.txt"\n\n'
+                    '[[env_template]]\nname = "X"\ncontents = "x"\n')
+    config = load({}, {"ENTRYPOINT_CONFIG": str(toml)})
+    assert [t.origin for t in config.template] == [f"{toml}:1", f"{toml}:5"]
+    assert [t.origin for t in config.env_template] == [f"{toml}:9"]
+    toml.write_text('[[template]]\ncontents = "a"\ndestination = "a.txt"\n\n'
+                    '[[template]]\ncontents = "b"\nperms = "bad"\ndestination = "b.txt"\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(toml))}:5: template: expected"):
+        load({}, {"ENTRYPOINT_CONFIG": str(toml)})
