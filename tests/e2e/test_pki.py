@@ -168,6 +168,8 @@ def test_the_env_form_and_a_restart_reuse_the_cached_certificate(
     os.chmod(cache, 0o777)
     ep, _ = run("fifth")
     assert vault.count(ISSUE) == 4, ep.log
+    # A folder others can write is never read: the app could plant a CA there.
+    assert ep.lines("is writable by others than the entrypoint's user"), ep.log
     assert not kept.is_symlink() and target.read_text() != kept.read_text()
 
 

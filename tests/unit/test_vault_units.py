@@ -114,3 +114,43 @@ def test_a_lease_less_answer_with_its_own_ttl_is_replaced_by_that_ttl_not_polled
         static = leased_fetched("generic/app", Mount("generic/", "generic", None),
                                 {"data": data}, 0)
         assert static.refresh is Refresh.POLL, data
+
+
+def test_a_stored_secret_with_a_ttl_field_stays_a_polled_secret() -> None:
+    """cubbyhole (or a mount Vault would not name) may hold a "ttl" of its own: data."""
+    from entrypoint.sources.base import Refresh
+    from entrypoint.sources.vault.kv import Mount, leased_fetched
+
+    for mount in (Mount("cubbyhole/", "cubbyhole", None), Mount("odd/", "", None)):
+        fetched = leased_fetched(f"{mount.path}app", mount,
+                                 {"data": {"password": "p", "ttl": 30}}, 0)
+        assert fetched.refresh is Refresh.POLL, mount
+
+
+def test_a_reference_writes_only_to_issuing_endpoints() -> None:
+    from types import SimpleNamespace
+
+    from entrypoint.errors import ConfigError
+    from entrypoint.sources.vault.issue import writable_mount
+    from entrypoint.sources.vault.kv import Mount
+
+    mounts = {"pki": Mount("pki/", "pki", None), "secret": Mount("secret/", "kv", 2),
+              "aws": Mount("aws/", "aws", None), "odd": Mount("odd/", "", None),
+              "database": Mount("database/", "database", None)}
+    source = SimpleNamespace(mount_of=lambda path: mounts[path.partition("/")[0]])
+    for path in ("pki/issue/web", "pki/sign/web", "aws/sts/app", "aws/creds/app"):
+        assert writable_mount(source, path)  # type: ignore[arg-type]
+    for path in ("secret/app", "odd/app", "aws/config/root", "pki/roles/web",
+                 "database/rotate-root/db", "pki/root/generate/internal"):
+        with pytest.raises(ConfigError, match="references write only to issuing endpoints"):
+            writable_mount(source, path)  # type: ignore[arg-type]
+
+
+def test_the_signing_helper_gets_no_reference_meant_for_the_app() -> None:
+    from entrypoint.sources.vault.auth.aws_iam import helper_env
+
+    env = helper_env({"AWS_ACCESS_KEY_ID": "vault:aws/creds/app#access_key",
+                      "AWS_SECRET_ACCESS_KEY": "${vault:aws/creds/app#secret_key}",
+                      "AWS_REGION": "eu-west-1", "AWS_PROFILE": "vault:broken",
+                      "VAULT_TOKEN": "hvs.x", "HOME": "/root", "DB": "x"})
+    assert env == {"AWS_REGION": "eu-west-1", "HOME": "/root"}

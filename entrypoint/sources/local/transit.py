@@ -42,7 +42,11 @@ class LocalTransitSource(Source):
         except PermissionError:
             raise PermissionDenied(f"transit key file {file} is not readable") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ConfigError(f"transit key file {file} is not a JSON object: {exc}") from None
+            # The error's kind, not its text: a decoding error quotes bytes of the file.
+            from entrypoint.describe import error_kind
+
+            raise ConfigError(f"transit key file {file} is not a JSON object: "
+                              f"{error_kind(exc)}") from None
         plaintext = table.get(ciphertext) if isinstance(table, dict) else None
         if not isinstance(plaintext, str):
             raise SecretNotFound(f"transit key file {file} has no plaintext for this "

@@ -43,9 +43,14 @@ Params = tuple[tuple[str, str], ...]
 ANSWER_KEYS = ("certificate", "issuing_ca", "ca_chain", "private_key", "private_key_type",
                "serial_number", "expiration")
 PLACEHOLDER = "<not issued: entrypoint check --issue>"
-# Mounts a reference never writes to: a typo must not overwrite a secret or Vault itself.
-NEVER_WRITTEN = frozenset({"kv", "generic", "cubbyhole", "system", "ns_system", "identity",
-                           "ns_identity", "token", "ns_token"})
+# Where a reference may write: the endpoints of engines that issue a new credential on a
+# write, by mount type and the first segment after the mount. Anything else (a KV secret,
+# a mount Vault would not name, an engine's config or keys) is refused: a typo must not
+# overwrite a secret or reconfigure Vault.
+ISSUING = {"pki": ("issue", "sign", "sign-verbatim"), "ssh": ("issue", "sign", "creds"),
+           "aws": ("sts", "creds"), "gcp": ("roleset", "static-account",
+                                             "impersonated-account"),
+           "azure": ("creds",), "kubernetes": ("creds",)}
 CACHE_LIMIT = 1 << 20  # a cached answer is a few KiB: anything larger was not written by us
 
 
@@ -130,6 +135,15 @@ class Issuer:
         from entrypoint.render.safepath import read_file, reason
 
         try:
+            folder = os.stat(cache.parent)
+        except OSError:
+            return None
+        if folder.st_uid != os.geteuid() or folder.st_mode & 0o022:
+            # A folder others can write: what is read there could be anyone's, and a CA
+            # planted beside the certificate could reach a trust bundle. Issue anew.
+            return _not_reused(source, path, f"issue_cache_dir {cache.parent} is writable "
+                                             "by others than the entrypoint's user")
+        try:
             raw = read_file(cache)
         except FileNotFoundError:
             return None
@@ -169,10 +183,11 @@ class Issuer:
 def writable_mount(source: VaultSource, path: str) -> kv.Mount:
     """The mount of ``path``, refused when a reference must never write there."""
     mount = source.mount_of(path)
-    if mount.version or mount.type in NEVER_WRITTEN or path.startswith(("sys/", "auth/")):
+    first = path[len(mount.path):].partition("/")[0]
+    if mount.version or first not in ISSUING.get(mount.type, ()):
         raise ConfigError(f"vault:{path}: ?write (or secret() with parameters) would write "
-                          f"to {mount.label}; references write only to issuing engines "
-                          "such as PKI", hint="to read the path, drop the parameters")
+                          f"to {mount.label}; references write only to issuing endpoints "
+                          "such as PKI's issue/", hint="to read the path, drop the parameters")
     return mount
 
 
@@ -215,14 +230,14 @@ def cached_answer(raw: bytes, path: str, params: Params,
     cert, key = data.get("certificate"), data.get("private_key")
     if not isinstance(cert, str) or not isinstance(key, str) or not key:
         raise ValueError("it holds no certificate and key")
+    data = {k: v for k, v in data.items() if k in ANSWER_KEYS}  # nothing else is trusted
     not_before, not_after = validity(cert)
     expiration = data.get("expiration")
     if not isinstance(expiration, int | float) or abs(expiration - not_after) > 1:
         raise ValueError("its expiration disagrees with its certificate")
-    issued = body.get("issued_at")
-    start = min(max(float(issued), not_before), not_after) if isinstance(
-        issued, int | float) else not_before
-    return data, not_after, start + fraction * (not_after - start)
+    # From NotBefore (Vault backdates it 30 s), not from the file's issued_at: a cache the
+    # app can write must not move its own renewal later.
+    return data, not_after, not_before + fraction * (not_after - not_before)
 
 
 def _not_reused(source: VaultSource, path: str, why: str) -> Fetched | None:

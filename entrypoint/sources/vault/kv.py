@@ -150,7 +150,9 @@ def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fe
                        fetched_at=started)
     lease_id = str(response.get("lease_id") or "") or None
     if lease_id is None:
-        ttl = ttl_in_data(data)
+        # A stored secret (cubbyhole, a mount Vault would not name) may hold a "ttl" of
+        # its own: data, not a promise to issue a new value.
+        ttl = None if mount.type in STORED else ttl_in_data(data)
         if ttl is not None:
             # A new value at each read, valid ttl s, with no lease (identity/oidc/token,
             # AWS STS on some versions, PKI): replaced before it ends, never polled.
@@ -163,6 +165,9 @@ def leased_fetched(path: str, mount: Mount, response: Any, started: float) -> Fe
                    lease_id=lease_id,
                    lease_duration=float(response.get("lease_duration") or 0),
                    renewable=bool(response.get("renewable")), fetched_at=started)
+
+
+STORED = frozenset({"", "cubbyhole", "kv", "generic"})
 
 
 def ttl_in_data(data: dict[str, Any]) -> float | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from entrypoint.config.model import Config
-from entrypoint.errors import AuthError
+from entrypoint.errors import AuthError, EntrypointError
 from entrypoint.sources.vault.auth import LoginResult, aws_sign, refused, result_of
 from entrypoint.sources.vault.auth.aws_sign import BODY, SERVER_ID_HEADER
 
@@ -93,7 +93,19 @@ def aws_credentials() -> Any:
 
 
 def helper_env(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k.startswith("AWS_") or k in HELPER_ENV}
+    """The entrypoint's ``AWS_*`` and :data:`HELPER_ENV`, without the app's references:
+    ``AWS_ACCESS_KEY_ID=vault:aws/creds/app#access_key`` is for the app, and botocore
+    would sign with the literal text before it tried the task role."""
+    from entrypoint.plan import refs
+
+    def reference(value: str) -> bool:
+        try:
+            return bool(refs.references(refs.parse(value)))
+        except EntrypointError:
+            return True  # not a credential either: a malformed reference
+
+    return {k: v for k, v in environ.items()
+            if (k.startswith("AWS_") or k in HELPER_ENV) and not reference(v)}
 
 
 def helper_sign(url: str, region: str, server_id: str | None,
