@@ -50,6 +50,8 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 MAX_ENV_STRING = 32 * 4096  # entrypoint.plan.resolve.MAX_ENV_STRING
 MIN_SCRUBBED = 8  # entrypoint.secret.MIN_SCRUBBED
 REDACTED = "<redacted>"  # entrypoint.secret.REDACTED
+
+
 class _Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
