@@ -5,6 +5,7 @@ function `entrypoint rotate` runs, and real other users made with setuid in a fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -162,45 +163,49 @@ def test_refused_connections_warn_once_a_minute(
     assert asked == []
 
 
-@needs_root
-def test_client_refuses_a_server_run_by_another_user() -> None:
-    """The attack: a user who binds the name first answers `entrypoint rotate` with a fake
-    "ok". The client now checks the listener's uid with SO_PEERCRED before it asks."""
-    name = unique_name()
+@contextlib.contextmanager
+def impostor(name: str, answer: bytes) -> Iterator[None]:
+    """A listener bound to ``name`` by another user (nobody) in a forked child, answering
+    one connection with ``answer``; there while the block runs."""
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
-
-    def impostor() -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.bind(address(name))
-            sock.listen(1)
-            os.write(ready_w, b"x")
-            sock.settimeout(10)
-            try:
-                conn, _ = sock.accept()
-                with conn:
-                    conn.sendall(b"ok: every dynamic secret will be fetched again\n")
-            except TimeoutError:
-                pass
-            os.read(done_r, 1)
-
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            impostor()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.bind(address(name))
+                sock.listen(1)
+                os.write(ready_w, b"x")
+                sock.settimeout(10)
+                try:
+                    conn, _ = sock.accept()
+                    with conn:
+                        conn.sendall(answer)
+                except TimeoutError:
+                    pass
+                os.read(done_r, 1)
         finally:
             os._exit(0)
     try:
         assert os.read(ready_r, 1) == b"x"
-        with pytest.raises(PermissionDenied, match=f"uid {NOBODY}"):
-            request_rotation(Config(control_socket=name), {}, LOG)
+        yield
     finally:
         os.write(done_w, b"x")
         os.waitpid(pid, 0)
         for fd in (ready_r, ready_w, done_r, done_w):
             os.close(fd)
+
+
+@needs_root
+def test_client_refuses_a_server_run_by_another_user() -> None:
+    """The attack: a user who binds the name first answers `entrypoint rotate` with a fake
+    "ok". The client now checks the listener's uid with SO_PEERCRED before it asks."""
+    name = unique_name()
+    with impostor(name, b"ok: every dynamic secret will be fetched again\n"), \
+            pytest.raises(PermissionDenied, match=f"uid {NOBODY}"):
+        request_rotation(Config(control_socket=name), {}, LOG)
 
 
 def test_default_name_is_one_per_mount_namespace() -> None:

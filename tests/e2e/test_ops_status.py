@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from entrypoint.config.model import Config
 from entrypoint.errors import PermissionDenied, UnavailableError
-from entrypoint.ops.control import ControlServer, address, request_status
-from tests.e2e.test_control_socket import LOG, NOBODY, as_user, connect, needs_root, unique_name
+from entrypoint.ops.control import ControlServer, request_status
+from tests.e2e.test_control_socket import (
+    LOG,
+    NOBODY,
+    as_user,
+    connect,
+    impostor,
+    needs_root,
+    unique_name,
+)
 
 SNAPSHOT = {"mode": "supervise", "keys": [{"key": "vault:kv/app/db", "kind": "kv2"}]}
 
@@ -78,33 +84,6 @@ def test_a_failing_snapshot_answers_an_error_and_the_server_goes_on() -> None:
 @needs_root
 def test_status_client_refuses_a_listener_run_by_another_user() -> None:
     name = unique_name()
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child: an impostor with a fake status
-        try:
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.bind(address(name))
-                sock.listen(1)
-                os.write(ready_w, b"x")
-                sock.settimeout(10)
-                try:
-                    conn, _ = sock.accept()
-                    with conn:
-                        conn.sendall(b'{"mode": "fake"}\n')
-                except TimeoutError:
-                    pass
-                os.read(done_r, 1)
-        finally:
-            os._exit(0)
-    try:
-        assert os.read(ready_r, 1) == b"x"
-        with pytest.raises(PermissionDenied, match=f"uid {NOBODY}"):
-            request_status(Config(control_socket=name))
-    finally:
-        os.write(done_w, b"x")
-        os.waitpid(pid, 0)
-        for fd in (ready_r, ready_w, done_r, done_w):
-            os.close(fd)
+    with impostor(name, b'{"mode": "fake"}\n'), \
+            pytest.raises(PermissionDenied, match=f"uid {NOBODY}"):
+        request_status(Config(control_socket=name))
