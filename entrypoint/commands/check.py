@@ -30,10 +30,6 @@ class CheckRow:
     code: int = 0  # the exit status of the error, for the command's own exit status
 
 
-def ref_of(key: SourceKey) -> str:
-    return key.ref
-
-
 def detail_of(fetched: Fetched) -> str:
     if fetched.parts:
         count = len(fetched.parts)
@@ -95,23 +91,23 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str],
         else:
             note, fetched = source.check_issue(key.path, key.params)
     except EntrypointError as exc:
-        return [failed(ref_of(key), "-", exc)]
+        return [failed(key.ref, "-", exc)]
     missing = sorted(k for k in wanted if k not in fetched.data)
     if missing:
         label = ", ".join(f"{key.path}#{k}" for k in missing)
         present = ", ".join(sorted(fetched.data)) or "none"
-        rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+        rows = [CheckRow(key.ref, fetched.kind, detail_of(fetched),
                          f"missing key {label} (keys present: {present})", ok=False, code=78)]
     elif note:
-        rows = [CheckRow(ref_of(key), fetched.kind, note,
+        rows = [CheckRow(key.ref, fetched.kind, note,
                          "ok (not issued; entrypoint check --issue issues one)")]
     else:
-        rows = [CheckRow(ref_of(key), fetched.kind, detail_of(fetched), "ok")]
+        rows = [CheckRow(key.ref, fetched.kind, detail_of(fetched), "ok")]
     if fetched.lease_id:
         try:
             source.revoke_lease(fetched.lease_id)
         except EntrypointError as exc:
-            rows.append(failed(ref_of(key), "revoke", exc))
+            rows.append(failed(key.ref, "revoke", exc))
     return rows
 
 
@@ -143,14 +139,14 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             try:
                 source = sources.get(key.scheme)
             except EntrypointError as exc:
-                rows.append(failed(ref_of(key), "-", exc))
+                rows.append(failed(key.ref, "-", exc))
                 continue
             if key.scheme not in usable:
                 usable[key.scheme] = preflight_rows(source, rows)
             if usable[key.scheme]:
                 rows += path_rows(source, key, wanted.get(key, set()), issue)
             else:
-                rows.append(CheckRow(ref_of(key), "-", "", "skipped (see above)", ok=False))
+                rows.append(CheckRow(key.ref, "-", "", "skipped (see above)", ok=False))
         if not all(usable.values()):
             if config.template or config.env_template:
                 rows.append(CheckRow("templates", "template", "", "skipped (see above)",

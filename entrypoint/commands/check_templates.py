@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from entrypoint.commands.check import CheckRow, detail_of, failed, ref_of
+from entrypoint.commands.check import CheckRow, detail_of, failed
 from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError, EntrypointError
 from entrypoint.plan.keys import SourceKey
@@ -75,7 +75,7 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
         for key, fetched in sorted(generation.fetched.items(),
                                    key=lambda kv: kv[0].sort_key()):
             if key not in checked:
-                rows.append(CheckRow(ref_of(key), fetched.kind, detail_of(fetched),
+                rows.append(CheckRow(key.ref, fetched.kind, detail_of(fetched),
                                      "ok (read by a template)"))
     finally:
         _revoke(generation.fetched.items(), sources, rows)

@@ -122,7 +122,7 @@ class Engine(Tasks, FailingOutputs):
 
     def notify(self, reason: str, keys: Iterable[SourceKey] = (), *,
                rerender: bool = False) -> None:
-        self.inbox.put(_Change(reason, frozenset(SourceKey(*k) for k in keys), rerender))
+        self.inbox.put(_Change(reason, frozenset(keys), rerender))
 
     def rotate_all(self, reason: str) -> None:
         """Force a fresh read of every dynamic secret (``entrypoint rotate``)."""
@@ -270,9 +270,8 @@ class Engine(Tasks, FailingOutputs):
             times = timing.LeaseTimes(item.fetched_at, item.fetched_at + item.ttl, False)
             self.ttl_ends[key] = times.expires_at
             self.ttl_reported.discard(key)
-            margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
             self._schedule(timing.replace_at_life(times, now, self.config.replace_fraction,
-                                                  self.rng, margin=margin),
+                                                  self.rng, margin=self._margin()),
                            "expire", key, token)
         elif item.refresh in (Refresh.POLL, Refresh.ROTATED):
             self._schedule_poll(key, item, now)

@@ -104,12 +104,14 @@ class Tasks:
             self._schedule(timing.renew_at(lease.times, self.config.renew_fraction, self.rng),
                            "renew", key, lease_id)
 
-    def _replace_at(self, times: timing.LeaseTimes, now: float) -> float:
+    def _margin(self) -> float:
         # The successor must be running before the old credential ends, and the
         # coalescer may still hold the change for up to wait_max after this moment.
-        margin = timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
+        return timing.MIN_MARGIN + max(self.config.wait_min, self.config.wait_max)
+
+    def _replace_at(self, times: timing.LeaseTimes, now: float) -> float:
         return timing.replace_at(times, now, self.config.replace_fraction, self.rng,
-                                 margin=margin)
+                                 margin=self._margin())
 
     def _task_replace(self, key: SourceKey, lease_id: str, why: str = "nearing its end") -> None:
         lease = self._current(key, lease_id)

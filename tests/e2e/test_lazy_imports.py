@@ -70,26 +70,32 @@ def test_exec_on_the_local_directory_imports_no_heavy_client(secrets: Path) -> N
     assert names.isdisjoint({*CLIENTS, "watchdog"}), sorted(names & {*CLIENTS, "watchdog"})
 
 
-def test_resident_run_on_the_local_directory_imports_watchdog_only(
-        secrets: Path, tmp_path: Path) -> None:
+def resident_listing(argv: list[str], env: dict[str, str], tmp_path: Path,
+                     expected: dict[str, str], **run: object) -> str:
+    """Start the resident entrypoint under ``-X importtime``, wait for the app to start on
+    ``expected``, stop it with SIGTERM (exit 0) and return the whole import listing."""
     journal = tmp_path / "journal"
     stderr_file = tmp_path / "stderr"
     with stderr_file.open("w") as stderr:
-        proc = start_cli(["--kill-timeout", "5s", "--", sys.executable, PROBE,
-                          str(journal), "DB_PASSWORD"],
-                         local_env(secrets), clean=False, python_flags=["-X", "importtime"],
-                         stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        proc = start_cli([*argv, "--", sys.executable, PROBE, str(journal), *expected], env,
+                         python_flags=["-X", "importtime"], stdout=subprocess.DEVNULL,
+                         stderr=stderr, text=True, **run)
         try:
-            start = wait_for(journal, "start")[0]
-            assert start["env"] == {"DB_PASSWORD": "local-pw"}
-            # The watch is in place before the app starts; stop and read the whole listing.
+            assert wait_for(journal, "start")[0]["env"] == expected
+            # The watch and the login are done before the app starts: stop, read it all.
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    names = imported(stderr_file.read_text())
+    return stderr_file.read_text()
+
+
+def test_resident_run_on_the_local_directory_imports_watchdog_only(
+        secrets: Path, tmp_path: Path) -> None:
+    names = imported(resident_listing(["--kill-timeout", "5s"], local_env(secrets), tmp_path,
+                                      {"DB_PASSWORD": "local-pw"}, clean=False))
     assert "watchdog" in names  # the local directory is watched: that is using it
     assert names.isdisjoint(CLIENTS), sorted(names & set(CLIENTS))
 
@@ -99,8 +105,6 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
     vault_server.configure_aws(moto_sts, header_value="vault.example.com")
     vault_server.set_policy("app", {"secret/data/app/*": ["read"]})
     vault_server.write_kv("secret", "app/db", {"password": "aws-lazy-secret"})
-    journal = tmp_path / "journal"
-    stderr_file = tmp_path / "stderr"
     with EcsCredentialsServer(iam_user_credentials(moto_sts)) as endpoint:
         vault_server.add_aws_role("app", endpoint.arn, ["app"], ttl=600)
         env = {"VAULT_ADDR": vault_server.addr, "ENTRYPOINT_VAULT_AUTH": "aws-iam",
@@ -109,22 +113,9 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
                "AWS_CONFIG_FILE": str(tmp_path / "none"),
                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
                "AWS_EC2_METADATA_DISABLED": "true", **endpoint.env()}
-        with stderr_file.open("w") as stderr:
-            # The usual form, no option before "--": argparse is not loaded either.
-            proc = start_cli(["--", sys.executable, PROBE, str(journal), "DB_PASSWORD"],
-                             env, python_flags=["-X", "importtime"],
-                             stdout=subprocess.DEVNULL, stderr=stderr, text=True)
-            try:
-                start = wait_for(journal, "start")[0]
-                assert start["env"] == {"DB_PASSWORD": "aws-lazy-secret"}
-                proc.send_signal(signal.SIGTERM)
-                assert proc.wait(timeout=20) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        # The usual form, no option before "--": argparse is not loaded either.
+        text = resident_listing([], env, tmp_path, {"DB_PASSWORD": "aws-lazy-secret"})
         assert endpoint.requests, "the helper read the keys from the ECS endpoint"
-    text = stderr_file.read_text()
     assert "logged in with aws-iam (auth/aws) role app" in text
     assert vault_server.count("auth/aws/login") == 1
     names = imported(text)
