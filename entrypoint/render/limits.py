@@ -12,7 +12,10 @@ delivers it at the thread's next bytecode). Time spent fetching secrets is not c
 the deadline is paused around every fetch, which has its own timeouts and retries, and an
 exception must never land inside a network client. Arming and disarming go through one
 lock, and disarming clears an exception not yet delivered, so none arrives after the
-render has ended.
+render has ended. An exception that lands in a garbage-collector callback or a
+``__del__`` is reported and dropped by CPython, and the render would go on: so while the
+thread is still inside the render (``inside``, a code object on its stack), it is raised
+again every ``REFIRE`` seconds.
 
 **The size cap** (``template_max_bytes``): the text is produced chunk by chunk and counted
 as it comes. What makes a huge string in one step, which no chunk count can stop, is
@@ -23,10 +26,12 @@ checked before it runs: ``*``, ``**``, ``%`` and ``format`` widths, ``center``/`
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import CodeType
 from typing import Any
 
 from entrypoint.errors import TemplateError
@@ -45,16 +50,23 @@ def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
                                                ctypes.py_object(exc) if exc else None)
 
 
+# Seconds between interruptions of a render that is still going after one was dropped.
+REFIRE = 0.1
+
+
 class Deadline:
     """``seconds`` of rendering for the calling thread, not counting :meth:`paused` time.
 
     One watchdog thread per render (not one per pause: a template may call ``secret()``
     a thousand times), waiting on a condition for the time left while the clock runs.
+    ``inside`` is the code of the function that runs the render: while a frame of it is on
+    the thread's stack, an interruption that was dropped is raised again.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, inside: CodeType | None = None) -> None:
         self.left = seconds
         self.fired = False
+        self._inside = inside
         self._target = threading.get_ident()
         self._cond = threading.Condition()
         self._running = False
@@ -83,11 +95,24 @@ class Deadline:
                     self._cond.wait()
                     continue
                 remaining = self.left - (time.monotonic() - self._since)
-                if remaining <= 0:
-                    self.fired = True
-                    _raise_in(self._target, TimeUp)
-                    return
-                self._cond.wait(remaining)
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                if self.fired and not self._still_inside():
+                    return  # delivered: the thread has left the render
+                self.fired = True
+                # Under the lock, as stop() clears a pending one under it: none can be
+                # set after the render has stopped the clock.
+                _raise_in(self._target, TimeUp)
+                self._cond.wait(REFIRE)
+
+    def _still_inside(self) -> bool:
+        frame = sys._current_frames().get(self._target)
+        while frame is not None and self._inside is not None:
+            if frame.f_code is self._inside:
+                return True
+            frame = frame.f_back
+        return False
 
     def start(self) -> None:
         with self._cond:

@@ -360,7 +360,7 @@ def render(template: Template, source: str, where: Located, scope: Scope) -> str
     try:
         if scope.timeout <= 0:
             return _generate(template, where, scope)
-        with Deadline(scope.timeout) as scope.deadline:
+        with Deadline(scope.timeout, inside=_generate.__code__) as scope.deadline:
             return _generate(template, where, scope)
     except TimeUp as exc:
         raise too_slow(where.at(line_of(exc, where.label)), scope.timeout) from None

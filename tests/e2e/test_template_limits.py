@@ -116,7 +116,9 @@ def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
     text = "{% for i in range(N) %}{{ i }}{% endfor %}"
     outcomes = {"done": 0, "timeout": 0}
     for n in range(300):
-        source = text.replace("N", str(200 + 40 * n))
+        # 200 to 87,000 turns, geometrically: dense around the deadline on a fast machine
+        # and a slow one alike (a turn takes 0.1 to 1 us).
+        source = text.replace("N", str(int(200 * 1.0205 ** n)))
         try:
             _render(source, tmp_path, timeout=0.002)
             outcomes["done"] += 1
@@ -129,6 +131,49 @@ def test_the_deadline_never_fires_after_the_render(tmp_path: Path) -> None:
         total = sum(range(20_000))
         assert total == 199_990_000
     assert outcomes["done"] and outcomes["timeout"], outcomes
+
+
+def test_an_interruption_dropped_by_a_gc_callback_is_raised_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython reports and drops an exception raised in a garbage-collector callback. A
+    deadline that lands there must not let the render run on: it is raised again. The
+    callback holds the thread until the first interruption arrives in it."""
+    import gc
+
+    dropped: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_value))
+    held = {"done": False}
+
+    def in_render() -> bool:
+        frame = sys._getframe()
+        while frame is not None and frame.f_code is not sandbox._generate.__code__:
+            frame = frame.f_back  # type: ignore[assignment]
+        return frame is not None
+
+    def hold_until_interrupted(phase: str, info: dict[str, int]) -> None:
+        if phase != "start" or held["done"] or not in_render():
+            return
+        held["done"] = True
+        until = time.monotonic() + 5
+        while time.monotonic() < until:  # the TimeUp is raised in here, then dropped
+            pass
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)  # a collection at the template's first allocations
+    gc.callbacks.append(hold_until_interrupted)
+    try:
+        # Long enough (10^7 turns, seconds) to be still going when the interruption is
+        # raised again; [[j]] makes two lists at once, so the collector runs.
+        text = ("{% for i in range(100000) %}{% for j in range(100) %}{% set x = [[j]] %}"
+                "{% endfor %}{% endfor %}done")
+        with pytest.raises(TemplateError) as info:
+            _render(text, tmp_path, timeout=0.05)
+    finally:
+        gc.callbacks.remove(hold_until_interrupted)
+        gc.set_threshold(*threshold)
+    assert held["done"], "the collector never ran during the render"
+    assert any(isinstance(e, TimeUp) for e in dropped), dropped  # the case was made
+    assert "took longer than template_timeout" in info.value.message
 
 
 def test_an_endless_template_at_rotation_leaves_the_app_running(
