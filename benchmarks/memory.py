@@ -28,12 +28,10 @@ GROUPS: list[tuple[str, list[str]]] = [
      ["entrypoint.commands.run", "entrypoint.process.supervisor", "entrypoint.rotation.engine",
       "entrypoint.ops.control"]),
     ("watchdog (local directory watched)", ["watchdog.observers", "watchdog.events"]),
-    ("ssl + http.client (needed by urllib3)", ["ssl", "http.client"]),
-    ("urllib3 + idna", ["urllib3", "idna"]),
-    ("requests", ["requests"]),
-    ("hvac", ["hvac"]),
-    ("entrypoint.sources.vault (source, client, token keeper, auth)",
+    ("http.client (the Vault transport's)", ["http.client"]),
+    ("entrypoint.sources.vault (source, transport, token keeper, auth)",
      ["entrypoint.sources.vault.source", "entrypoint.sources.vault.auth.aws_iam"]),
+    ("ssl (an https:// Vault only; the benchmark's dev server is http)", ["ssl"]),
     # botocore (about 8 MB more here) is imported by the aws-iam signing helper process
     # only (entrypoint/sources/vault/auth/aws_sign.py), never by the supervisor.
 ]

@@ -185,8 +185,9 @@ def console() -> int:
 
 
 def skip_charset_detection() -> None:
-    """requests loads a charset detector only to guess the encoding of a body that names
-    none; Vault always answers JSON, which requests decodes without it. Not loading it
+    """requests (py-consul's HTTP client) loads a charset detector only to guess the
+    encoding of a body that names none; Consul always answers JSON, which requests decodes
+    without it. Not loading it
     saves ~3 MB resident and ~15 ms at start (requests then assumes UTF-8). Done for this
     process only, never when imported as a library."""
     import warnings
@@ -200,7 +201,7 @@ def skip_urllib3_http2_init() -> None:
     """urllib3 2.x's connection module imports ``urllib3.http2.probe``, and so runs the
     package's ``__init__``, which imports ``importlib.metadata`` (and csv and its own
     helpers) only to check h2's version in ``inject_into_urllib3()``, the HTTP/2 opt-in
-    nobody here calls: 0.4 MB resident that a supervisor talking to Vault would keep. The
+    nobody here calls: 0.4 MB resident that a supervisor talking to Consul would keep. The
     package is registered without running its ``__init__``; ``probe`` loads from its
     folder as before. Done for this process only, never when imported as a library, and
     only if urllib3 has that layout."""

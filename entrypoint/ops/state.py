@@ -6,7 +6,7 @@ second set of calls beside every log line, :class:`Observer` listens to those re
 (a logging handler) and keeps counters and the latest facts for ``entrypoint status``
 and ``/metrics``. Scraping or asking reads this memory only: it never makes a request.
 
-Vault requests are counted by a response hook on the client's HTTP session
+Vault requests are counted by a hook of the Vault transport
 (:func:`vault_response`), which costs nothing while no observer is installed.
 """
 
@@ -167,10 +167,9 @@ def current() -> Observer | None:
     return _observer
 
 
-def vault_response(response: Any, *args: Any, **kwargs: Any) -> None:
-    """A ``requests`` response hook: one count and one latency per Vault request."""
+def vault_response(path: str, status: int, seconds: float) -> None:
+    """The Vault transport's hook: one count and one latency per request."""
     observer = _observer
     if observer is None:
         return
-    observer.vault_request(endpoint_class(response.url), str(response.status_code),
-                           response.elapsed.total_seconds())
+    observer.vault_request(endpoint_class(path), str(status), seconds)

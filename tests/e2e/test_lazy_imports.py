@@ -5,6 +5,7 @@ of the entrypoint process is listed on its stderr, up to the exec or the shutdow
 app started here is not run with ``-X importtime``, so none of its imports are listed.
 
 - ``--exec`` on the local directory needs none of hvac, botocore, consul, watchdog.
+- Vault is spoken to with http.client: hvac, requests and urllib3 are never loaded.
 - The resident ``run`` on the local directory watches that directory with watchdog (that
   is using it), and needs none of the Vault, AWS or Consul clients.
 - The resident ``run`` with an aws-iam login never imports botocore: the signature is made
@@ -119,11 +120,13 @@ def test_resident_run_with_an_aws_iam_login_never_imports_botocore(
     assert "logged in with aws-iam (auth/aws) role app" in text
     assert vault_server.count("auth/aws/login") == 1
     names = imported(text)
-    assert {"entrypoint", "hvac"} <= names  # the listing is there, and Vault was used
+    assert {"entrypoint", "http"} <= names  # the listing is there, and Vault was used
     assert "botocore" not in names and "boto3" not in names
     assert "argparse" not in names
-    # urllib3's http2 package __init__ (importlib.metadata for h2's version) is skipped.
+    # Vault is spoken to with http.client: no HTTP library stays resident for it.
+    assert names.isdisjoint({"hvac", "requests", "urllib3"}), sorted(
+        names & {"hvac", "requests", "urllib3"})
     modules = {line.rsplit("|", 1)[1].strip() for line in text.splitlines()
                if line.startswith("import time:") and "|" in line}
-    assert "urllib3.http2.probe" in modules and "importlib.metadata" not in modules
+    assert "entrypoint.sources.vault.transport" in modules
     assert endpoint.credentials.secret_access_key not in text

@@ -13,25 +13,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from entrypoint.config.model import load
-from entrypoint.sources.vault.connection import UNIX_URL, Connection
+from entrypoint.sources.vault.answers import TransportError, VaultError
+from entrypoint.sources.vault.connection import Connection
 from entrypoint.sources.vault.source import VaultSource
+from entrypoint.sources.vault.transport import Transport
 from tests.helpers.cli import run_cli
 from tests.realservers import binaries
 from tests.services.ports import stop_process, wait_until
 
 
-def _session(sock: Path) -> requests.Session:
-    return Connection(addr=f"unix://{sock}", socket_path=str(sock)).session()
+def _transport(sock: Path) -> Transport:
+    return Transport(Connection(addr=f"unix://{sock}", socket_path=str(sock)), timeout=30,
+                     user_agent="test")
 
 
 def _healthy(sock: Path) -> bool:
+    transport = _transport(sock)
     try:
-        return _session(sock).get(f"{UNIX_URL}/v1/sys/health", timeout=2).status_code == 200
-    except requests.ConnectionError:
+        return isinstance(transport.request("GET", "/v1/sys/health"), dict)
+    except (TransportError, VaultError):
         return False
+    finally:
+        transport.close()
 
 
 @pytest.fixture
@@ -82,19 +87,15 @@ def test_a_missing_socket_is_named_in_plain_words(tmp_path: Path) -> None:
 def test_replacement_through_a_caching_proxy_gets_a_new_lease(
         database: Any, proxy_socket: Path) -> None:
     database.add_database_role("app", default_ttl=600, max_ttl=3600)
-    session = _session(proxy_socket)
+    transport = _transport(proxy_socket)
     # A token created through the proxy is one it manages: its leases are cached.
-    created = session.post(f"{UNIX_URL}/v1/auth/token/create-orphan", timeout=10,
-                           headers={"X-Vault-Token": database.root_token},
-                           json={"policies": ["root"], "ttl": "1h"})
-    created.raise_for_status()
-    token = created.json()["auth"]["client_token"]
+    created = transport.request("POST", "/v1/auth/token/create-orphan",
+                                token=database.root_token,
+                                body={"policies": ["root"], "ttl": "1h"})
+    token = created["auth"]["client_token"]
 
     def raw_read() -> str:
-        answer = session.get(f"{UNIX_URL}/v1/database/creds/app", timeout=30,
-                             headers={"X-Vault-Token": token})
-        answer.raise_for_status()
-        return str(answer.json()["lease_id"])
+        return str(transport.request("GET", "/v1/database/creds/app", token=token)["lease_id"])
 
     # What a naive client sees: the same request gets the cached lease back.
     first = raw_read()
@@ -109,5 +110,5 @@ def test_replacement_through_a_caching_proxy_gets_a_new_lease(
             source.revoke_lease(lease)
     finally:
         source.close()
-    session.put(f"{UNIX_URL}/v1/sys/leases/revoke", json={"lease_id": first}, timeout=30,
-                headers={"X-Vault-Token": token}).raise_for_status()
+    transport.request("PUT", "/v1/sys/leases/revoke", token=token, body={"lease_id": first})
+    transport.close()

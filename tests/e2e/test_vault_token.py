@@ -43,8 +43,8 @@ class CreateTokenLogin:
         body: dict[str, Any] = {"ttl": f"{self.ttl}s", "policies": ["root"], "no_parent": True}
         if self.max_ttl:
             body["explicit_max_ttl"] = f"{self.max_ttl}s"
-        response = client.anonymous.adapter.post("/v1/auth/token/create", json=body,
-                                                 headers={"X-Vault-Token": self.root})
+        response = client.anonymous.post("/v1/auth/token/create", body,
+                                         headers={"X-Vault-Token": self.root})
         return result_of(response, "test")
 
     def describe(self) -> str:

@@ -12,19 +12,14 @@ shared. Prints ``{"codes": [exit status per job]}`` once every child has ended.
 from __future__ import annotations
 
 import email.utils  # noqa: F401
+
+# Everything the Vault path imports, including what the entrypoint imports lazily, so
+# that the children only run code.
+import http.client  # noqa: F401
 import json
 import os
 import random
 import sys
-
-# Everything the Vault path imports, including what the entrypoint imports lazily, so
-# that the children only run code.
-import hvac
-import hvac.adapters
-import hvac.exceptions  # noqa: F401
-import requests
-import requests.adapters  # noqa: F401
-import urllib3  # noqa: F401
 
 import entrypoint.cli
 import entrypoint.commands.exec_app
@@ -34,6 +29,7 @@ import entrypoint.sources.registry
 import entrypoint.sources.vault.auth.token
 import entrypoint.sources.vault.client
 import entrypoint.sources.vault.source
+import entrypoint.sources.vault.transport
 
 
 def _child(job: dict[str, object]) -> None:

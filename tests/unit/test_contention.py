@@ -51,10 +51,10 @@ class SlowRenewal:
     release: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.hvac = SimpleNamespace(auth=SimpleNamespace(token=SimpleNamespace(
-            renew_self=self._renew)))
+        self.api = SimpleNamespace(post=self._renew)
 
-    def _renew(self) -> dict[str, Any]:
+    def _renew(self, path: str, body: Any = None) -> dict[str, Any]:
+        assert path == "/v1/auth/token/renew-self"
         self.renewing.set()
         assert self.release.wait(10), "the test never released the renewal"
         return {"auth": {"lease_duration": self.granted, "renewable": True}}

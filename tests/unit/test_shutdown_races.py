@@ -58,8 +58,11 @@ class HeldReadVault:
                                                                       namespace=None))
 
     def __post_init__(self) -> None:
-        self.hvac = SimpleNamespace(adapter=SimpleNamespace(get=self._get),
-                                    sys=SimpleNamespace(revoke_lease=self.revoked.append))
+        self.api = SimpleNamespace(get=self._get, put=self._put)
+
+    def _put(self, path: str, body: dict[str, str]) -> None:
+        assert path == "/v1/sys/leases/revoke"
+        self.revoked.append(body["lease_id"])
 
     def _get(self, url: str, **_: Any) -> dict[str, Any]:
         if "/sys/internal/ui/mounts/" in url:

@@ -1,4 +1,4 @@
-"""One connection to Vault: hvac clients over a shared session, and the start-up retry loop.
+"""One connection to Vault: the API with and without our token, and the start-up retry loop.
 
 Transient failures (unreachable, sealed, 429, 5xx) are retried with capped exponential
 backoff and full jitter until ``startup_timeout`` after this client was made; past that
@@ -17,52 +17,35 @@ from typing import Any, TypeVar
 
 from entrypoint import backoff
 from entrypoint.errors import UnavailableError
-from entrypoint.sources.vault.connection import REQUEST_TIMEOUT, Connection
+from entrypoint.sources.vault.connection import REQUEST_TIMEOUT, USER_AGENT, Connection
+from entrypoint.sources.vault.transport import Transport
 
 T = TypeVar("T")
 
 
-def _adapter_class() -> Any:
-    from hvac.adapters import JSONAdapter
-
-    class Adapter(JSONAdapter):  # type: ignore[misc]
-        """hvac's exceptions drop the response headers; keep Retry-After for 429s."""
-
-        def _raise_for_error(self, method: str, url: str, response: Any) -> None:
-            try:
-                super()._raise_for_error(method, url, response)
-            except Exception as exc:
-                exc.retry_after = response.headers.get("Retry-After")  # type: ignore[attr-defined]
-                exc.status = response.status_code  # type: ignore[attr-defined]
-                raise
-
-    return Adapter
-
-
 def transient_reason(exc: BaseException) -> str | None:
     """Why ``exc`` is worth retrying ("sealed", "HTTP 429", ...), or None when it is not."""
-    import hvac.exceptions as hx
-    import requests
+    from entrypoint.sources.vault import answers as a
 
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, a.TLSError):
         return None  # a certificate problem does not fix itself: fail at once
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    if isinstance(exc, a.TransportError):
         from entrypoint.describe import transport_reason
 
         return f"unreachable ({transport_reason(exc)})"
-    if isinstance(exc, hx.VaultDown):
+    if isinstance(exc, a.VaultDown):
         return "sealed" if "sealed" in str(exc).lower() else "unavailable (HTTP 503)"
-    if isinstance(exc, hx.RateLimitExceeded):
+    if isinstance(exc, a.RateLimitExceeded):
         return "rate limited (HTTP 429)"
-    if isinstance(exc, hx.InternalServerError | hx.BadGateway) or (
-            isinstance(exc, hx.UnexpectedError) and getattr(exc, "status", 0) >= 500):
+    if isinstance(exc, a.VaultError) and exc.status >= 500 and not isinstance(
+            exc, a.VaultNotInitialized):
         # Vault's own words say what broke (a storage backend, a plugin): keep them.
-        return f"server error (HTTP {getattr(exc, 'status', '5xx')}: {vault_message(exc)})"
+        return f"server error (HTTP {exc.status}: {vault_message(exc)})"
     return None
 
 
 def vault_message(exc: BaseException) -> str:
-    """The server's own words, without hvac's ", on GET http://..." suffix."""
+    """The server's own words: its ``errors``, each on one line."""
     errors = getattr(exc, "errors", None)
     if errors:
         return "; ".join(" ".join(str(e).replace("\n\t* ", " ").split()) for e in errors)
@@ -78,8 +61,32 @@ def token_is_invalid(exc: BaseException) -> bool:
     return "invalid token" in vault_message(exc)
 
 
+class Api:
+    """Vault's HTTP API with one kind of token: the client's current one, or none."""
+
+    def __init__(self, transport: Transport, token: Callable[[], str]) -> None:
+        self.transport = transport
+        self._token = token
+
+    def get(self, path: str, *, params: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> Any:
+        return self.transport.request("GET", path, token=self._token(), params=params,
+                                      headers=headers)
+
+    def list(self, path: str) -> Any:
+        return self.transport.request("LIST", path, token=self._token())
+
+    def post(self, path: str, body: dict[str, Any] | None = None, *,
+             headers: dict[str, str] | None = None) -> Any:
+        return self.transport.request("POST", path, token=self._token(), body=body,
+                                      headers=headers)
+
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        return self.transport.request("PUT", path, token=self._token(), body=body)
+
+
 class VaultClient:
-    """hvac clients for one Vault, plus the retry policy shared by every call."""
+    """The API for one Vault, plus the retry policy shared by every call."""
 
     def __init__(self, connection: Connection, *, startup_timeout: float,
                  log: logging.Logger, pool_size: int = 10,
@@ -87,7 +94,7 @@ class VaultClient:
                  wall: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
                  rng: Callable[[], float] = random.random) -> None:
-        import hvac
+        from entrypoint.ops.state import vault_response
 
         self.connection = connection
         self.log = log
@@ -97,29 +104,21 @@ class VaultClient:
         self.rng = rng
         self.startup_timeout = startup_timeout
         self.deadline = clock() + startup_timeout
-        self.session = connection.session(pool_size)
-        from entrypoint.ops.state import vault_response
-
         # Counts and times every request for /metrics; a no-op unless metrics are on.
-        self.session.hooks["response"].append(vault_response)
-        adapter = _adapter_class()
-        common: dict[str, Any] = dict(
-            url=connection.url, verify=connection.verify, cert=connection.client_cert,
-            timeout=REQUEST_TIMEOUT, session=self.session, namespace=connection.namespace,
-            adapter=adapter)
-        # token="" stops hvac from falling back to VAULT_TOKEN or ~/.vault-token itself:
-        # which token is used is the auth method's decision alone.
-        self.hvac = hvac.Client(token="", **common)
-        # Logins go through a client that never carries a token: a stale token must not
+        self.transport = Transport(connection, timeout=REQUEST_TIMEOUT, user_agent=USER_AGENT,
+                                   pool_size=pool_size, on_response=vault_response)
+        self._token = ""
+        self.api = Api(self.transport, lambda: self._token)
+        # Logins go through an API that never carries a token: a stale token must not
         # be sent along with credentials for a new one.
-        self.anonymous = hvac.Client(token="", **common)
+        self.anonymous = Api(self.transport, str)
 
     @property
     def token(self) -> str:
-        return str(self.hvac.token or "")
+        return self._token
 
     def set_token(self, token: str) -> None:
-        self.hvac.token = token
+        self._token = token
 
     def end_startup(self) -> None:
         """From now on fail at once (shutdown must not wait out the start-up window)."""
@@ -166,4 +165,4 @@ class VaultClient:
                  "that Vault is unsealed and reachable from here")
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()

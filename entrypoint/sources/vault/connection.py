@@ -11,26 +11,21 @@ import atexit
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from entrypoint import __version__
 from entrypoint.config.values import parse_go_bool
 from entrypoint.errors import ConfigError
-
-if TYPE_CHECKING:
-    import requests
 
 USER_AGENT = f"vault-entrypoint/{__version__}"
 # Seconds for one HTTP request; start-up retries are bounded by startup_timeout on top.
 REQUEST_TIMEOUT = 10.0
 
 
-# The host requests name in the URL when the address is a unix socket; the socket, not
-# this name, says where the connection goes (the vault CLI sends the socket path there).
+# The base URL of a unix socket address: the socket, not this name, says where the
+# connection goes (the vault CLI sends the socket path as the host).
 UNIX_URL = "http://localhost"
 
 
@@ -85,30 +80,6 @@ class Connection:
                    server_name=environ.get("VAULT_TLS_SERVER_NAME", "").strip() or None,
                    socket_path=socket_path)
 
-    def session(self, pool_size: int = 10) -> requests.Session:
-        """A requests session with our TLS settings, User-Agent and a large enough pool."""
-        import requests
-
-        session = requests.Session()
-        session.verify = self.verify
-        if self.verify is False:
-            import urllib3
-
-            # Warned once, loudly, at start; not again on every request.
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        session.cert = self.client_cert
-        session.headers["User-Agent"] = USER_AGENT
-        session.trust_env = False  # HTTP(S)_PROXY still apply: see proxies below.
-        if self.socket_path:
-            # No proxy can carry a unix socket; every request goes to the socket.
-            session.mount(UNIX_URL, unix_adapter(self.socket_path, pool_size))
-            return session
-        session.proxies = requests.utils.get_environ_proxies(self.addr)
-        adapter = _adapter(self.server_name, pool_size)
-        session.mount("https://", adapter)
-        session.mount("http://", _adapter(None, pool_size))
-        return session
-
 
 def address(environ: Mapping[str, str], log: logging.Logger) -> tuple[str, str | None]:
     """-> (the address, the socket path of a unix:// one). As the vault CLI does,
@@ -134,40 +105,6 @@ def address(environ: Mapping[str, str], log: logging.Logger) -> tuple[str, str |
     return addr, None
 
 
-def unix_adapter(socket_path: str, pool_size: int) -> Any:
-    """A requests adapter whose connections all go to the unix socket ``socket_path``:
-    a Vault Agent or Vault Proxy ``listener "unix"``, the node-local caching pattern."""
-    import socket
-
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection
-    from urllib3.connectionpool import HTTPConnectionPool
-    from urllib3.exceptions import NewConnectionError
-
-    class UnixConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            if isinstance(self.timeout, int | float):
-                sock.settimeout(self.timeout)
-            try:
-                sock.connect(socket_path)
-            except OSError as exc:
-                sock.close()
-                raise NewConnectionError(self, f"cannot connect to {socket_path}") from exc
-            return sock
-
-    class UnixPool(HTTPConnectionPool):
-        ConnectionCls = UnixConnection
-
-    class UnixAdapter(HTTPAdapter):
-        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                             **pool_kwargs: Any) -> None:
-            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": UnixPool, "https": UnixPool}
-
-    return UnixAdapter(pool_connections=1, pool_maxsize=pool_size)
-
-
 def _readable(path: str, variable: str) -> str:
     if not os.access(path, os.R_OK) or not Path(path).is_file():
         raise ConfigError(f"variable {variable}: file {path} does not exist or cannot be read")
@@ -188,6 +125,8 @@ def _bundle_of(capath: str) -> str:
                                                                   errors="replace")]
     if not pems:
         raise ConfigError(f"variable VAULT_CAPATH: no PEM certificate in {capath}")
+    import tempfile  # only for VAULT_CAPATH: the resident supervisor does not keep it
+
     with tempfile.NamedTemporaryFile("w", prefix="entrypoint-ca-", suffix=".pem",
                                      delete=False) as handle:
         handle.write("\n".join(pems))
@@ -198,20 +137,3 @@ def _bundle_of(capath: str) -> str:
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def _adapter(server_name: str | None, pool_size: int) -> Any:
-    from requests.adapters import HTTPAdapter
-
-    class ServerNameAdapter(HTTPAdapter):
-        """Connects to the address but verifies (and sends SNI for) another name:
-        VAULT_TLS_SERVER_NAME, for a Vault reached through an IP or a tunnel."""
-
-        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
-                             **pool_kwargs: Any) -> None:
-            if server_name:
-                pool_kwargs["server_hostname"] = server_name
-                pool_kwargs["assert_hostname"] = server_name
-            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    return ServerNameAdapter(pool_connections=2, pool_maxsize=pool_size)

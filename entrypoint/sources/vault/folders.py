@@ -76,14 +76,14 @@ def _walk(source: VaultSource, mount: kv.Mount, folder: str, label: str) -> list
 
 def _list(source: VaultSource, mount: kv.Mount, folder: str, label: str) -> list[str]:
     """One LIST; an empty list when Vault knows no such folder (a 404)."""
-    import hvac.exceptions as hx
+    from entrypoint.sources.vault import answers as hx
 
     url = kv.api_path(f"{mount.path}metadata/{folder}" if mount.version == 2
                       else f"{mount.path}{folder}")
     try:
         response: Any = source._authed(
             f"list {mount.path}{folder}", label,
-            lambda: source.client.hvac.adapter.list(url), raw_404=True)
+            lambda: source.client.api.list(url), raw_404=True)
     except hx.InvalidPath:
         return []
     data = response.get("data") if isinstance(response, dict) else None
@@ -93,13 +93,13 @@ def _list(source: VaultSource, mount: kv.Mount, folder: str, label: str) -> list
 
 def _read(source: VaultSource, mount: kv.Mount, name: str) -> Mapping[str, Secret] | None:
     """One secret of the folder; None when there is nothing to read (deleted, gone)."""
-    import hvac.exceptions as hx
+    from entrypoint.sources.vault import answers as hx
 
     full = mount.path + name
     url = kv.api_path(kv.v2_data_path(mount, name) if mount.version == 2 else full)
     try:
         response = source._authed(f"read {full}", full,
-                                  lambda: source.client.hvac.adapter.get(url), raw_404=True)
+                                  lambda: source.client.api.get(url), raw_404=True)
     except hx.InvalidPath:
         return None
     if mount.version == 2:

@@ -78,8 +78,8 @@ class Issuer:
         issued_at = time.time()
         nonce = os.urandom(8).hex()
         response = source._authed(f"issue at {path}", path, lambda: (
-            source.client.hvac.adapter.post(kv.api_path(path), json=dict(params),
-                                            headers={kv.FRESH_HEADER: nonce})))
+            source.client.api.post(kv.api_path(path), dict(params),
+                                   headers={kv.FRESH_HEADER: nonce})))
         fetched = answer_fetched(path, mount, response, started)
         if fetched.lease_id:
             source._hold(path, fetched.lease_id)
@@ -108,7 +108,7 @@ class Issuer:
         role = rest[len("issue/"):]
         try:
             response = source._authed(f"read of PKI role {role}", path, lambda: (
-                source.client.hvac.adapter.get(kv.api_path(f"{mount.path}roles/{role}"))))
+                source.client.api.get(kv.api_path(f"{mount.path}roles/{role}"))))
         except PermissionDenied:
             return (f"role {role} not readable by this token: request not validated",
                     placeholder)

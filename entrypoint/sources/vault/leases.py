@@ -50,7 +50,8 @@ class LeaseKeeping:
         inc = int(increment) if increment and increment > 0 else None
         try:
             response = self._authed("lease renewal", "sys/leases/renew", lambda: (
-                self.client.hvac.sys.renew_lease(lease_id, increment=inc)))
+                self.client.api.put("/v1/sys/leases/renew", {"lease_id": lease_id, **(
+                    {"increment": inc} if inc else {})})))
         except Refused as exc:
             text = exc.text.lower()
             if any(g in text for g in GONE):
@@ -78,7 +79,8 @@ class LeaseKeeping:
     def revoke_lease(self, lease_id: str) -> None:
         try:
             self._authed("lease revocation", "sys/leases/revoke",
-                         lambda: self.client.hvac.sys.revoke_lease(lease_id))
+                         lambda: self.client.api.put("/v1/sys/leases/revoke",
+                                                             {"lease_id": lease_id}))
         except Refused as exc:
             raise ConfigError(f"lease revocation refused: {exc.text}") from None
         self._forget(lease_id)
@@ -87,7 +89,8 @@ class LeaseKeeping:
         """Remaining seconds, or None when Vault no longer knows the lease."""
         try:
             response = self._authed("lease lookup", "sys/leases/lookup",
-                                    lambda: self.client.hvac.sys.read_lease(lease_id))
+                                    lambda: self.client.api.put("/v1/sys/leases/lookup",
+                                                                 {"lease_id": lease_id}))
         except Refused as exc:
             if any(g in exc.text.lower() for g in GONE):
                 return None

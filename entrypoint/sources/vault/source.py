@@ -94,7 +94,7 @@ class VaultSource(LeaseKeeping, Source):
         # (same path, headers, token) with the cached lease: a replacement would get the
         # very credential it replaces. A header unique to this read makes it a new request.
         nonce = os.urandom(8).hex()
-        response = self._authed(f"read {path}", path, lambda: self.client.hvac.adapter.get(
+        response = self._authed(f"read {path}", path, lambda: self.client.api.get(
             kv.api_path(path), headers={kv.FRESH_HEADER: nonce}))
         if mount.version == 1:
             return kv.kv1_fetched(path, response, started)
@@ -151,13 +151,19 @@ class VaultSource(LeaseKeeping, Source):
 
     def health(self) -> dict[str, Any]:
         """sys/health as a dict (unauthenticated); transient trouble is retried."""
-        def ask() -> Any:
-            response = self.client.anonymous.sys.read_health_status(method="GET")
-            data = response if isinstance(response, dict) else response.json()
-            if isinstance(data, dict) and data.get("sealed"):
-                import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
-                raise hx.VaultDown("Vault is sealed")
+        def ask() -> Any:
+            try:
+                data = self.client.anonymous.get("/v1/sys/health")
+            except hx.VaultError as exc:
+                # A standby (429, 473), an uninitialised (501) or a sealed (503) Vault
+                # says so in the status and still answers its state.
+                if not isinstance(exc.json, dict):
+                    raise
+                data = exc.json
+            if isinstance(data, dict) and data.get("sealed"):
+                raise hx.VaultDown("Vault is sealed", status=503)
             return data
 
         data = self.client.call("health check at sys/health", ask)
@@ -198,13 +204,13 @@ class VaultSource(LeaseKeeping, Source):
         return None if expires == float("inf") or self.keeper.current is None else expires
 
     def mount_of(self, path: str) -> kv.Mount:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         def ask(p: str) -> Mapping[str, Any] | None:
             try:
                 response = self._authed(
                     f"mount lookup for {p}", p,
-                    lambda: self.client.hvac.adapter.get(
+                    lambda: self.client.api.get(
                         kv.api_path(f"sys/internal/ui/mounts/{p}")))
             except SecretNotFound:
                 return None  # an old Vault without the endpoint: read generically
@@ -219,13 +225,13 @@ class VaultSource(LeaseKeeping, Source):
     # -- internals ----------------------------------------------------------------------
     def _read_kv2(self, path: str, mount: kv.Mount, rest: str, version: int | None,
                   started: float) -> Fetched:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         params = {"version": version} if version is not None else None
         url = kv.api_path(kv.v2_data_path(mount, rest))
         try:
             response = self._authed(f"read {path}", path, lambda: (
-                self.client.hvac.adapter.get(url, params=params)), raw_404=True)
+                self.client.api.get(url, params=params)), raw_404=True)
         except hx.InvalidPath as exc:
             deleted = kv.deleted_version_error(path, version, exc.json)
             if deleted is not None:
@@ -238,7 +244,7 @@ class VaultSource(LeaseKeeping, Source):
         return kv.kv2_fetched(path, response, started)
 
     def _authed(self, what: str, path: str, fn: Callable[[], T], raw_404: bool = False) -> T:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         seen = self._ensure_login()
         if not self._closed:  # the revocations of close() need no renewal thread
@@ -291,27 +297,26 @@ class VaultSource(LeaseKeeping, Source):
             raise mapped from None
 
     def _transport_error(self, what: str, exc: BaseException) -> UnavailableError | None:
-        import requests
-
         from entrypoint.describe import transport_reason
+        from entrypoint.sources.vault.answers import TLSError, TransportError
 
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, TLSError):
             return UnavailableError(
                 f"Vault at {self.client.connection.addr}: TLS failed: "
                 f"{transport_reason(exc)}",
                 hint="check VAULT_CACERT / VAULT_CAPATH / VAULT_TLS_SERVER_NAME")
-        if isinstance(exc, requests.exceptions.RequestException):
+        if isinstance(exc, TransportError):
             return UnavailableError(f"Vault at {self.client.connection.addr}: {what}: "
                                     f"{transient_reason(exc) or transport_reason(exc)}")
         return None
 
     def _lookup_self(self) -> dict[str, Any] | None:
         """The current token's lookup data, or None when Vault says it is not valid."""
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         try:
             response = self.client.call("token lookup",
-                                        lambda: self.client.hvac.auth.token.lookup_self())
+                                        lambda: self.client.api.get("/v1/auth/token/lookup-self"))
         except hx.Forbidden as exc:
             # Valid but without the `default` policy: it may not look itself up.
             return None if token_is_invalid(exc) else {}

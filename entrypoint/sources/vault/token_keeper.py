@@ -137,12 +137,12 @@ class TokenKeeper:
             return self.next_at
 
     def _renew(self, current: LoginResult, generation: int) -> None:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         requested = current.ttl
         try:
             response = self.client.call("token renewal", lambda: (
-                self.client.hvac.auth.token.renew_self()))
+                self.client.api.post("/v1/auth/token/renew-self", {})))
         except hx.VaultError as exc:
             if transient_reason(exc) is None:
                 # 400 (not renewable, past max TTL) or 403 (revoked): only a login helps.
@@ -228,7 +228,7 @@ class TokenKeeper:
                 self.log.info("vault: our batch token is not revoked: Vault ends it at its TTL")
                 return
             try:
-                self.client.hvac.auth.token.revoke_self()
+                self.client.api.post("/v1/auth/token/revoke-self")
                 self.log.info("vault: revoked our token (revoke_on_exit)")
             except Exception as exc:
                 self.log.warning("vault: could not revoke our token: %s",

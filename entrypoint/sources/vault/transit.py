@@ -53,8 +53,7 @@ class TransitSource(Source):
         started = time.monotonic()
         api = f"{mount}/decrypt/{key}"
         response = self.vault._authed(f"decrypt with transit key {key}", api, lambda: (
-            self.vault.client.hvac.adapter.post(kv.api_path(api),
-                                                json={"ciphertext": ciphertext})))
+            self.vault.client.api.post(kv.api_path(api), {"ciphertext": ciphertext})))
         data = response.get("data") if isinstance(response, dict) else None
         encoded = data.get("plaintext") if isinstance(data, dict) else None
         if not isinstance(encoded, str):

@@ -48,13 +48,14 @@ class AppRoleLogin:
         return self.secret_id.reveal() if self.secret_id is not None else None
 
     def login(self, client: VaultClient) -> LoginResult:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         secret_id = self._secret_id()
         try:
             response = client.call(f"login at auth/{self.mount}/login", lambda: (
-                client.anonymous.auth.approle.login(self.role_id, secret_id=secret_id,
-                                                    use_token=False, mount_point=self.mount)))
+                client.anonymous.post(f"/v1/auth/{self.mount}/login", {
+                    "role_id": self.role_id,
+                    **({"secret_id": secret_id} if secret_id is not None else {})})))
         except hx.VaultError as exc:
             raise refused(self.describe(), exc,
                           hint="check the role_id and secret_id, and that the secret_id has "

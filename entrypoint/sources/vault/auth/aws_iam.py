@@ -200,14 +200,14 @@ class AwsIamLogin:
                    region=config.vault_aws_region, endpoint=config.vault_sts_endpoint)
 
     def login(self, client: VaultClient) -> LoginResult:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         url, region = sts_target(self.region, self.endpoint)
         headers = helper_sign(url, region, self.server_id)
         payload = login_payload(headers, url, self.role)
         try:
             response = client.call(f"login at auth/{self.mount}/login", lambda: (
-                client.anonymous.adapter.post(f"/v1/auth/{self.mount}/login", json=payload)))
+                client.anonymous.post(f"/v1/auth/{self.mount}/login", payload)))
         except hx.VaultError as exc:
             error = refused(self.describe(), exc, hint=self._hint(exc))
             error.message = _hide(error.message, _shown(headers))

@@ -30,7 +30,7 @@ class KubernetesLogin:
                    mount=mount)
 
     def login(self, client: VaultClient) -> LoginResult:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         try:
             jwt = self.token_file.read_text(encoding="utf-8").strip()
@@ -40,8 +40,8 @@ class KubernetesLogin:
                               hint="set ENTRYPOINT_VAULT_KUBERNETES_TOKEN_FILE") from None
         try:
             response = client.call(f"login at auth/{self.mount}/login", lambda: (
-                client.anonymous.auth.kubernetes.login(self.role, jwt, use_token=False,
-                                                       mount_point=self.mount)))
+                client.anonymous.post(f"/v1/auth/{self.mount}/login",
+                                      {"role": self.role, "jwt": jwt})))
         except hx.VaultError as exc:
             raise refused(self.describe(), exc) from None
         return result_of(response, self.describe())

@@ -62,7 +62,7 @@ class TokenLogin:
         return self.env_token.reveal()
 
     def _unwrap(self, client: VaultClient, text: str) -> str:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         if self._unwrapped is not None and self._unwrapped[0] == text:
             return self._unwrapped[1].reveal()
@@ -76,8 +76,8 @@ class TokenLogin:
                             "token (expected Vault Agent's wrap info with a token field)")
         try:
             response = client.call("unwrap at sys/wrapping/unwrap", lambda: (
-                client.anonymous.adapter.post("/v1/sys/wrapping/unwrap",
-                                              headers={"X-Vault-Token": wrapping})))
+                client.anonymous.post("/v1/sys/wrapping/unwrap",
+                                      headers={"X-Vault-Token": wrapping})))
         except hx.VaultError as exc:
             from entrypoint.sources.vault.client import vault_message
 
@@ -92,15 +92,15 @@ class TokenLogin:
         return token
 
     def login(self, client: VaultClient) -> LoginResult:
-        import hvac.exceptions as hx
+        from entrypoint.sources.vault import answers as hx
 
         token = self._read()
         if token.startswith("{"):
             token = self._unwrap(client, token)
         try:
             response = client.call("token lookup at auth/token/lookup-self", lambda: (
-                client.anonymous.adapter.get("/v1/auth/token/lookup-self",
-                                             headers={"X-Vault-Token": token})))
+                client.anonymous.get("/v1/auth/token/lookup-self",
+                                     headers={"X-Vault-Token": token})))
         except hx.Forbidden as exc:
             from entrypoint.sources.vault.client import token_is_invalid
 

@@ -1,0 +1,275 @@
+"""Vault's HTTP API on the standard library's ``http.client``: pooled keep-alive
+connections, TLS as the ``vault`` CLI sets it up, a Vault Agent's unix socket, the
+environment's proxy, standby redirects, and Vault's errors as exceptions by status.
+
+Why not hvac over requests (benchmarks/README.md, "Vault start" and "resident memory"):
+their imports cost 65 to 90 ms of a 250 ms start and 5 MB of the supervisor's memory
+for its whole life, while the supervisor calls a dozen endpoints with JSON bodies. hvac
+stays the tests' admin client, where nothing is measured.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
+
+from entrypoint.sources.vault.answers import TLSError, TransportError, error_for
+
+if TYPE_CHECKING:
+    import ssl
+
+    from entrypoint.sources.vault.connection import Connection
+
+# Go's net/http retries a request that died on a reused keep-alive connection when it is
+# safe to send twice; so do we (the server may close an idle connection at any moment).
+REPLAYABLE = frozenset({"GET", "HEAD", "LIST", "OPTIONS"})
+# A standby answers 307 with the active node's address; the vault CLI follows it with
+# the same method, body and headers.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+ResponseHook = Callable[[str, int, float], None]
+
+
+class Transport:
+    """Sends requests to one Vault; safe to share between threads."""
+
+    def __init__(self, connection: Connection, *, timeout: float, user_agent: str,
+                 pool_size: int = 10, on_response: ResponseHook | None = None) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.user_agent = user_agent
+        self.pool_size = pool_size
+        self.on_response = on_response
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._context: ssl.SSLContext | None = None
+        base = urlsplit(connection.url)
+        self._scheme = base.scheme
+        self._host = base.hostname or "localhost"
+        self._port = base.port or (443 if base.scheme == "https" else 80)
+        self._prefix = base.path.rstrip("/")
+        self._proxy = None if connection.socket_path else environ_proxy(connection.url)
+
+    # -- the API -----------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, token: str = "",
+                body: Mapping[str, Any] | None = None,
+                params: Mapping[str, Any] | None = None,
+                headers: Mapping[str, str] | None = None) -> Any:
+        """The decoded JSON answer of a 2xx (None when it has no body); a
+        :class:`~entrypoint.sources.vault.answers.VaultError` for any other status."""
+        sent = {"User-Agent": self.user_agent, "X-Vault-Request": "true"}
+        if token:
+            sent["X-Vault-Token"] = token
+        if self.connection.namespace:
+            sent["X-Vault-Namespace"] = self.connection.namespace
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        target = self._prefix + "/" + path.lstrip("/")
+        if params:
+            target += "?" + urlencode({k: v for k, v in params.items() if v is not None})
+        status, answer_headers, payload = self._send(method.upper(), target, data, sent)
+        text = payload.decode("utf-8", "replace")
+        decoded: Any = None
+        if text.strip():
+            try:
+                decoded = json.loads(text)
+            except ValueError:
+                decoded = None
+        if status >= 400:
+            raise error_for(status, method.upper(), target.split("?")[0], decoded, text,
+                            answer_headers.get("Retry-After"))
+        return decoded
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- sending -------------------------------------------------------------------
+
+    def _send(self, method: str, target: str, data: bytes | None,
+              headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+        origin: tuple[str, str, int] | None = None  # None: our own Vault, pooled
+        for _ in range(MAX_REDIRECTS + 1):
+            started = time.monotonic()
+            status, answer, payload = self._exchange(origin, method, target, data, headers)
+            if self.on_response is not None:
+                self.on_response(urlsplit(target).path, status, time.monotonic() - started)
+            location = answer.get("Location")
+            if status not in REDIRECTS or not location:
+                return status, answer, payload
+            moved = urlsplit(location)
+            if moved.scheme in ("http", "https") and moved.hostname:
+                origin = (moved.scheme, moved.hostname,
+                          moved.port or (443 if moved.scheme == "https" else 80))
+            target = moved.path + (f"?{moved.query}" if moved.query else "")
+            if status == 303:
+                method, data = "GET", None
+        raise TransportError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _exchange(self, origin: tuple[str, str, int] | None, method: str, target: str,
+                  data: bytes | None,
+                  headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+        for attempt in (1, 2):
+            conn, reused = (self._new(*origin), False) if origin else self._checkout()
+            try:
+                conn.request(method, self._request_target(origin, target), body=data,
+                             headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and attempt == 1 and (
+                        method in REPLAYABLE or isinstance(exc, BrokenPipeError)):
+                    continue  # the server had closed the idle connection: a new one
+                raise _transport_error(exc) from exc
+            if origin or response.will_close:
+                conn.close()
+            else:
+                self._checkin(conn)
+            return response.status, response.headers, payload
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _request_target(self, origin: tuple[str, str, int] | None, target: str) -> str:
+        # A plain-http proxy takes the absolute URL; an https one was tunnelled (CONNECT).
+        if origin is None and self._proxy is not None and self._scheme == "http":
+            return f"http://{self._host}:{self._port}{target}"
+        return target
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if _still_open(conn):
+                    return conn, True
+                conn.close()
+        return self._new(self._scheme, self._host, self._port), False
+
+    def _checkin(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self.pool_size:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _new(self, scheme: str, host: str, port: int) -> http.client.HTTPConnection:
+        if self.connection.socket_path:
+            return UnixConnection(self.connection.socket_path, self.timeout)
+        proxied = self._proxy is not None and (scheme, host, port) == (
+            self._scheme, self._host, self._port)
+        if scheme == "https":
+            conn: http.client.HTTPConnection = ServerNameConnection(
+                *(self._proxy if proxied and self._proxy else (host, port)),
+                timeout=self.timeout, context=self._tls(),
+                server_name=self.connection.server_name or host)
+            if proxied:
+                conn.set_tunnel(host, port)
+            return conn
+        return http.client.HTTPConnection(
+            *(self._proxy if proxied and self._proxy else (host, port)), timeout=self.timeout)
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = tls_context(self.connection)
+        return self._context
+
+
+class ServerNameConnection(http.client.HTTPSConnection):
+    """Verifies (and sends SNI for) ``server_name``, which may differ from the address:
+    VAULT_TLS_SERVER_NAME, for a Vault reached through an IP or a tunnel."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext,
+                 server_name: str) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP, and the proxy's CONNECT if any
+        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
+            self.sock, server_hostname=self.server_name)
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """Every connection goes to ``socket_path``: a Vault Agent or Vault Proxy
+    ``listener "unix"``, the node-local caching pattern."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def tls_context(connection: Connection) -> ssl.SSLContext:
+    """Verification on, against VAULT_CACERT/VAULT_CAPATH's bundle or the system's roots
+    (as the vault CLI; SSL_CERT_FILE and SSL_CERT_DIR apply), unless VAULT_SKIP_VERIFY."""
+    import ssl
+
+    verify = connection.verify
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if connection.client_cert:
+        context.load_cert_chain(*connection.client_cert)
+    return context
+
+
+def environ_proxy(url: str) -> tuple[str, int] | None:
+    """(host, port) of the proxy HTTPS_PROXY/HTTP_PROXY name for ``url``, unless NO_PROXY
+    exempts it: what requests, curl and Go's net/http do with these variables."""
+    if not any(k.lower().endswith("_proxy") for k in os.environ):
+        return None  # the usual case: urllib.request, and all it imports, is not needed
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    where = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return where.hostname or "localhost", where.port or 80
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection the server has not closed: nothing to read yet."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
+def _transport_error(exc: BaseException) -> TransportError:
+    ssl_module = sys.modules.get("ssl")
+    if ssl_module is not None and isinstance(exc, ssl_module.SSLError):
+        return TLSError(str(exc))
+    return TransportError(str(exc) or type(exc).__name__)
