@@ -58,7 +58,7 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     supervisor.on_stopping(ops.stopping)
     supervisor.on_shutdown(resident.shutdown)
     ops.start_metrics()
-    return supervisor.run(resident.prepare)
+    return supervisor.run(resident.resolve, then=resident.start_watching)
 
 
 class Resident:
@@ -86,11 +86,29 @@ class Resident:
         self.control: ControlServer | None = None
         self._lock = threading.Lock()  # shutdown against the end of prepare
         self._closing = False
+        self._resolution: Resolution | None = None
+        self._early_start: tuple[int, int] | None = None
 
     def prepare(self) -> Mapping[str, str]:
+        env = self.resolve()
+        self.start_watching()
+        return env
+
+    def resolve(self) -> Mapping[str, str]:
+        """The first values, resolved and rendered: what the app starts on."""
         resolution = self.runtime.resolve()
         self._still_open()
         render_outputs(self.config, self.runtime, resolution)
+        self._resolution = resolution
+        return resolution.child_env()
+
+    def start_watching(self) -> None:
+        """The rotation engine, its watchers and the control socket. The supervisor runs
+        this while the app starts: the app's first line does not wait for their imports
+        and threads (watchdog's observer, the socket)."""
+        resolution = self._resolution
+        if resolution is None:
+            raise AssertionError("start_watching before resolve")
         with self._lock:
             self._still_open()
             self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
@@ -109,15 +127,21 @@ class Resident:
                 else:
                     control.start()
                     self.control = control
-        return resolution.child_env()
+            early, self._early_start = self._early_start, None
+        if early is not None:  # the app started before the engine did
+            self.rotation.engine.child_started(*early)
 
     def _still_open(self) -> None:
         if self._closing:
             raise UnavailableError("shutting down before the app started")
 
     def child_started(self, pid: int, generation: int) -> None:
-        if self.rotation is not None:
-            self.rotation.engine.child_started(pid, generation)
+        with self._lock:
+            rotation = self.rotation
+            if rotation is None:
+                self._early_start = (pid, generation)  # start_watching passes it on
+        if rotation is not None:
+            rotation.engine.child_started(pid, generation)
         if pid:  # the first values are resolved and rendered, and the app runs on them
             self.ops.ready.set(True)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from entrypoint.ops.state import Observer
@@ -41,6 +40,10 @@ class ReadyFile:
                        extra={"event": "ready" if ready else "not_ready"})
 
     def _create(self) -> None:
+        # Here, not at the top: tempfile brings shutil, random, bz2 and lzma, 0.9 MB
+        # the supervisor would keep for its whole life with no ready file configured.
+        import tempfile
+
         assert self.path is not None
         tmp: str | None = None
         try:

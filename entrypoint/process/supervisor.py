@@ -130,14 +130,18 @@ class Supervisor(Stopping):
         """``callback(restart)`` runs before the app is asked to stop (the ready file)."""
         self._stopping_callbacks.append(callback)
 
-    def run(self, prepare: Callable[[], Mapping[str, str]]) -> int:
+    def run(self, prepare: Callable[[], Mapping[str, str]],
+            then: Callable[[], None] | None = None) -> int:
         """Resolve with ``prepare`` (in a worker thread), start the app, supervise it.
+        ``then`` runs in that thread once the environment is handed over, while the app
+        starts: what the app does not wait for. A failure there is as fatal as in
+        ``prepare``.
 
         Returns the app's exit status, 128+N when a SIGTERM/SIGINT came before it started,
         or the exit code of the error that stopped it.
         """
         try:
-            self._supervise(prepare)
+            self._supervise(prepare, then)
         except _Exit as done:
             code = done.code
         except Exception:
@@ -155,8 +159,9 @@ class Supervisor(Stopping):
 
     # -- phases ------------------------------------------------------------------------
 
-    def _supervise(self, prepare: Callable[[], Mapping[str, str]]) -> None:
-        self._start(self._await_prepared(prepare))
+    def _supervise(self, prepare: Callable[[], Mapping[str, str]],
+                   then: Callable[[], None] | None) -> None:
+        self._start(self._await_prepared(prepare, then))
         while True:
             self._dispatch(self._get(self._timeout()))
             self._run_due()
@@ -167,11 +172,14 @@ class Supervisor(Stopping):
             if not child.running:
                 self._child_exited(child)
 
-    def _await_prepared(self, prepare: Callable[[], Mapping[str, str]]) -> Mapping[str, str]:
+    def _await_prepared(self, prepare: Callable[[], Mapping[str, str]],
+                        then: Callable[[], None] | None) -> Mapping[str, str]:
         def work() -> None:
             signals.block_in_this_thread()
             try:
                 self._queue.put(_Prepared(prepare()))
+                if then is not None:
+                    then()
             except BaseException as exc:
                 self._queue.put(_PrepareFailed(exc))
 
@@ -253,7 +261,7 @@ class Supervisor(Stopping):
                 self._deferred.append(item)
             else:
                 self._commands.start(item, self._env, self._launch)
-        elif isinstance(item, Fatal):
+        elif isinstance(item, Fatal | _PrepareFailed):  # the latter from ``then``
             code = self._report(item.error)
             self._exit_code = code
             self._stopping(restart=False)

@@ -178,3 +178,51 @@ def test_shutdown_during_resolution_starts_no_engine_and_no_control_socket() -> 
             resident.control.stop()
         if resident.rotation is not None:
             resident.rotation.stop()
+
+
+def _local_resident(name: str = "") -> tuple[Resident, HeldSource]:
+    source = HeldSource()
+    source.hold.set()
+    config = Config(control_socket=name)
+    runtime = Runtime(config, {"A": "vault:app#k"}, LOG,
+                      sources=Sources({"vault": lambda: source}, {}))
+    return Resident(config, runtime, post=lambda _: None, log=LOG), source
+
+
+def test_an_app_started_before_the_engine_is_told_to_it_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor starts the app while the engine is being started (its imports and
+    threads do not delay the app): a start reported before the engine exists reaches it
+    when it does, and once."""
+    from entrypoint.rotation.engine import Engine
+
+    told: list[tuple[int, int]] = []
+    monkeypatch.setattr(Engine, "child_started",
+                        lambda self, pid, generation: told.append((pid, generation)))
+    resident, _ = _local_resident()
+    try:
+        assert resident.resolve() == {"A": "value-of-the-key"}
+        resident.child_started(4242, 0)  # the app runs; no engine yet
+        assert told == []
+        resident.start_watching()
+        assert told == [(4242, 0)]
+        resident.child_started(4343, 1)  # a later restart goes straight to it
+        assert told == [(4242, 0), (4343, 1)]
+    finally:
+        resident.shutdown()
+
+
+def test_shutdown_before_the_engine_started_starts_none() -> None:
+    """A SIGTERM right after the app started, before the worker thread started the engine
+    and the control socket: shutdown has closed the sources, so nothing is started on
+    them and the worker's error says why."""
+    name = f"@entrypoint-test-{secrets.token_hex(6)}"
+    resident, _ = _local_resident(name)
+    resident.resolve()
+    resident.shutdown()
+    with pytest.raises(UnavailableError, match="shutting down"):
+        resident.start_watching()
+    assert resident.rotation is None and resident.control is None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, \
+            pytest.raises(ConnectionRefusedError):
+        sock.connect(address(name))
