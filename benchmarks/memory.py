@@ -1,6 +1,6 @@
 """Where the supervisor's resident memory goes: RSS after each group of imports.
 
-    python -m benchmarks.memory [--runs N]
+    python -m benchmarks.memory [--runs N] [--floor]
 
 A fresh interpreter of the benchmark venv (the wheel of this tree and its runtime
 dependencies only, benchmarks/venv.py) imports, in the order the resident supervisor with
@@ -9,6 +9,11 @@ median over ``runs`` fresh interpreters is printed). Modules are most of the sup
 code objects, functions and class dicts, plus the shared libraries they map (libssl for
 ``ssl``). Attribution at module level is approximate (the allocator takes memory from the
 system in 1 MiB arenas), group level is good to a few hundred kB.
+
+``--floor`` imports, instead, only the standard library modules a supervisor in Python
+cannot do without (logging, threads, subprocesses, sockets, JSON, typing, dataclasses,
+paths) and then watchdog, none of entrypoint: the resident memory any such supervisor
+starts from, to hold the ``rss-local`` target against.
 """
 
 from __future__ import annotations
@@ -28,19 +33,29 @@ GROUPS: list[tuple[str, list[str]]] = [
      ["entrypoint.commands.run", "entrypoint.process.supervisor", "entrypoint.rotation.engine",
       "entrypoint.ops.control"]),
     ("watchdog (local directory watched)", ["watchdog.observers", "watchdog.events"]),
-    ("http.client (the Vault transport's)", ["http.client"]),
+    # http.client imports ssl itself: an http:// Vault pays for TLS as an https:// one.
+    ("http.client with ssl and email (the Vault transport's)", ["http.client", "ssl"]),
     ("entrypoint.sources.vault (source, transport, token keeper, auth)",
      ["entrypoint.sources.vault.source", "entrypoint.sources.vault.auth.aws_iam"]),
-    ("ssl (an https:// Vault only; the benchmark's dev server is http)", ["ssl"]),
     # botocore (about 8 MB more here) is imported by the aws-iam signing helper process
     # only (entrypoint/sources/vault/auth/aws_sign.py), never by the supervisor.
 ]
 
+FLOOR: list[tuple[str, list[str]]] = [
+    ("logging, threading, signal", ["logging", "threading", "signal"]),
+    ("subprocess, selectors, socket, queue", ["subprocess", "selectors", "socket", "queue"]),
+    ("json, typing", ["json", "typing"]),
+    ("dataclasses (it imports inspect, ast, dis, tokenize)", ["dataclasses"]),
+    ("pathlib, re, urllib.parse", ["pathlib", "re", "urllib.parse"]),
+    ("watchdog (the local directory's watcher)", ["watchdog.observers", "watchdog.events"]),
+]
+
 CHILD = """
 import importlib, json, os, sys
-import entrypoint.cli as cli
-cli.skip_charset_detection()  # as the console script does before it imports requests
-cli.skip_urllib3_http2_init()
+if sys.argv[2] == "entrypoint":
+    import entrypoint.cli as cli
+    cli.skip_charset_detection()  # as the console script does before it imports requests
+    cli.skip_urllib3_http2_init()
 def rss():
     with open(f"/proc/{os.getpid()}/status") as f:
         for line in f:
@@ -58,17 +73,23 @@ print(json.dumps(out))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--floor", action="store_true",
+                        help="the standard library's floor for a supervisor, no entrypoint")
     args = parser.parse_args(argv)
-    groups = json.dumps([modules for _, modules in GROUPS])
+    table = FLOOR if args.floor else GROUPS
+    groups = json.dumps([modules for _, modules in table])
     samples = []
     for _ in range(max(1, args.runs)):
-        result = subprocess.run([python(), "-c", CHILD, groups], env=baseline_env(),
-                                capture_output=True, text=True, timeout=60, check=True)
+        result = subprocess.run(
+            [python(), "-c", CHILD, groups, "bare" if args.floor else "entrypoint"],
+            env=baseline_env(), capture_output=True, text=True, timeout=60, check=True)
         samples.append(json.loads(result.stdout))
     steps = [statistics.median(run[i] for run in samples) / 1024
-             for i in range(len(GROUPS) + 1)]
-    print(f"{'interpreter, site and entrypoint.cli (bare: see rss rows)':66} {steps[0]:5.1f} MB")
-    for i, (label, _) in enumerate(GROUPS, start=1):
+             for i in range(len(table) + 1)]
+    first = ("interpreter, site and the probe's json" if args.floor else
+             "interpreter, site and entrypoint.cli (bare: see rss rows)")
+    print(f"{first:66} {steps[0]:5.1f} MB")
+    for i, (label, _) in enumerate(table, start=1):
         print(f"{'+ ' + label:66} {steps[i] - steps[i - 1]:+5.1f}  = {steps[i]:5.1f} MB")
     return 0
 
