@@ -331,3 +331,35 @@ def test_error_statuses_are_named_and_keep_vaults_words(
     assert "s.not-in-messages" not in repr(limited.value.__dict__)
     assert missing.value.json == {"errors": [], "data": {"version": 3}}
     assert transient_reason(missing.value) is None
+
+
+def test_a_redirect_from_https_to_http_is_refused(pki: Pki) -> None:
+    """A standby's 307 is followed, but not out of TLS: the token would go in clear."""
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:9/v1/sys/health")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert, pki.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        from entrypoint.sources.vault.answers import UnexpectedError
+
+        env = {"VAULT_ADDR": f"https://127.0.0.1:{server.server_address[1]}",
+               "VAULT_CACERT": str(pki.ca), "VAULT_TLS_SERVER_NAME": "vault.test"}
+        with pytest.raises(UnexpectedError, match="not followed") as info:
+            health(env)
+        assert info.value.status == 307
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,7 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from entrypoint.sources.vault.answers import TLSError, TransportError, error_for
+from entrypoint.sources.vault.answers import (
+    TLSError,
+    TransportError,
+    UnexpectedError,
+    error_for,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -55,9 +60,8 @@ class Transport:
         self._closed = False
         self._context: ssl.SSLContext | None = None
         base = urlsplit(connection.url)
-        self._scheme = base.scheme
-        self._host = base.hostname or "localhost"
-        self._port = base.port or (443 if base.scheme == "https" else 80)
+        self._origin = (base.scheme, base.hostname or "localhost",
+                        base.port or (443 if base.scheme == "https" else 80))
         self._prefix = base.path.rstrip("/")
         self._proxy = None if connection.socket_path else environ_proxy(connection.url)
 
@@ -117,6 +121,12 @@ class Transport:
                 return status, answer, payload
             moved = urlsplit(location)
             if moved.scheme in ("http", "https") and moved.hostname:
+                if moved.scheme == "http" and (origin or self._origin)[0] == "https":
+                    # The token would leave TLS: refused, as a downgrade always is.
+                    raise UnexpectedError(
+                        f"a redirect from https to http://{moved.hostname} was not "
+                        "followed (the token would be sent in clear)", status=status,
+                        method=method, path=urlsplit(target).path)
                 origin = (moved.scheme, moved.hostname,
                           moved.port or (443 if moved.scheme == "https" else 80))
             target = moved.path + (f"?{moved.query}" if moved.query else "")
@@ -130,8 +140,8 @@ class Transport:
         for attempt in (1, 2):
             conn, reused = (self._new(*origin), False) if origin else self._checkout()
             try:
-                conn.request(method, self._request_target(origin, target), body=data,
-                             headers=headers)
+                conn.request(method, self._request_target(origin or self._origin, target),
+                             body=data, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -147,11 +157,19 @@ class Transport:
             return response.status, response.headers, payload
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _request_target(self, origin: tuple[str, str, int] | None, target: str) -> str:
-        # A plain-http proxy takes the absolute URL; an https one was tunnelled (CONNECT).
-        if origin is None and self._proxy is not None and self._scheme == "http":
-            return f"http://{self._host}:{self._port}{target}"
+    def _request_target(self, origin: tuple[str, str, int], target: str) -> str:
+        # Through a proxy, plain http takes the absolute URL; https was tunnelled (CONNECT).
+        scheme, host, port = origin
+        if scheme == "http" and self._proxy_for(*origin) is not None:
+            return f"http://{host}:{port}{target}"
         return target
+
+    def _proxy_for(self, scheme: str, host: str, port: int) -> tuple[str, int] | None:
+        if self.connection.socket_path:
+            return None  # no proxy carries a unix socket
+        if (scheme, host, port) == self._origin:
+            return self._proxy
+        return environ_proxy(f"{scheme}://{host}:{port}")  # a redirect's: rare
 
     def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -160,7 +178,7 @@ class Transport:
                 if _still_open(conn):
                     return conn, True
                 conn.close()
-        return self._new(self._scheme, self._host, self._port), False
+        return self._new(*self._origin), False
 
     def _checkin(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -172,18 +190,17 @@ class Transport:
     def _new(self, scheme: str, host: str, port: int) -> http.client.HTTPConnection:
         if self.connection.socket_path:
             return UnixConnection(self.connection.socket_path, self.timeout)
-        proxied = self._proxy is not None and (scheme, host, port) == (
-            self._scheme, self._host, self._port)
+        proxy = self._proxy_for(scheme, host, port)
         if scheme == "https":
+            # VAULT_TLS_SERVER_NAME names our Vault's certificate, not a redirect target's.
+            name = self.connection.server_name if (scheme, host, port) == self._origin else None
             conn: http.client.HTTPConnection = ServerNameConnection(
-                *(self._proxy if proxied and self._proxy else (host, port)),
-                timeout=self.timeout, context=self._tls(),
-                server_name=self.connection.server_name or host)
-            if proxied:
+                *(proxy or (host, port)), timeout=self.timeout, context=self._tls(),
+                server_name=name or host)
+            if proxy is not None:
                 conn.set_tunnel(host, port)
             return conn
-        return http.client.HTTPConnection(
-            *(self._proxy if proxied and self._proxy else (host, port)), timeout=self.timeout)
+        return http.client.HTTPConnection(*(proxy or (host, port)), timeout=self.timeout)
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
