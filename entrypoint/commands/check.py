@@ -77,11 +77,12 @@ def namesake_rows() -> list[CheckRow]:
                      "environment of its own")]
 
 
-def path_rows(source: Source, key: SourceKey, wanted: set[str],
-              issue: bool = False) -> list[CheckRow]:
+def path_rows(source: Source, key: SourceKey, wanted: set[str], issue: bool = False,
+              keep: dict[SourceKey, Fetched] | None = None) -> list[CheckRow]:
     """Read one path: its row (a missing key fails it, as it would fail the start), and
     its lease given back at once. A write (``?write&...``) is only validated (would the
-    PKI role accept it?) unless ``issue``: ``entrypoint check --issue``."""
+    PKI role accept it?) unless ``issue``: ``entrypoint check --issue``. What was read
+    goes into ``keep``, so that the templates' check reads (and issues) nothing twice."""
     note = ""
     try:
         if not key.params:
@@ -92,6 +93,8 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str],
             note, fetched = source.check_issue(key.path, key.params)
     except EntrypointError as exc:
         return [failed(key.ref, "-", exc)]
+    if keep is not None:
+        keep[key] = fetched
     missing = sorted(k for k in wanted if k not in fetched.data)
     if missing:
         label = ", ".join(f"{key.path}#{k}" for k in missing)
@@ -135,6 +138,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
         return [*rows, failed("config", "config", exc)]
     try:
         usable: dict[str, bool] = {}
+        read: dict[SourceKey, Fetched] = {}
         for key in sorted(todo, key=SourceKey.sort_key):
             try:
                 source = sources.get(key.scheme)
@@ -144,7 +148,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             if key.scheme not in usable:
                 usable[key.scheme] = preflight_rows(source, rows)
             if usable[key.scheme]:
-                rows += path_rows(source, key, wanted.get(key, set()), issue)
+                rows += path_rows(source, key, wanted.get(key, set()), issue, keep=read)
             else:
                 rows.append(CheckRow(key.ref, "-", "", "skipped (see above)", ok=False))
         if not all(usable.values()):
@@ -156,7 +160,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
 
             rows += template_rows(config, sources, environ,
                                   log or logging.getLogger("entrypoint"), set(todo),
-                                  issue=issue)
+                                  issue=issue, seed=read)
     finally:
         sources.close()
     return rows

@@ -22,17 +22,19 @@ from entrypoint.sources.registry import Sources
 
 
 def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
-                  log: logging.Logger, checked: set[SourceKey],
-                  issue: bool = False) -> list[CheckRow]:
+                  log: logging.Logger, checked: set[SourceKey], issue: bool = False,
+                  seed: Mapping[SourceKey, Fetched] | None = None) -> list[CheckRow]:
     """One row per env template and file template, then one per path only they read.
-    Without ``issue`` a write in a template is validated and answered by placeholders."""
+    Without ``issue`` a write in a template is validated and answered by placeholders.
+    ``seed``: what the path rows read already (with --issue, a certificate issued once)."""
     if not (config.template or config.env_template):
         return []
     from entrypoint.plan.resolution import Runtime
+    from entrypoint.plan.resolve import Generation
     from entrypoint.render.templates import render_env, render_files
 
     runtime = Runtime(config, environ, log, sources=sources)
-    generation = runtime.new_generation()
+    generation = Generation(sources, concurrency=config.vault_concurrency, seed=seed)
     generation.dry_issue = not issue
     rows: list[CheckRow] = []
     try:
@@ -77,8 +79,9 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
             if key not in checked:
                 rows.append(CheckRow(key.ref, fetched.kind, detail_of(fetched),
                                      "ok (read by a template)"))
-    finally:
-        _revoke(generation.fetched.items(), sources, rows)
+    finally:  # the seeded ones were given back by their path rows
+        _revoke([(k, f) for k, f in generation.fetched.items() if k not in generation.seeded],
+                sources, rows)
     return rows
 
 
