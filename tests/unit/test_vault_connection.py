@@ -3,6 +3,7 @@ server on loopback (stdlib, with a throwaway CA made by openssl)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
@@ -52,11 +53,34 @@ class Seen:
     headers: list[dict[str, str]] = field(default_factory=list)
 
 
+class Quiet(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], pki: Pki | None = None) -> Iterator[str]:
+    """A real server on loopback (TLS with ``pki``'s certificate) -> its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if pki is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.cert, pki.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if pki else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def https_vault(pki: Pki) -> Iterator[tuple[str, Seen]]:
     seen = Seen()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self) -> None:
             seen.headers.append(dict(self.headers.items()))
             body = json.dumps({"initialized": True, "sealed": False, "standby": False,
@@ -67,21 +91,8 @@ def https_vault(pki: Pki) -> Iterator[tuple[str, Seen]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.cert, pki.key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, pki) as addr:
+        yield addr, seen
 
 
 def health(env: dict[str, str], timeout: float = 0.0) -> dict[str, object]:
@@ -166,7 +177,7 @@ def test_unreachable_gives_up_after_startup_timeout(caplog: pytest.LogCaptureFix
     assert retries and all(hasattr(r, "delay") for r in retries)
 
 
-class Tunnel(BaseHTTPRequestHandler):
+class Tunnel(Quiet):
     """An HTTP proxy: CONNECT tunnels (to an https Vault) and absolute-URL requests (to an
     http one, answered by the proxy itself). Every request line is kept."""
 
@@ -205,28 +216,17 @@ class Tunnel(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     Tunnel.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Tunnel)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
                  "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    address = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("HTTPS_PROXY", address)
-    monkeypatch.setenv("HTTP_PROXY", address)
-    try:
+    with serving(Tunnel) as address:
+        monkeypatch.setenv("HTTPS_PROXY", address)
+        monkeypatch.setenv("HTTP_PROXY", address)
         yield Tunnel.seen
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_an_https_vault_is_reached_through_the_proxys_tunnel(
@@ -255,7 +255,7 @@ def plain_vault() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     first answer (as a server's idle timeout does), and answers /v1/limited with 429."""
     requests: list[tuple[str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         protocol_version = "HTTP/1.1"
 
         def _answer(self) -> None:
@@ -279,18 +279,8 @@ def plain_vault() -> Iterator[tuple[str, list[tuple[str, str]]]]:
 
         do_GET = do_LIST = _answer
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as addr:
+        yield addr, requests
 
 
 def test_a_keep_alive_connection_the_server_closed_is_replaced(
@@ -335,31 +325,18 @@ def test_error_statuses_are_named_and_keep_vaults_words(
 
 def test_a_redirect_from_https_to_http_is_refused(pki: Pki) -> None:
     """A standby's 307 is followed, but not out of TLS: the token would go in clear."""
-    class Redirect(BaseHTTPRequestHandler):
+    from entrypoint.sources.vault.answers import UnexpectedError
+
+    class Redirect(Quiet):
         def do_GET(self) -> None:
             self.send_response(307)
             self.send_header("Location", "http://127.0.0.1:9/v1/sys/health")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.cert, pki.key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        from entrypoint.sources.vault.answers import UnexpectedError
-
-        env = {"VAULT_ADDR": f"https://127.0.0.1:{server.server_address[1]}",
-               "VAULT_CACERT": str(pki.ca), "VAULT_TLS_SERVER_NAME": "vault.test"}
+    with serving(Redirect, pki) as addr:
+        env = {"VAULT_ADDR": addr, "VAULT_CACERT": str(pki.ca),
+               "VAULT_TLS_SERVER_NAME": "vault.test"}
         with pytest.raises(UnexpectedError, match="not followed") as info:
             health(env)
-        assert info.value.status == 307
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert info.value.status == 307
