@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import select
 import socket
 import sys
@@ -22,12 +21,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
+from entrypoint.errors import ConfigError
 from entrypoint.sources.vault.answers import (
     TLSError,
     TransportError,
     UnexpectedError,
     error_for,
 )
+from entrypoint.sources.vault.proxy import Proxy, environ_proxy
 
 if TYPE_CHECKING:
     import ssl
@@ -36,7 +37,12 @@ if TYPE_CHECKING:
 
 # Go's net/http retries a request that died on a reused keep-alive connection when it is
 # safe to send twice; so do we (the server may close an idle connection at any moment).
+# Never after a timeout: Vault may be working on it (a GET of database/creds makes a user).
 REPLAYABLE = frozenset({"GET", "HEAD", "LIST", "OPTIONS"})
+CLOSED_BY_PEER = (http.client.RemoteDisconnected, ConnectionResetError,
+                  ConnectionAbortedError, BrokenPipeError)
+# http.client refuses these in a header with a ValueError that quotes the value.
+FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
 # A standby answers 307 with the active node's address; the vault CLI follows it with
 # the same method, body and headers.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -64,6 +70,8 @@ class Transport:
                         base.port or (443 if base.scheme == "https" else 80))
         self._prefix = base.path.rstrip("/")
         self._proxy = None if connection.socket_path else environ_proxy(connection.url)
+        if base.scheme == "https":
+            self._tls()  # a TLS file that cannot be used is a configuration error, at once
 
     # -- the API -----------------------------------------------------------------
 
@@ -83,6 +91,12 @@ class Transport:
             data = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
         sent.update(headers or {})
+        for name, value in sent.items():
+            if any(c in value for c in FORBIDDEN_IN_HEADERS):
+                what = "the token" if name == "X-Vault-Token" else f"header {name}"
+                raise ConfigError(f"Vault request not sent: {what} holds a line break or "
+                                  "a NUL", hint="expected one token on one line (a token "
+                                  "file holds only the token)")
         target = self._prefix + "/" + path.lstrip("/")
         if params:
             target += "?" + urlencode({k: v for k, v in params.items() if v is not None})
@@ -137,19 +151,26 @@ class Transport:
     def _exchange(self, origin: tuple[str, str, int] | None, method: str, target: str,
                   data: bytes | None,
                   headers: dict[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+        where = origin or self._origin
+        target, headers = self._through_proxy(where, target, headers)
         for attempt in (1, 2):
-            conn, reused = (self._new(*origin), False) if origin else self._checkout()
+            # The second attempt never takes another idle connection: it may be as stale.
+            conn, reused = ((self._new(*where), False) if origin or attempt == 2
+                            else self._checkout())
             try:
-                conn.request(method, self._request_target(origin or self._origin, target),
-                             body=data, headers=headers)
+                conn.request(method, target, body=data, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if reused and attempt == 1 and (
+                if reused and attempt == 1 and isinstance(exc, CLOSED_BY_PEER) and (
                         method in REPLAYABLE or isinstance(exc, BrokenPipeError)):
                     continue  # the server had closed the idle connection: a new one
                 raise _transport_error(exc) from exc
+            except ValueError:  # http.client's own refusal; its text may quote a value
+                conn.close()
+                raise ConfigError("Vault request not sent: it holds a control "
+                                  "character") from None
             if origin or response.will_close:
                 conn.close()
             else:
@@ -157,14 +178,19 @@ class Transport:
             return response.status, response.headers, payload
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _request_target(self, origin: tuple[str, str, int], target: str) -> str:
-        # Through a proxy, plain http takes the absolute URL; https was tunnelled (CONNECT).
+    def _through_proxy(self, origin: tuple[str, str, int], target: str,
+                       headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+        # Through a proxy, plain http takes the absolute URL and the proxy's credentials;
+        # https is tunnelled (CONNECT, see _new) and sends the proxy nothing else.
         scheme, host, port = origin
-        if scheme == "http" and self._proxy_for(*origin) is not None:
-            return f"http://{host}:{port}{target}"
-        return target
+        proxy = self._proxy_for(*origin)
+        if scheme != "http" or proxy is None:
+            return target, headers
+        if proxy.authorization:
+            headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        return f"http://{host}:{port}{target}", headers
 
-    def _proxy_for(self, scheme: str, host: str, port: int) -> tuple[str, int] | None:
+    def _proxy_for(self, scheme: str, host: str, port: int) -> Proxy | None:
         if self.connection.socket_path:
             return None  # no proxy carries a unix socket
         if (scheme, host, port) == self._origin:
@@ -195,16 +221,28 @@ class Transport:
             # VAULT_TLS_SERVER_NAME names our Vault's certificate, not a redirect target's.
             name = self.connection.server_name if (scheme, host, port) == self._origin else None
             conn: http.client.HTTPConnection = ServerNameConnection(
-                *(proxy or (host, port)), timeout=self.timeout, context=self._tls(),
-                server_name=name or host)
+                *(proxy[:2] if proxy else (host, port)), timeout=self.timeout,
+                context=self._tls(), server_name=name or host)
             if proxy is not None:
-                conn.set_tunnel(host, port)
+                conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.authorization}
+                                if proxy.authorization else None)
             return conn
-        return http.client.HTTPConnection(*(proxy or (host, port)), timeout=self.timeout)
+        return http.client.HTTPConnection(*(proxy[:2] if proxy else (host, port)),
+                                          timeout=self.timeout)
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
-            self._context = tls_context(self.connection)
+            try:
+                self._context = tls_context(self.connection)
+            except OSError as exc:
+                # ssl.SSLError is an OSError: a file that is no PEM, a key that is not
+                # the certificate's. Its reason names the problem, never the file's bytes.
+                reason = getattr(exc, "reason", None) or exc.strerror or "unreadable"
+                raise ConfigError(
+                    "the TLS files for Vault cannot be used: "
+                    f"{str(reason).lower().replace('_', ' ')}",
+                    hint="check VAULT_CACERT / VAULT_CAPATH (PEM certificates) and that "
+                         "VAULT_CLIENT_KEY is the key of VAULT_CLIENT_CERT") from None
         return self._context
 
 
@@ -255,22 +293,6 @@ def tls_context(connection: Connection) -> ssl.SSLContext:
     if connection.client_cert:
         context.load_cert_chain(*connection.client_cert)
     return context
-
-
-def environ_proxy(url: str) -> tuple[str, int] | None:
-    """(host, port) of the proxy HTTPS_PROXY/HTTP_PROXY name for ``url``, unless NO_PROXY
-    exempts it: what requests, curl and Go's net/http do with these variables."""
-    if not any(k.lower().endswith("_proxy") for k in os.environ):
-        return None  # the usual case: urllib.request, and all it imports, is not needed
-    import urllib.request
-
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(parts.netloc):
-        return None
-    where = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return where.hostname or "localhost", where.port or 80
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
