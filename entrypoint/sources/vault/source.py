@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from entrypoint.config.model import Config
 from entrypoint.errors import (
@@ -36,9 +36,11 @@ from entrypoint.sources.vault.client import (
     vault_message,
 )
 from entrypoint.sources.vault.connection import Connection
-from entrypoint.sources.vault.issue import Issuer, Params
 from entrypoint.sources.vault.leases import LeaseKeeping, Refused
 from entrypoint.sources.vault.token_keeper import TokenKeeper
+
+if TYPE_CHECKING:
+    from entrypoint.sources.vault.issue import Issuer, Params
 
 T = TypeVar("T")
 
@@ -58,7 +60,10 @@ class VaultSource(LeaseKeeping, Source):
         self._leases: set[str] = set()
         self._leases_lock = threading.Lock()
         self._closed = False
-        self.issuer = Issuer()  # writes: sources/vault/issue.py
+        # Writes (sources/vault/issue.py) are made on first use: its hashlib (OpenSSL's,
+        # 0.5 MB) stays out of a supervisor that only reads.
+        self._issuer: Issuer | None = None
+        self._issue_settings = ("", 0.8)
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> VaultSource:
@@ -72,8 +77,16 @@ class VaultSource(LeaseKeeping, Source):
         keeper = TokenKeeper(client, method, log=log, revoke_on_exit=revoke,
                              renew_fraction=config.renew_fraction)
         source = cls(client, method, log=log, revoke_on_exit=revoke, keeper=keeper)
-        source.issuer = Issuer(str(config.issue_cache_dir or ""), config.replace_fraction)
+        source._issue_settings = (str(config.issue_cache_dir or ""), config.replace_fraction)
         return source
+
+    @property
+    def issuer(self) -> Issuer:
+        if self._issuer is None:
+            from entrypoint.sources.vault.issue import Issuer
+
+            self._issuer = Issuer(*self._issue_settings)
+        return self._issuer
 
     # -- the Source protocol ------------------------------------------------------------
     def fetch(self, path: str, version: int | None = None) -> Fetched:
