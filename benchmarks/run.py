@@ -55,6 +55,8 @@ def cases() -> dict[str, tuple[Case, str]]:
         "rss-local-metrics": (local.rss_local_metrics,
                               "supervisor RSS, local directory, metrics_listen on"),
         "rss-iam": (vault("rss_iam"), "supervisor RSS, Vault + AWS IAM login"),
+        "rss-iam-tls": (vault("rss_iam_tls"),
+                        "the same with Vault over https (VAULT_CACERT)"),
         "refs-1000": (vault("refs_1000"), "1,000 references over 100 paths resolved"),
         "requests": (vault("requests_per_hour"),
                      "steady-state Vault requests per hour, 1 KV + 1 DB lease"),

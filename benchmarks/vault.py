@@ -12,6 +12,7 @@ import shutil
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
@@ -59,7 +60,8 @@ def vault_server(ctx: Context, standin: bool = False) -> Any:
         else:
             from tests.realservers.vault import RealVault
 
-            server = RealVault()
+            # Also an https listener (.https_addr), for the rss-iam-tls row.
+            server = RealVault(tls=self_signed(ctx))
         server.start()
         ctx.stack.callback(server.close)  # revokes leases left: no role outlives the run
         server.configure_database(postgres)
@@ -314,17 +316,39 @@ __all__ = ["refs_1000", "requests_per_hour", "rss_iam", "vault_start", "vault_st
 AWS_HEADER = "vault.bench.example"
 
 
+def self_signed(ctx: Context) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
+    import subprocess
+
+    folder = ctx.folder("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], cwd=folder, check=True,
+                   capture_output=True)
+    return folder / "cert.pem", folder / "key.pem"
+
+
 def rss_iam(ctx: Context) -> list[Row]:
     """The supervisor logged in with aws-iam: its signing helper process (botocore's chain,
     never imported by the supervisor) reads a task role's keys from an ECS credentials
     endpoint on loopback and signs GetCallerIdentity, and the server replays it to moto's
     STS (signature checked)."""
+    return _rss_iam(ctx, tls=False)
+
+
+def rss_iam_tls(ctx: Context) -> list[Row]:
+    """As rss_iam, with Vault over https verified against VAULT_CACERT: what a TLS
+    context (OpenSSL's own tables, the CA) adds to the resident supervisor."""
+    return _rss_iam(ctx, tls=True)
+
+
+def _rss_iam(ctx: Context, tls: bool) -> list[Row]:
     from benchmarks.local import bare_python_rss, mb
     from tests.services.ecs_credentials import EcsCredentialsServer, task_role_credentials
     from tests.services.moto_sts import MotoServer
 
     server = vault_server(ctx)
-    folder = ctx.folder("rss-iam")
+    folder = ctx.folder("rss-iam-tls" if tls else "rss-iam")
     moto = MotoServer()
     moto.start()
     ctx.stack.callback(moto.stop)
@@ -335,8 +359,10 @@ def rss_iam(ctx: Context) -> list[Row]:
     server.set_policy("bench-iam", {"secret/data/app/*": ["read"],
                                     f"database/creds/{DB_ROLE}": ["read"]})
     server.add_aws_role("bench-task", endpoint.role_arn, ["bench-iam"], ttl=TOKEN_TTL)
+    address = {"VAULT_ADDR": server.https_addr, "VAULT_CACERT": str(server.tls[0])} if tls \
+        else {"VAULT_ADDR": server.addr}
     env = entrypoint_env({
-        "VAULT_ADDR": server.addr, "ENTRYPOINT_VAULT_AUTH": "aws-iam",
+        **address, "ENTRYPOINT_VAULT_AUTH": "aws-iam",
         "ENTRYPOINT_VAULT_ROLE": "bench-task", "ENTRYPOINT_VAULT_AWS_HEADER": AWS_HEADER,
         # Only the ECS endpoint in botocore's chain: no profile, no instance metadata.
         "AWS_CONFIG_FILE": str(folder / "no-config"),
@@ -355,14 +381,16 @@ def rss_iam(ctx: Context) -> list[Row]:
         runs.append(run)
     runs = runs[1:]
     row = Row(
-        name="supervisor RSS, Vault + IAM login", unit="MB",
+        name="supervisor RSS, Vault over https + IAM login" if tls else
+             "supervisor RSS, Vault + IAM login", unit="MB",
         target=Target("max", 25.0, "<= 25 MB"),
         samples=[mb(r["rss"]["VmRSS"]) for r in runs],
         baseline_samples=[mb(b["VmRSS"]) for b in bare_python_rss(ctx)],
         baseline_what='python -c "import time; time.sleep(60)"',
         what="VmRSS of the entrypoint process (supervise mode, aws-iam login through moto "
              "STS with ECS task-role credentials, 10 KV + 1 DB refs, token renewal and "
-             "rotation engine running) 0.5s after the app probe started")
+             "rotation engine running) 0.5s after the app probe started"
+             + (", Vault's https listener verified with VAULT_CACERT" if tls else ""))
     row.extra["peak_VmHWM_MB"] = [mb(r["rss"]["VmHWM"]) for r in runs]
     row.extra["RssAnon_MB"] = [mb(r["rss"]["RssAnon"]) for r in runs]
     row.extra["threads"] = [r["rss"]["Threads"] for r in runs]

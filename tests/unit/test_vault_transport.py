@@ -286,3 +286,22 @@ def test_a_request_that_timed_out_is_not_sent_again() -> None:
             transport.close()
     assert transport_reason(info.value) == "timed out"
     assert got == ["/v1/fast", "/v1/slow"]
+
+
+def test_after_start_up_two_idle_connections_are_kept(
+        plain_vault: tuple[str, list[tuple[str, str]]]) -> None:
+    """The start's parallel reads open up to vault_concurrency connections; the steady
+    state needs two, and the others are closed rather than held open at Vault."""
+    import http.client
+
+    from entrypoint.sources.vault.client import STEADY_CONNECTIONS
+
+    addr, _ = plain_vault
+    transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=5,
+                          user_agent=USER_AGENT)
+    idle = [http.client.HTTPConnection("127.0.0.1") for _ in range(5)]
+    transport._idle = list(idle)  # five left by the start's parallel reads
+    transport.trim(STEADY_CONNECTIONS)
+    assert transport._idle == idle[-2:]  # the most recently used
+    transport.close()
+    assert transport._idle == []

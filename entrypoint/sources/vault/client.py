@@ -21,6 +21,8 @@ from entrypoint.sources.vault.connection import REQUEST_TIMEOUT, USER_AGENT, Con
 from entrypoint.sources.vault.transport import Transport
 
 T = TypeVar("T")
+# Idle connections kept after start-up: the engine's thread and the token keeper's.
+STEADY_CONNECTIONS = 2
 
 
 def transient_reason(exc: BaseException) -> str | None:
@@ -121,8 +123,12 @@ class VaultClient:
         self._token = token
 
     def end_startup(self) -> None:
-        """From now on fail at once (shutdown must not wait out the start-up window)."""
+        """From now on fail at once (shutdown must not wait out the start-up window).
+        The connections opened for the start's parallel reads are closed but two: the
+        renewals, lookups and polls that follow are one or two at a time, and a fleet's
+        idle connections are Vault's to keep open (eight per container otherwise)."""
         self.deadline = self.clock()
+        self.transport.trim(STEADY_CONNECTIONS)
 
     def in_startup(self) -> bool:
         return self.clock() < self.deadline

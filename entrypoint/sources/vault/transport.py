@@ -113,6 +113,13 @@ class Transport:
                             answer_headers.get("Retry-After"))
         return decoded
 
+    def trim(self, keep: int) -> None:
+        """Close idle connections beyond the ``keep`` most recently used."""
+        with self._lock:
+            self._idle, extra = self._idle[-keep:] if keep else [], self._idle[:-keep or None]
+        for conn in extra:
+            conn.close()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
