@@ -62,12 +62,13 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
 
 
 class Resident:
-    """What runs around the app: :meth:`prepare` (in the supervisor's worker thread),
-    then the engine and the control socket, until :meth:`shutdown` (main thread).
+    """What runs around the app: :meth:`resolve`, then :meth:`start_watching` (the
+    engine and the control socket), both in the supervisor's worker thread (sidecar mode:
+    :meth:`prepare`, the two in one), until :meth:`shutdown` (main thread).
 
     A SIGTERM while secrets are resolved makes the supervisor shut down without waiting
-    for ``prepare``, which goes on in its thread: once :meth:`shutdown` has run, it must
-    start nothing (no engine, no control socket) on the sources shutdown closed.
+    for the worker, which goes on in its thread: once :meth:`shutdown` has run, it must
+    leave nothing running (no engine, no control socket) on the sources shutdown closed.
     """
 
     def __init__(self, config: Config, runtime: Runtime, post: Post,
@@ -84,7 +85,7 @@ class Resident:
         ops.engine = lambda: self.rotation.engine if self.rotation is not None else None
         self.rotation: Rotation | None = None
         self.control: ControlServer | None = None
-        self._lock = threading.Lock()  # shutdown against the end of prepare
+        self._lock = threading.Lock()  # shutdown and child_started against start_watching
         self._closing = False
         self._resolution: Resolution | None = None
         self._early_start: tuple[int, int] | None = None
@@ -105,31 +106,42 @@ class Resident:
     def start_watching(self) -> None:
         """The rotation engine, its watchers and the control socket. The supervisor runs
         this while the app starts: the app's first line does not wait for their imports
-        and threads (watchdog's observer, the socket)."""
-        resolution = self._resolution
+        and threads (watchdog's observer, the socket). They are built without the lock,
+        which the main loop's :meth:`child_started` takes: a slow watch of a large tree
+        must not hold up signals and reaping. A shutdown that ran meanwhile could not
+        stop them, so they are stopped here."""
+        resolution, self._resolution = self._resolution, None  # the engine keeps it now
         if resolution is None:
             raise AssertionError("start_watching before resolve")
+        self._still_open()
+        rotation = start_rotation(self.config, self.runtime, resolution, self.post,
+                                  self.log, env_matters=self.ops.mode != "sidecar")
+        control = self._start_control(rotation) if self.config.control_socket else None
         with self._lock:
-            self._still_open()
-            self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
-                                           self.log, env_matters=self.ops.mode != "sidecar")
-            if self.config.control_socket:
-                from entrypoint.ops.control import ControlServer
-
-                try:
-                    control = ControlServer(self.config.control_socket,
-                                            self.rotation.engine.rotate_all, self.log,
-                                            on_status=self.ops.status)
-                except EntrypointError as exc:
-                    # Not worth failing the app over: only the manual trigger is lost.
-                    self.log.warning("'entrypoint rotate' will not reach this process: %s",
-                                     exc)
-                else:
-                    control.start()
-                    self.control = control
-            early, self._early_start = self._early_start, None
+            closing = self._closing
+            if not closing:
+                self.rotation, self.control = rotation, control
+                early, self._early_start = self._early_start, None
+        if closing:
+            if control is not None:
+                control.stop()
+            rotation.stop()
+            raise UnavailableError("shutting down: the rotation engine is not kept")
         if early is not None:  # the app started before the engine did
-            self.rotation.engine.child_started(*early)
+            rotation.engine.child_started(*early)
+
+    def _start_control(self, rotation: Rotation) -> ControlServer | None:
+        from entrypoint.ops.control import ControlServer
+
+        try:
+            control = ControlServer(self.config.control_socket, rotation.engine.rotate_all,
+                                    self.log, on_status=self.ops.status)
+        except EntrypointError as exc:
+            # Not worth failing the app over: only the manual trigger is lost.
+            self.log.warning("'entrypoint rotate' will not reach this process: %s", exc)
+            return None
+        control.start()
+        return control
 
     def _still_open(self) -> None:
         if self._closing:
@@ -206,10 +218,14 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     for path in template_files:
         files.add_template(path)
     rotation = Rotation(engine, [files])
-    for scheme, keys in by_source.items():
-        watcher = sources[scheme].start_watch(keys, notify, log)
-        if watcher is not None:
-            rotation.watchers.append(watcher)
-    engine.start(resolution)
-    files.start()
+    try:
+        for scheme, keys in by_source.items():
+            watcher = sources[scheme].start_watch(keys, notify, log)
+            if watcher is not None:
+                rotation.watchers.append(watcher)
+        engine.start(resolution)
+        files.start()
+    except BaseException:
+        rotation.stop()  # what did start (Consul's watches, the engine) does not run on
+        raise
     return rotation

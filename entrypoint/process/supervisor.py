@@ -19,7 +19,7 @@ it through one queue: signal handlers put signal numbers, other threads put even
   and up to ``kill_timeout`` before we exit (tini#180, dumb-init#212).
 
 Use: ``Supervisor(argv, ProcessOptions(), log)``, ``on_shutdown(runtime.close)``, then
-``sys.exit(supervisor.run(resolve_environment))``.
+``sys.exit(supervisor.run(resolve_environment, then=start_what_runs_beside_the_app))``.
 """
 
 from __future__ import annotations
@@ -178,10 +178,11 @@ class Supervisor(Stopping):
             signals.block_in_this_thread()
             try:
                 self._queue.put(_Prepared(prepare()))
-                if then is not None:
-                    then()
             except BaseException as exc:
                 self._queue.put(_PrepareFailed(exc))
+                return
+            if then is not None:
+                self._guarded_then(then)
 
         threading.Thread(target=work, name="entrypoint-prepare", daemon=True).start()
         # Its own loop, not the main one: there is no child yet, so a stop signal ends
@@ -261,7 +262,7 @@ class Supervisor(Stopping):
                 self._deferred.append(item)
             else:
                 self._commands.start(item, self._env, self._launch)
-        elif isinstance(item, Fatal | _PrepareFailed):  # the latter from ``then``
+        elif isinstance(item, Fatal):
             code = self._report(item.error)
             self._exit_code = code
             self._stopping(restart=False)
@@ -360,6 +361,23 @@ class Supervisor(Stopping):
 
     def _splay(self) -> float:
         return random.uniform(0, self._options.splay) if self._options.splay > 0 else 0.0
+
+    def _guarded_then(self, then: Callable[[], None]) -> None:
+        """``then`` of :meth:`run`, in the worker thread while the app runs: its failure
+        ends the app as any fatal error does (every loop, the stopping ones too, takes a
+        Fatal), and an error that is not ours says what it stopped."""
+        try:
+            then()
+        except EntrypointError as exc:
+            self._queue.put(Fatal(exc))
+        except Exception as exc:
+            from entrypoint.describe import os_reason
+
+            if not isinstance(exc, OSError):
+                self._log.error("internal error: %r", exc, exc_info=exc)
+            self._queue.put(Fatal(EntrypointError(
+                "the app's values cannot be kept fresh: starting the rotation engine, its "
+                f"watchers or the control socket failed ({os_reason(exc)})")))
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         """Run another component's code on the loop: its EntrypointError is fatal, any
