@@ -4,6 +4,7 @@ closes, Vault's error statuses, and what must never be sent or shown."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,16 @@ from entrypoint.sources.vault.answers import TransportError
 from entrypoint.sources.vault.connection import USER_AGENT, Connection
 from entrypoint.sources.vault.transport import Transport
 from tests.helpers.http_servers import Pki, Quiet, Seen, health, serving
+
+
+@contextlib.contextmanager
+def transport_to(addr: str, timeout: float = 5) -> Iterator[Transport]:
+    transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=timeout,
+                          user_agent=USER_AGENT)
+    try:
+        yield transport
+    finally:
+        transport.close()
 
 
 class Tunnel(Quiet):
@@ -135,14 +146,10 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced(
         plain_vault: tuple[str, list[tuple[str, str]]]) -> None:
 
     addr, requests = plain_vault
-    transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=5,
-                          user_agent=USER_AGENT)
-    try:
+    with transport_to(addr) as transport:
         for _ in range(3):
             assert transport.request("LIST", "/v1/secret/metadata/app")["data"]["keys"] == [
                 "a", "b/"]
-    finally:
-        transport.close()
     assert requests == [("LIST", "/v1/secret/metadata/app")] * 3
 
 
@@ -152,15 +159,11 @@ def test_error_statuses_are_named_and_keep_vaults_words(
     from entrypoint.sources.vault.client import transient_reason
 
     addr, _ = plain_vault
-    transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=5,
-                          user_agent=USER_AGENT)
-    try:
+    with transport_to(addr) as transport:
         with pytest.raises(answers.RateLimitExceeded) as limited:
             transport.request("GET", "/v1/limited", token="s.not-in-messages")
         with pytest.raises(answers.InvalidPath) as missing:
             transport.request("GET", "/v1/missing")
-    finally:
-        transport.close()
     assert limited.value.retry_after == "3" and limited.value.status == 429
     assert str(limited.value) == 'request path "limited": rate limit quota exceeded'
     assert transient_reason(limited.value) == "rate limited (HTTP 429)"
@@ -227,13 +230,8 @@ def test_proxy_settings_that_cannot_work_are_config_errors() -> None:
 def test_a_token_with_a_line_break_is_neither_sent_nor_shown(
         plain_vault: tuple[str, list[tuple[str, str]]]) -> None:
     addr, requests = plain_vault
-    transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=5,
-                          user_agent=USER_AGENT)
-    try:
-        with pytest.raises(ConfigError) as info:
-            transport.request("GET", "/v1/secret/data/app", token="hvs.first-one\nhvs.second")
-    finally:
-        transport.close()
+    with transport_to(addr) as transport, pytest.raises(ConfigError) as info:
+        transport.request("GET", "/v1/secret/data/app", token="hvs.first-one\nhvs.second")
     assert "the token holds a line break" in str(info.value)
     assert "hvs." not in str(info.value) + str(info.value.hint) and requests == []
 
@@ -275,15 +273,10 @@ def test_a_request_that_timed_out_is_not_sent_again() -> None:
             self.end_headers()
             self.wfile.write(raw)
 
-    with serving(Slow) as addr:
-        transport = Transport(Connection.from_environ({"VAULT_ADDR": addr}), timeout=0.3,
-                              user_agent=USER_AGENT)
-        try:
-            transport.request("GET", "/v1/fast")  # a keep-alive connection, now idle
-            with pytest.raises(TransportError) as info:
-                transport.request("GET", "/v1/slow")
-        finally:
-            transport.close()
+    with serving(Slow) as addr, transport_to(addr, timeout=0.3) as transport:
+        transport.request("GET", "/v1/fast")  # a keep-alive connection, now idle
+        with pytest.raises(TransportError) as info:
+            transport.request("GET", "/v1/slow")
     assert transport_reason(info.value) == "timed out"
     assert got == ["/v1/fast", "/v1/slow"]
 
