@@ -58,17 +58,16 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
     supervisor.on_stopping(ops.stopping)
     supervisor.on_shutdown(resident.shutdown)
     ops.start_metrics()
-    return supervisor.run(resident.resolve, then=resident.start_watching)
+    return supervisor.run(resident.prepare)
 
 
 class Resident:
-    """What runs around the app: :meth:`resolve`, then :meth:`start_watching` (the
-    engine and the control socket), both in the supervisor's worker thread (sidecar mode:
-    :meth:`prepare`, the two in one), until :meth:`shutdown` (main thread).
+    """What runs around the app: :meth:`prepare` (in the supervisor's worker thread),
+    then the engine and the control socket, until :meth:`shutdown` (main thread).
 
     A SIGTERM while secrets are resolved makes the supervisor shut down without waiting
-    for the worker, which goes on in its thread: once :meth:`shutdown` has run, it must
-    leave nothing running (no engine, no control socket) on the sources shutdown closed.
+    for ``prepare``, which goes on in its thread: once :meth:`shutdown` has run, it must
+    start nothing (no engine, no control socket) on the sources shutdown closed.
     """
 
     def __init__(self, config: Config, runtime: Runtime, post: Post,
@@ -85,75 +84,40 @@ class Resident:
         ops.engine = lambda: self.rotation.engine if self.rotation is not None else None
         self.rotation: Rotation | None = None
         self.control: ControlServer | None = None
-        self._lock = threading.Lock()  # shutdown and child_started against start_watching
+        self._lock = threading.Lock()  # shutdown against the end of prepare
         self._closing = False
-        self._resolution: Resolution | None = None
-        self._early_start: tuple[int, int] | None = None
 
     def prepare(self) -> Mapping[str, str]:
-        env = self.resolve()
-        self.start_watching()
-        return env
-
-    def resolve(self) -> Mapping[str, str]:
-        """The first values, resolved and rendered: what the app starts on."""
         resolution = self.runtime.resolve()
         self._still_open()
         render_outputs(self.config, self.runtime, resolution)
-        self._resolution = resolution
-        return resolution.child_env()
-
-    def start_watching(self) -> None:
-        """The rotation engine, its watchers and the control socket. The supervisor runs
-        this while the app starts: the app's first line does not wait for their imports
-        and threads (watchdog's observer, the socket). They are built without the lock,
-        which the main loop's :meth:`child_started` takes: a slow watch of a large tree
-        must not hold up signals and reaping. A shutdown that ran meanwhile could not
-        stop them, so they are stopped here."""
-        resolution, self._resolution = self._resolution, None  # the engine keeps it now
-        if resolution is None:
-            raise AssertionError("start_watching before resolve")
-        self._still_open()
-        rotation = start_rotation(self.config, self.runtime, resolution, self.post,
-                                  self.log, env_matters=self.ops.mode != "sidecar")
-        control = self._start_control(rotation) if self.config.control_socket else None
         with self._lock:
-            closing = self._closing
-            if not closing:
-                self.rotation, self.control = rotation, control
-                early, self._early_start = self._early_start, None
-        if closing:
-            if control is not None:
-                control.stop()
-            rotation.stop()
-            raise UnavailableError("shutting down: the rotation engine is not kept")
-        if early is not None:  # the app started before the engine did
-            rotation.engine.child_started(*early)
+            self._still_open()
+            self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
+                                           self.log, env_matters=self.ops.mode != "sidecar")
+            if self.config.control_socket:
+                from entrypoint.ops.control import ControlServer
 
-    def _start_control(self, rotation: Rotation) -> ControlServer | None:
-        from entrypoint.ops.control import ControlServer
-
-        try:
-            control = ControlServer(self.config.control_socket, rotation.engine.rotate_all,
-                                    self.log, on_status=self.ops.status)
-        except EntrypointError as exc:
-            # Not worth failing the app over: only the manual trigger is lost.
-            self.log.warning("'entrypoint rotate' will not reach this process: %s", exc)
-            return None
-        control.start()
-        return control
+                try:
+                    control = ControlServer(self.config.control_socket,
+                                            self.rotation.engine.rotate_all, self.log,
+                                            on_status=self.ops.status)
+                except EntrypointError as exc:
+                    # Not worth failing the app over: only the manual trigger is lost.
+                    self.log.warning("'entrypoint rotate' will not reach this process: %s",
+                                     exc)
+                else:
+                    control.start()
+                    self.control = control
+        return resolution.child_env()
 
     def _still_open(self) -> None:
         if self._closing:
             raise UnavailableError("shutting down before the app started")
 
     def child_started(self, pid: int, generation: int) -> None:
-        with self._lock:
-            rotation = self.rotation
-            if rotation is None:
-                self._early_start = (pid, generation)  # start_watching passes it on
-        if rotation is not None:
-            rotation.engine.child_started(pid, generation)
+        if self.rotation is not None:
+            self.rotation.engine.child_started(pid, generation)
         if pid:  # the first values are resolved and rendered, and the app runs on them
             self.ops.ready.set(True)
 

@@ -19,7 +19,7 @@ it through one queue: signal handlers put signal numbers, other threads put even
   and up to ``kill_timeout`` before we exit (tini#180, dumb-init#212).
 
 Use: ``Supervisor(argv, ProcessOptions(), log)``, ``on_shutdown(runtime.close)``, then
-``sys.exit(supervisor.run(resolve_environment, then=start_what_runs_beside_the_app))``.
+``sys.exit(supervisor.run(resolve_environment))``.
 """
 
 from __future__ import annotations
@@ -130,18 +130,14 @@ class Supervisor(Stopping):
         """``callback(restart)`` runs before the app is asked to stop (the ready file)."""
         self._stopping_callbacks.append(callback)
 
-    def run(self, prepare: Callable[[], Mapping[str, str]],
-            then: Callable[[], None] | None = None) -> int:
+    def run(self, prepare: Callable[[], Mapping[str, str]]) -> int:
         """Resolve with ``prepare`` (in a worker thread), start the app, supervise it.
-        ``then`` runs in that thread once the environment is handed over, while the app
-        starts: what the app does not wait for. A failure there is as fatal as in
-        ``prepare``.
 
         Returns the app's exit status, 128+N when a SIGTERM/SIGINT came before it started,
         or the exit code of the error that stopped it.
         """
         try:
-            self._supervise(prepare, then)
+            self._supervise(prepare)
         except _Exit as done:
             code = done.code
         except Exception:
@@ -159,9 +155,8 @@ class Supervisor(Stopping):
 
     # -- phases ------------------------------------------------------------------------
 
-    def _supervise(self, prepare: Callable[[], Mapping[str, str]],
-                   then: Callable[[], None] | None) -> None:
-        self._start(self._await_prepared(prepare, then))
+    def _supervise(self, prepare: Callable[[], Mapping[str, str]]) -> None:
+        self._start(self._await_prepared(prepare))
         while True:
             self._dispatch(self._get(self._timeout()))
             self._run_due()
@@ -172,17 +167,13 @@ class Supervisor(Stopping):
             if not child.running:
                 self._child_exited(child)
 
-    def _await_prepared(self, prepare: Callable[[], Mapping[str, str]],
-                        then: Callable[[], None] | None) -> Mapping[str, str]:
+    def _await_prepared(self, prepare: Callable[[], Mapping[str, str]]) -> Mapping[str, str]:
         def work() -> None:
             signals.block_in_this_thread()
             try:
                 self._queue.put(_Prepared(prepare()))
             except BaseException as exc:
                 self._queue.put(_PrepareFailed(exc))
-                return
-            if then is not None:
-                self._guarded_then(then)
 
         threading.Thread(target=work, name="entrypoint-prepare", daemon=True).start()
         # Its own loop, not the main one: there is no child yet, so a stop signal ends
@@ -361,23 +352,6 @@ class Supervisor(Stopping):
 
     def _splay(self) -> float:
         return random.uniform(0, self._options.splay) if self._options.splay > 0 else 0.0
-
-    def _guarded_then(self, then: Callable[[], None]) -> None:
-        """``then`` of :meth:`run`, in the worker thread while the app runs: its failure
-        ends the app as any fatal error does (every loop, the stopping ones too, takes a
-        Fatal), and an error that is not ours says what it stopped."""
-        try:
-            then()
-        except EntrypointError as exc:
-            self._queue.put(Fatal(exc))
-        except Exception as exc:
-            from entrypoint.describe import os_reason
-
-            if not isinstance(exc, OSError):
-                self._log.error("internal error: %r", exc, exc_info=exc)
-            self._queue.put(Fatal(EntrypointError(
-                "the app's values cannot be kept fresh: starting the rotation engine, its "
-                f"watchers or the control socket failed ({os_reason(exc)})")))
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         """Run another component's code on the loop: its EntrypointError is fatal, any

@@ -122,30 +122,6 @@ def test_resolution_error_exits_with_its_code(tmp_path: Path) -> None:
     assert not run.lines()
 
 
-def test_a_failure_beside_the_started_app_stops_it_with_70(tmp_path: Path) -> None:
-    """What runs beside the app once it is started (the rotation engine, its watchers, the
-    control socket) fails: the app is stopped and the exit says why, with 70."""
-    with Supervised(tmp_path, ["--then-error"]) as run:
-        assert run.wait() == 70
-    assert "the app's values cannot be kept fresh" in run.log()
-    assert "no space left on device" in run.log()
-
-
-def test_that_failure_during_a_stop_still_decides_the_exit(tmp_path: Path) -> None:
-    """The same failure while a SIGTERM's stop is under way (the app takes its time): the
-    stop's own loop takes it, so the exit is 70 and the error is logged, not the app's
-    code with nothing said."""
-    release = tmp_path / "release"
-    with Supervised(tmp_path, ["--then-error", "--hold-then", str(release),
-                               "--kill-timeout", "2"], ["--stay"]) as run:
-        run.ready()
-        run.kill(signal.SIGTERM)
-        run.wait_line(f"signal {signal.SIGTERM}")  # the app has it, and stays
-        release.touch()
-        assert run.wait() == 70
-    assert "the app's values cannot be kept fresh" in run.log()
-
-
 def test_fatal_event_stops_the_child_and_exits_with_its_code(tmp_path: Path) -> None:
     """Fatal(error): the child gets the stop signal, shutdown callbacks run, exit 69."""
     with Supervised(tmp_path) as run:

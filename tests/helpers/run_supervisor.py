@@ -13,8 +13,6 @@ lines, each posted to the supervisor as an event:
 
 --marker FILE gets "constructed", "preparing" and "started PID" lines as they happen;
 --hold-before-run / --hold-prepare FILE make the driver wait for FILE to exist at that point.
---then-error makes ``then`` (run beside the app once it is started) fail with ENOSPC, as
-watchdog does when no inotify watch is left; --hold-then FILE holds it until FILE exists.
 """
 
 from __future__ import annotations
@@ -105,8 +103,6 @@ def main() -> int:
     parser.add_argument("--hold-before-run")
     parser.add_argument("--hold-prepare")
     parser.add_argument("--prepare-error", action="store_true")
-    parser.add_argument("--then-error", action="store_true")
-    parser.add_argument("--hold-then")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -144,15 +140,8 @@ def main() -> int:
             raise UnavailableError("vault at http://vault:8200 did not answer in time")
         return {**os.environ, "GENERATION": "1"}
 
-    def then() -> None:
-        wait_for(args.hold_then)
-        if args.then_error:
-            import errno
-
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
     wait_for(args.hold_before_run)
-    return supervisor.run(prepare, then=then)
+    return supervisor.run(prepare)
 
 
 if __name__ == "__main__":
