@@ -13,9 +13,9 @@ are inflated by the instrumentation; read them as shares, not as absolute costs.
 the ``vault-start`` row (the supervisor starts, fetches, runs ``true`` and exits with it).
 It then also times, without the instrumentation, the imports of that path one after the
 other in a fresh interpreter (``entrypoint.cli`` with the console script's skips,
-``entrypoint.commands.run``, ``http.client``, ``entrypoint.sources.vault.source``, then
-what is imported while the app starts: the rotation engine and the control socket) next
-to ``python -c pass``: wall time, median of ``runs``.
+``entrypoint.commands.run``, ``http.client``, ``entrypoint.sources.vault.source``, the
+rotation engine and the control socket) next to ``python -c pass``: wall time, median of
+``runs``.
 """
 
 from __future__ import annotations
