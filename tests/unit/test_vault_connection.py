@@ -47,6 +47,7 @@ def test_capath_directory_of_any_names(https_vault: tuple[str, Seen], pki: Pki,
     addr, _ = https_vault
     env = {"VAULT_ADDR": addr, "VAULT_CAPATH": str(tmp_path),
            "VAULT_TLS_SERVER_NAME": "vault.test"}
+    assert Connection.from_environ(env).ca_pem == pki.ca.read_text()  # in memory only
     assert health(env)["sealed"] is False
 
 

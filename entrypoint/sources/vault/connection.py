@@ -7,8 +7,6 @@ for the CLI or for Vault Agent works unchanged. Verification is on unless
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -33,7 +31,8 @@ UNIX_URL = "http://localhost"
 class Connection:
     addr: str  # as the user wrote it, for messages: https://..., or unix:///run/agent.sock
     namespace: str | None = None
-    verify: bool | str = True
+    verify: bool | str = True  # False, or a CA file (VAULT_CACERT)
+    ca_pem: str | None = None  # the certificates of a VAULT_CAPATH folder, joined
     client_cert: tuple[str, str] | None = None
     server_name: str | None = None
     socket_path: str | None = None  # set for a unix:// address (Vault Agent or Proxy)
@@ -48,6 +47,7 @@ class Connection:
                      log: logging.Logger | None = None) -> Connection:
         addr, socket_path = address(environ, log or logging.getLogger("entrypoint"))
         verify: bool | str = True
+        ca_pem: str | None = None
         skip = environ.get("VAULT_SKIP_VERIFY", "").strip()
         if skip:
             try:
@@ -66,8 +66,10 @@ class Connection:
                 "Use VAULT_CACERT instead.")
         elif cacert:  # VAULT_CACERT wins over VAULT_CAPATH, as for the vault CLI.
             verify = _readable(cacert, "VAULT_CACERT")
+        elif capath and Path(capath).is_file():
+            verify = _readable(capath, "VAULT_CAPATH")
         elif capath:
-            verify = _bundle_of(capath)
+            ca_pem = _certificates_in(capath)
         cert = environ.get("VAULT_CLIENT_CERT", "").strip()
         key = environ.get("VAULT_CLIENT_KEY", "").strip()
         if bool(cert) != bool(key):
@@ -76,7 +78,7 @@ class Connection:
         client_cert = ((_readable(cert, "VAULT_CLIENT_CERT"), _readable(key, "VAULT_CLIENT_KEY"))
                        if cert else None)
         return cls(addr=addr, namespace=environ.get("VAULT_NAMESPACE", "").strip() or None,
-                   verify=verify, client_cert=client_cert,
+                   verify=verify, ca_pem=ca_pem, client_cert=client_cert,
                    server_name=environ.get("VAULT_TLS_SERVER_NAME", "").strip() or None,
                    socket_path=socket_path)
 
@@ -111,29 +113,16 @@ def _readable(path: str, variable: str) -> str:
     return path
 
 
-def _bundle_of(capath: str) -> str:
+def _certificates_in(capath: str) -> str:
     """VAULT_CAPATH is a directory of PEM files (any names, as for the vault CLI); OpenSSL
-    wants hashed names there, so the certificates are joined into one bundle file."""
+    wants hashed names there, so the certificates are joined and handed to the TLS context
+    as data (nothing written to disk)."""
     directory = Path(capath)
-    if directory.is_file():
-        return _readable(capath, "VAULT_CAPATH")
     if not directory.is_dir():
         raise ConfigError(f"variable VAULT_CAPATH: {capath} is not a directory of CA files")
-    pems = [p.read_text(encoding="ascii", errors="replace")
-            for p in sorted(directory.iterdir())
-            if p.is_file() and "BEGIN CERTIFICATE" in p.read_text(encoding="ascii",
-                                                                  errors="replace")]
+    texts = (p.read_text(encoding="ascii", errors="replace")
+             for p in sorted(directory.iterdir()) if p.is_file())
+    pems = [text for text in texts if "BEGIN CERTIFICATE" in text]
     if not pems:
         raise ConfigError(f"variable VAULT_CAPATH: no PEM certificate in {capath}")
-    import tempfile  # only for VAULT_CAPATH: the resident supervisor does not keep it
-
-    with tempfile.NamedTemporaryFile("w", prefix="entrypoint-ca-", suffix=".pem",
-                                     delete=False) as handle:
-        handle.write("\n".join(pems))
-    atexit.register(_unlink, handle.name)
-    return handle.name
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+    return "\n".join(pems)

@@ -288,12 +288,14 @@ class UnixConnection(http.client.HTTPConnection):
 
 
 def tls_context(connection: Connection) -> ssl.SSLContext:
-    """Verification on, against VAULT_CACERT/VAULT_CAPATH's bundle or the system's roots
-    (as the vault CLI; SSL_CERT_FILE and SSL_CERT_DIR apply), unless VAULT_SKIP_VERIFY."""
+    """Verification on, against VAULT_CACERT/VAULT_CAPATH's certificates or the system's
+    roots (as the vault CLI; SSL_CERT_FILE and SSL_CERT_DIR apply), unless
+    VAULT_SKIP_VERIFY."""
     import ssl
 
     verify = connection.verify
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None,
+                                         cadata=connection.ca_pem)
     if verify is False:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
