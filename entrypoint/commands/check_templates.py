@@ -30,11 +30,10 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
     if not (config.template or config.env_template):
         return []
     from entrypoint.plan.resolution import Runtime
-    from entrypoint.plan.resolve import Generation
     from entrypoint.render.templates import render_env, render_files
 
     runtime = Runtime(config, environ, log, sources=sources)
-    generation = Generation(sources, concurrency=config.vault_concurrency, seed=seed)
+    generation = runtime.new_generation(seed)
     generation.dry_issue = not issue
     rows: list[CheckRow] = []
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError
@@ -20,6 +21,10 @@ from entrypoint.plan.resolve import (
 )
 from entrypoint.secret import Secret
 from entrypoint.sources.registry import Sources, for_config
+
+if TYPE_CHECKING:
+    from entrypoint.plan.keys import SourceKey
+    from entrypoint.sources.base import Fetched
 
 
 @dataclass
@@ -45,8 +50,9 @@ class Runtime:
         self.sources = sources or for_config(config, environ)
         self.plan: EnvPlan = plan_environment(environ, keep=config.pass_env)
 
-    def new_generation(self) -> Generation:
-        return Generation(self.sources, concurrency=self.config.vault_concurrency)
+    def new_generation(self, seed: Mapping[SourceKey, Fetched] | None = None) -> Generation:
+        """A cache of fetches, starting from ``seed`` (what is known not to have changed)."""
+        return Generation(self.sources, concurrency=self.config.vault_concurrency, seed=seed)
 
     def resolve(self, generation: Generation | None = None) -> Resolution:
         generation = generation or self.new_generation()

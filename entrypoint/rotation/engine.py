@@ -31,7 +31,6 @@ from entrypoint.config.model import Config, OnChange
 from entrypoint.errors import EntrypointError
 from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
-from entrypoint.plan.resolve import Generation
 from entrypoint.process.events import Post
 from entrypoint.render.outcome import FatalOutputError, failures_of
 from entrypoint.rotation import timing
@@ -299,7 +298,7 @@ class Engine(Tasks, FailingOutputs):
         dirty = set(self.dirty)
         seed = {k: v for k, v in old.generation.fetched.items() if k not in dirty}
         seed.update({k: v for k, v in self.fresh.items() if k in dirty})
-        generation = Generation(self.runtime.sources, self.config.vault_concurrency, seed)
+        generation = self.runtime.new_generation(seed)
         try:
             resolution = self.runtime.resolve(generation)
             changed_files = self.render(resolution)
