@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import SplitResult, urlencode, urlsplit
 
 from entrypoint.errors import ConfigError
 from entrypoint.sources.vault.answers import (
@@ -66,8 +66,7 @@ class Transport:
         self._closed = False
         self._context: ssl.SSLContext | None = None
         base = urlsplit(connection.url)
-        self._origin = (base.scheme, base.hostname or "localhost",
-                        base.port or (443 if base.scheme == "https" else 80))
+        self._origin = _origin_of(base)
         self._prefix = base.path.rstrip("/")
         self._proxy = None if connection.socket_path else environ_proxy(connection.url)
         if base.scheme == "https":
@@ -148,8 +147,7 @@ class Transport:
                         f"a redirect from https to http://{moved.hostname} was not "
                         "followed (the token would be sent in clear)", status=status,
                         method=method, path=urlsplit(target).path)
-                origin = (moved.scheme, moved.hostname,
-                          moved.port or (443 if moved.scheme == "https" else 80))
+                origin = _origin_of(moved)
             target = moved.path + (f"?{moved.query}" if moved.query else "")
             if status == 303:
                 method, data = "GET", None
@@ -302,6 +300,12 @@ def tls_context(connection: Connection) -> ssl.SSLContext:
     if connection.client_cert:
         context.load_cert_chain(*connection.client_cert)
     return context
+
+
+def _origin_of(url: SplitResult) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, its port the scheme's when it names none."""
+    return (url.scheme, url.hostname or "localhost",
+            url.port or (443 if url.scheme == "https" else 80))
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
