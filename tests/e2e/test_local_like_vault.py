@@ -95,6 +95,19 @@ def _as_nobody(work: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def _refused_as_nobody(read: Callable[[], object], words: str) -> int:
+    """``read`` as nobody: 77 when it is refused with ``words`` in the message, 1 when
+    refused otherwise, 0 when not refused."""
+    def attempt() -> int:
+        try:
+            read()
+        except PermissionDenied as exc:
+            return 77 if words in exc.message else 1
+        return 0
+
+    return _as_nobody(attempt)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
 def test_unreadable_folder_is_77_naming_it(capfd: pytest.CaptureFixture[str]) -> None:
     with _shared_folder() as folder:
@@ -111,23 +124,10 @@ def test_unreadable_folder_is_77_naming_it(capfd: pytest.CaptureFixture[str]) ->
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["render"], env) == 0
 
-            def fetch() -> int:
-                try:
-                    LocalSource(folder).fetch("secret/app/db")
-                except PermissionDenied as exc:
-                    return 77 if f"folder {folder}/secret/app is" in exc.message else 1
-                return 0
-
-            assert _as_nobody(fetch) == 77
-
-            def consul_fetch() -> int:
-                try:
-                    LocalConsulSource(folder).fetch("app/flag")
-                except PermissionDenied as exc:
-                    return 77 if "consul key file" in exc.message else 1
-                return 0
-
-            assert _as_nobody(consul_fetch) == 77
+            assert _refused_as_nobody(lambda: LocalSource(folder).fetch("secret/app/db"),
+                                      f"folder {folder}/secret/app is") == 77
+            assert _refused_as_nobody(lambda: LocalConsulSource(folder).fetch("app/flag"),
+                                      "consul key file") == 77
             capfd.readouterr()
             code = _as_nobody(lambda: main(["render"], env))
     stderr = capfd.readouterr().err
@@ -149,12 +149,6 @@ def test_an_unreadable_folder_beneath_a_bulk_folder_is_77() -> None:
         # a checkout in a folder closed to others, as CI's is).
         assert LocalSource(folder).fetch("secret/app/").parts
 
-        def fetch() -> int:
-            try:
-                LocalSource(folder).fetch("secret/app/")
-            except PermissionDenied as exc:
-                return 77 if "locked is not readable" in exc.message else 1
-            return 0
-
-        assert _as_nobody(fetch) == 77
+        assert _refused_as_nobody(lambda: LocalSource(folder).fetch("secret/app/"),
+                                  "locked is not readable") == 77
 
