@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import requests
 from entrypoint.cli import main
 from entrypoint.describe import os_reason, transport_reason
 from tests.helpers.cli import run_cli
+from tests.helpers.http_servers import Quiet, serving
 
 CLASS_NAMES = ("Error", "Exception", "MaxRetry", "HTTPConnectionPool")
 
@@ -45,29 +44,14 @@ def test_os_reasons(tmp_path: Path) -> None:
 def failing_vault() -> Iterator[str]:
     """A server that answers every request as Vault does when its storage fails."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(Quiet):
         def do_GET(self) -> None:
-            body = b'{"errors":["storage backend unavailable: disk full"]}'
-            self.send_response(500)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(500, {"errors": ["storage backend unavailable: disk full"]})
 
         do_PUT = do_POST = do_GET
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(Handler) as addr:
+        yield addr
 
 
 def test_a_5xx_shows_vaults_own_words(failing_vault: str) -> None:

@@ -4,6 +4,7 @@ with a throwaway CA made by the openssl command)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 import subprocess
 import threading
@@ -59,8 +60,20 @@ def health(env: dict[str, str], timeout: float = 0.0) -> dict[str, object]:
 
 
 class Quiet(BaseHTTPRequestHandler):
+    """A handler that logs nothing and answers JSON as Vault does."""
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def answer(self, status: int, body: object, **headers: str) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(raw)
 
 
 @contextlib.contextmanager

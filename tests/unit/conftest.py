@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -23,13 +22,8 @@ def https_vault(pki: Pki) -> Iterator[tuple[str, Seen]]:
     class Handler(Quiet):
         def do_GET(self) -> None:
             seen.headers.append(dict(self.headers.items()))
-            body = json.dumps({"initialized": True, "sealed": False, "standby": False,
-                               "version": "1.16.3"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200, {"initialized": True, "sealed": False, "standby": False,
+                              "version": "1.16.3"})
 
     with serving(Handler, pki) as addr:
         yield addr, seen

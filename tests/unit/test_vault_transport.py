@@ -5,7 +5,6 @@ closes, Vault's error statuses, and what must never be sent or shown."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -68,12 +67,7 @@ class Tunnel(Quiet):
     def do_GET(self) -> None:
         self.seen.append(f"GET {self.path}")
         self.auth.append(self.headers.get("Proxy-Authorization"))
-        body = b'{"sealed": false, "via": "proxy"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(200, {"sealed": False, "via": "proxy"})
 
 
 @pytest.fixture
@@ -125,14 +119,7 @@ def plain_vault() -> Iterator[tuple[str, list[tuple[str, str]]]]:
                     "errors": ['request path "limited": rate limit quota exceeded']}
             if self.path == "/v1/missing":
                 status, body = 404, {"errors": [], "data": {"version": 3}}
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            if status == 429:
-                self.send_header("Retry-After", "3")
-            self.end_headers()
-            self.wfile.write(raw)
+            self.answer(status, body, **({"Retry_After": "3"} if status == 429 else {}))
             self.wfile.flush()
             self.close_connection = True  # without saying so: the client finds out
 
@@ -267,14 +254,9 @@ def test_a_request_that_timed_out_is_not_sent_again() -> None:
             got.append(self.path)
             if self.path == "/v1/slow":
                 time.sleep(1.0)  # the slowness under test: longer than the client waits
-            raw = b'{"data": {}}'
-            try:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the slow answer: the client gave up on it, as the test means it to
+            # The slow answer finds the client gone, as the test means it to.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.answer(200, {"data": {}})
 
     with serving(Slow) as addr, transport_to(addr, timeout=0.3) as transport:
         transport.request("GET", "/v1/fast")  # a keep-alive connection, now idle
