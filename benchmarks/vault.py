@@ -12,7 +12,6 @@ import shutil
 import statistics
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
@@ -58,10 +57,11 @@ def vault_server(ctx: Context, standin: bool = False) -> Any:
             nodelay_like_go(ctx)
             server = VaultTestServer()
         else:
+            from tests.helpers.http_servers import self_signed
             from tests.realservers.vault import RealVault
 
             # Also an https listener (.https_addr), for the rss-iam-tls row.
-            server = RealVault(tls=self_signed(ctx))
+            server = RealVault(tls=self_signed(ctx.folder("tls")))
         server.start()
         ctx.stack.callback(server.close)  # revokes leases left: no role outlives the run
         server.configure_database(postgres)
@@ -314,18 +314,6 @@ __all__ = ["refs_1000", "requests_per_hour", "rss_iam", "vault_start", "vault_st
 # -- resident memory with an AWS IAM login --------------------------------------------------------
 
 AWS_HEADER = "vault.bench.example"
-
-
-def self_signed(ctx: Context) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, made by the openssl command."""
-    import subprocess
-
-    folder = ctx.folder("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], cwd=folder, check=True,
-                   capture_output=True)
-    return folder / "cert.pem", folder / "key.pem"
 
 
 def rss_iam(ctx: Context) -> list[Row]:

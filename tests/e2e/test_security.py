@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import http_servers
 from tests.helpers.cli import run_cli
 from tests.helpers.secrecy import seed_secret
 from tests.realservers.vault import RealVault
@@ -65,18 +66,10 @@ def test_pass_env_keeps_only_what_is_named(vault: Any, tmp_path: Path) -> None:
 
 # -- TLS -------------------------------------------------------------------------------------
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (no CA anyone trusts)."""
-    d = tmp_path_factory.mktemp("tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out",
-             "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
-    return d / "cert.pem", d / "key.pem"
+    return http_servers.self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

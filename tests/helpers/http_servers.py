@@ -59,6 +59,14 @@ def health(env: dict[str, str], timeout: float = 0.0) -> dict[str, object]:
         client.close()
 
 
+def self_signed(d: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (no CA anyone trusts) and its key."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out",
+             "cert.pem", "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
+    return d / "cert.pem", d / "key.pem"
+
+
 class Quiet(BaseHTTPRequestHandler):
     """A handler that logs nothing and answers JSON as Vault does."""
 
