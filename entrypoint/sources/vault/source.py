@@ -63,7 +63,7 @@ class VaultSource(LeaseKeeping, Source):
         # Writes (sources/vault/issue.py) are made on first use: its hashlib (OpenSSL's,
         # 0.5 MB) stays out of a supervisor that only reads.
         self._issuer: Issuer | None = None
-        self._issue_settings = ("", 0.8)
+        self._issue_settings: dict[str, Any] = {}  # Issuer's defaults unless from_config
 
     @classmethod
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> VaultSource:
@@ -77,7 +77,8 @@ class VaultSource(LeaseKeeping, Source):
         keeper = TokenKeeper(client, method, log=log, revoke_on_exit=revoke,
                              renew_fraction=config.renew_fraction)
         source = cls(client, method, log=log, revoke_on_exit=revoke, keeper=keeper)
-        source._issue_settings = (str(config.issue_cache_dir or ""), config.replace_fraction)
+        source._issue_settings = {"cache_dir": str(config.issue_cache_dir or ""),
+                                  "replace_fraction": config.replace_fraction}
         return source
 
     @property
@@ -85,7 +86,7 @@ class VaultSource(LeaseKeeping, Source):
         if self._issuer is None:
             from entrypoint.sources.vault.issue import Issuer
 
-            self._issuer = Issuer(*self._issue_settings)
+            self._issuer = Issuer(**self._issue_settings)
         return self._issuer
 
     # -- the Source protocol ------------------------------------------------------------
