@@ -1,5 +1,7 @@
 """TLS, namespace and User-Agent from the standard VAULT_* variables, against a real HTTPS
-server on loopback (stdlib, with a throwaway CA made by openssl)."""
+server on loopback (stdlib, with a throwaway CA made by openssl). A stand-in, not the real
+Vault: a certificate for another name and a redirect out of TLS are faults it cannot
+produce on demand; the real Vault's TLS is in tests/e2e/test_security.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """The Vault transport (sources/vault/transport.py, proxy.py) against real servers on
 loopback: a proxy (CONNECT tunnels and absolute URLs), keep-alive connections a server
-closes, Vault's error statuses, and what must never be sent or shown."""
+closes, Vault's error statuses, and what must never be sent or shown. Stand-ins, not the
+real Vault: these are faults (an idle connection closed, a 429, a timeout, a proxy) it
+cannot produce on demand; the real Vault's TLS is in tests/e2e/test_security.py."""
 
 from __future__ import annotations
 
@@ -209,6 +211,10 @@ def test_proxy_settings_that_cannot_work_are_config_errors() -> None:
 
     with pytest.raises(ConfigError, match="variable https_proxy: a https:// proxy"):
         environ_proxy("https://vault:8200", {"https_proxy": "https://proxy:3128"})
+    with pytest.raises(ConfigError) as port:
+        environ_proxy("https://vault:8200", {"HTTPS_PROXY": "http://u:secret-pw@proxy:80a"})
+    assert "variable HTTPS_PROXY: the proxy's port is not a number" in str(port.value)
+    assert "secret-pw" not in str(port.value)
     found = environ_proxy("https://vault:8200", {"HTTPS_PROXY": "http://u:secret-pw@proxy"})
     assert found is not None and found[:2] == ("proxy", 80)
     assert "secret-pw" not in repr(found) and "secret-pw" not in str(found)
@@ -221,6 +227,17 @@ def test_a_token_with_a_line_break_is_neither_sent_nor_shown(
         transport.request("GET", "/v1/secret/data/app", token="hvs.first-one\nhvs.second")
     assert "the token holds a line break" in str(info.value)
     assert "hvs." not in str(info.value) + str(info.value.hint) and requests == []
+
+
+def test_what_http_client_refuses_is_not_quoted(
+        plain_vault: tuple[str, list[tuple[str, str]]]) -> None:
+    """http.client's own refusal (here a header name with a line break) quotes what it
+    refused; the message says what happened instead, and nothing is sent."""
+    addr, requests = plain_vault
+    with transport_to(addr) as transport, pytest.raises(ConfigError) as info:
+        transport.request("GET", "/v1/secret/data/app", headers={"X-Secret\npw": "v"})
+    assert str(info.value) == "Vault request not sent: it holds a control character"
+    assert info.value.exit_code == 78 and requests == []
 
 
 def test_tls_files_that_cannot_be_used_are_config_errors(pki: Pki, tmp_path: Path) -> None:
