@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from entrypoint.plan.keys import SourceKey
     from entrypoint.process.events import Post
     from entrypoint.rotation.engine import Engine
-    from entrypoint.sources.base import Fetched, Watcher
+    from entrypoint.sources.base import Fetched, Source, Watcher
 
 
 def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
@@ -90,11 +91,13 @@ class Resident:
     def prepare(self) -> Mapping[str, str]:
         resolution = self.runtime.resolve()
         self._still_open()
+        marks = template_marks(self.config)
         render_outputs(self.config, self.runtime, resolution)
         with self._lock:
             self._still_open()
             self.rotation = start_rotation(self.config, self.runtime, resolution, self.post,
-                                           self.log, env_matters=self.ops.mode != "sidecar")
+                                           self.log, env_matters=self.ops.mode != "sidecar",
+                                           template_marks=marks)
             if self.config.control_socket:
                 from entrypoint.ops.control import ControlServer
 
@@ -146,9 +149,22 @@ class Rotation:
         self.engine.stop()
 
 
+def template_marks(config: Config) -> dict[str, int | None]:
+    """The template files' contents before the first render, for :func:`start_rotation`
+    to tell an edit made before their watch started."""
+    if not (config.template or config.env_template):
+        return {}
+    from entrypoint.render.templates import template_sources
+    from entrypoint.rotation.file_watch import content_mark
+
+    return {os.path.realpath(path): content_mark(path) for path in template_sources(config)}
+
+
 def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
-                   post: Post, log: logging.Logger, *, env_matters: bool = True) -> Rotation:
-    """Start the engine and the watchers that feed it."""
+                   post: Post, log: logging.Logger, *, env_matters: bool = True,
+                   template_marks: Mapping[str, int | None] | None = None) -> Rotation:
+    """Start the engine and the watchers that feed it. ``template_marks`` are the
+    template files' contents as the first render read them (:func:`template_marks`)."""
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.file_watch import FileWatch
 
@@ -189,7 +205,18 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
                 rotation.watchers.append(watcher)
         engine.start(resolution)
         files.start()
+        # An edit between the first read and the watch's start has no event: read again.
+        first = resolution.generation.fetched
+        files.catch_up(lambda key: _answers_otherwise(sources[key.scheme], key, first[key]),
+                       template_marks or {})
     except BaseException:
         rotation.stop()  # what did start (Consul's watches, the engine) does not run on
         raise
     return rotation
+
+
+def _answers_otherwise(source: Source, key: SourceKey, item: Fetched) -> bool:
+    try:
+        return source.fetch(key.path, key.version).data != item.data
+    except EntrypointError:
+        return True  # gone or unreadable since its first read: the engine's read says so

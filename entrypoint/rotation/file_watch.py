@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,20 @@ class FileWatch:
         observer.start()
         self._observer = observer
 
+    def catch_up(self, stale: Callable[[SourceKey], bool],
+                 template_marks: Mapping[str, int | None]) -> None:
+        """Report what changed after its first read and before :meth:`start` (no event
+        will): each watched key for which ``stale`` says its source now answers otherwise,
+        each template whose text is no longer what the first render read."""
+        keys = {key for group in (*self.files.values(), *self.trees.values()) for key in group}
+        missed = sorted((key for key in keys if stale(key)), key=lambda k: (k[0], k[1]))
+        if missed:
+            labels = ", ".join(key.label for key in missed)
+            self.notify(f"{labels} changed before its watch started", missed, False)
+        for path, mark in template_marks.items():
+            if content_mark(path) != mark:
+                self.notify(f"template {path} changed before its watch started", (), True)
+
     def changed(self, path: str) -> None:
         keys = set(self.files.get(path, ()))
         for tree, tree_keys in self.trees.items():
@@ -89,3 +103,12 @@ class FileWatch:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+
+def content_mark(path: str | Path) -> int | None:
+    """What a file holds, to tell later whether it changed; None if it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return hash(file.read())
+    except OSError:
+        return None
