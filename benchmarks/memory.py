@@ -10,10 +10,11 @@ code objects, functions and class dicts, plus the shared libraries they map (lib
 ``ssl``). Attribution at module level is approximate (the allocator takes memory from the
 system in 1 MiB arenas), group level is good to a few hundred kB.
 
-``--floor`` imports, instead, only the standard library modules a supervisor in Python
-cannot do without (logging, threads, subprocesses, sockets, JSON, typing, dataclasses,
-paths) and then watchdog, none of entrypoint: the resident memory any such supervisor
-starts from, to hold the ``rss-local`` target against.
+``--floor`` imports, instead, none of entrypoint: first what an init in Python cannot do
+without (signals, select, JSON, a thread), then, one group after another, the standard
+library modules the supervisor's code is written with (logging, subprocesses and sockets,
+dataclasses, typing and pathlib) and watchdog: where along that line the ``rss-local``
+target is crossed before any code of ours loads.
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ GROUPS: list[tuple[str, list[str]]] = [
 ]
 
 FLOOR: list[tuple[str, list[str]]] = [
-    ("logging, threading, signal", ["logging", "threading", "signal"]),
-    ("subprocess, selectors, socket, queue", ["subprocess", "selectors", "socket", "queue"]),
-    ("json, typing", ["json", "typing"]),
+    ("an init's own needs: signal, select, fcntl, json, threading",
+     ["signal", "select", "fcntl", "json", "threading"]),
+    ("ctypes (what an inotify watch without watchdog needs)", ["ctypes"]),
+    ("logging", ["logging"]),
+    ("subprocess, socket, queue", ["subprocess", "socket", "queue"]),
     ("dataclasses (it imports inspect, ast, dis, tokenize)", ["dataclasses"]),
-    ("pathlib, re, urllib.parse", ["pathlib", "re", "urllib.parse"]),
+    ("typing, pathlib, re, urllib.parse", ["typing", "pathlib", "re", "urllib.parse"]),
+    # watchdog's inotify backend imports ctypes.util, which brings shutil, tempfile,
+    # bz2 and lzma.
     ("watchdog (the local directory's watcher)", ["watchdog.observers", "watchdog.events"]),
 ]
 
