@@ -217,6 +217,6 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
 
 def _answers_otherwise(source: Source, key: SourceKey, item: Fetched) -> bool:
     try:
-        return source.fetch(key.path, key.version).data != item.data
-    except EntrypointError:
-        return True  # gone or unreadable since its first read: the engine's read says so
+        return not source.fetch(key.path, key.version).answers_as(item)
+    except Exception:  # gone or unreadable since its read: the engine's read says why
+        return True

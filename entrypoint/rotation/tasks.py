@@ -178,8 +178,7 @@ class Tasks:
         if self.failures.pop(label, 0):
             self.log.info("recovered: re-read %s", label,
                           extra={"event": "poll", "key": label, "kind": old.kind})
-        # A folder's parts: a secret added, removed or moved under it is a change too.
-        if new.data != old.data or new.version != old.version or new.parts != old.parts:
+        if not new.answers_as(old):
             self.fresh[key] = new
             detail = (f" (v{old.version} -> v{new.version})"
                       if new.version != old.version and new.version is not None else

@@ -68,6 +68,12 @@ class Fetched:
     def dynamic(self) -> bool:
         return self.refresh in DYNAMIC
 
+    def answers_as(self, other: Fetched) -> bool:
+        """The same answer as ``other``: data, version, and for a folder its parts (a
+        secret added, removed or moved under it is a change even when ``data`` is not)."""
+        return (self.data == other.data and self.version == other.version
+                and self.parts == other.parts)
+
 
 class Renewal(NamedTuple):
     """What a lease renewal granted."""

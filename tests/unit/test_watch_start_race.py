@@ -139,6 +139,60 @@ def test_a_secret_deleted_before_the_watch_start_keeps_the_app_on_its_values(
     assert posted.empty()
 
 
+def test_a_secret_added_to_a_watched_folder_before_the_watch_start_restarts_the_app(
+        tmp_path: Path, resident_for: Make, posted: queue.SimpleQueue[object]) -> None:
+    put(tmp_path, "kv/app/b.json", {"B": "b"})
+
+    class AddedRightAfterRead(EditedRightAfterRead):
+        def fetch(self, path: str, version: int | None = None) -> Fetched:
+            fetched = super().fetch(path, version)
+            if self.reads == 1:
+                put(self.root, "kv/app/c.json", {"C": "c"})
+            return fetched
+
+    source = AddedRightAfterRead(tmp_path, edit=None)
+    resident = resident_for(quiet_config(secrets=["kv/app/"]), {}, source)
+    assert "C" not in resident.prepare()
+    restart = next_restart(posted)
+    assert (restart.env["B"], restart.env["C"]) == ("b", "c")
+    assert "kv/app/ changed before its watch started" in restart.reason
+
+
+def test_any_failure_of_the_second_read_is_left_to_the_engine_not_the_start(
+        tmp_path: Path, resident_for: Make, posted: queue.SimpleQueue[object]) -> None:
+    """A folder's read can fail with a bare OSError (a subfolder removed during the walk):
+    the start goes on, and the engine's own read reports what is wrong."""
+    put(tmp_path, "secret/app.json", {"k": "v"})
+
+    class FailsTheSecondTime(EditedRightAfterRead):
+        def fetch(self, path: str, version: int | None = None) -> Fetched:
+            if self.reads == 1:
+                self.reads += 1
+                raise FileNotFoundError(2, "No such file or directory")
+            return super().fetch(path, version)
+
+    source = FailsTheSecondTime(tmp_path, edit=None)
+    resident = resident_for(quiet_config(), {"A": "vault:secret/app#k"}, source)
+    assert resident.prepare()["A"] == "v"
+    deadline = time.monotonic() + DEADLINE
+    while source.reads < 3:  # the engine read it again, and found the same value
+        assert time.monotonic() < deadline, "the engine never read it again"
+        time.sleep(0.02)
+    assert posted.empty()
+
+
+def test_answers_compare_a_folders_parts_as_the_poll_does() -> None:
+    from entrypoint.secret import Secret
+
+    one = Fetched(data={"X": Secret("v")}, kind="local", parts=(("kv/app/b", {"X": Secret("v")}),))
+    moved = Fetched(data={"X": Secret("v")}, kind="local",
+                    parts=(("kv/app/c", {"X": Secret("v")}),))
+    assert one.answers_as(Fetched(data={"X": Secret("v")}, kind="local", parts=one.parts))
+    assert not one.answers_as(moved)
+    assert not one.answers_as(Fetched(data={"X": Secret("v")}, kind="local", version=2,
+                                      parts=one.parts))
+
+
 def test_a_template_edited_between_the_render_and_the_watch_start_is_rendered_again(
         tmp_path: Path, resident_for: Make, posted: queue.SimpleQueue[object],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,8 +202,11 @@ def test_a_template_edited_between_the_render_and_the_watch_start_is_rendered_ag
     out = tmp_path / "app.conf"
     render_outputs = run.render_outputs
 
+    first_render: list[str] = []
+
     def render_then_edit(*args: Any) -> Any:
         changed = render_outputs(*args)
+        first_render.append(out.read_text())
         template.write_text("second {{ secret('secret/app').k }}\n")
         return changed
 
@@ -158,7 +215,7 @@ def test_a_template_edited_between_the_render_and_the_watch_start_is_rendered_ag
                           template_allowed_dirs=[str(tmp_path)])
     resident = resident_for(config, {}, EditedRightAfterRead(tmp_path, edit=None))
     resident.prepare()
-    assert out.read_text() == "first v\n"
+    assert first_render == ["first v\n"]
     restart = next_restart(posted)  # a changed file with on_change "restart"
     assert out.read_text() == "second v\n"
     assert f"template {template} changed before its watch started" in restart.reason

@@ -106,7 +106,7 @@ class LocalSource(Source):
         try:
             return [self.file_for(path, version)]
         except SecretNotFound:  # removed since its read: watch where it may come back
-            return self.candidates(path, version)
+            return [file for file in self.candidates(path, version) if file.parent.is_dir()]
 
 
 def load_object(file: Path) -> dict[str, Any]:
