@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.cli import REPO, clean_env, start_cli
 from tests.helpers.journal import events, wait_for
+from tests.helpers.kube_volume import Volume
 
 PROBE = str(REPO / "tests/helpers/app_probe.py")
 
@@ -152,3 +153,24 @@ def test_editing_a_template_source_renders_again_and_signals(
     stderr = finish(proc)
     assert "template " in stderr and "changed" in stderr
     assert len(events(journal, "start")) == 1
+
+
+def test_every_update_of_a_kubernetes_secret_volume_restarts_the_app(
+        tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    """A ``file:`` reference into a secret volume as the kubelet writes it: each update
+    swaps the ``..data`` link and removes the old folder. The first update used to be
+    the last one seen: the watch stayed on the removed folder."""
+    volume = Volume(tmp_path / "vol", {"token": "kube-secret-a"})
+    journal = tmp_path / "journal"
+    env = clean_env({"ENTRYPOINT_CONTROL_SOCKET": "", "TOKEN": f"file:{volume.root}/token"})
+    proc = start_cli(["--kill-timeout", "5s", "--wait-min", "0s", "--wait-max", "0s", "--",
+                      sys.executable, PROBE, str(journal), "TOKEN"],
+                     env, stderr=subprocess.PIPE, text=True)
+    stop_after.append(proc)
+    assert wait_for(journal, "start")[0]["env"] == {"TOKEN": "kube-secret-a"}
+    for count, value in enumerate(("kube-secret-b", "kube-secret-c", "kube-secret-d"), start=2):
+        volume.update({"token": value})
+        assert wait_for(journal, "start", count)[count - 1]["env"] == {"TOKEN": value}
+    stderr = finish(proc)
+    assert "a link on its way was replaced" in stderr
+    assert "kube-secret-" not in stderr

@@ -1,0 +1,115 @@
+"""Watched paths reached through symbolic links, as in a Kubernetes secret or ConfigMap
+volume: ``token -> ..data/token``, ``..data -> ..2026_...``, and every update writes a new
+timestamped folder, swaps ``..data`` to it by a rename and removes the old folder. There
+is no event at the file itself: without following the links, one update was seen (the old
+folder's removal) and none after it, because the watch stayed on the removed folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from entrypoint.plan.keys import SourceKey
+from entrypoint.rotation.file_watch import FileWatch, link_folders
+from tests.helpers.kube_volume import Volume
+
+LOG = logging.getLogger("test")
+DEADLINE = 10.0
+KEY = SourceKey("file", "token")
+
+Seen = queue.SimpleQueue[tuple[str, frozenset[SourceKey], bool]]
+
+
+@pytest.fixture
+def seen() -> Seen:
+    return queue.SimpleQueue()
+
+
+@pytest.fixture
+def watch(seen: Seen) -> Iterator[FileWatch]:
+    files = FileWatch(lambda reason, keys, rerender: seen.put((reason, frozenset(keys),
+                                                                rerender)), LOG)
+    yield files
+    files.stop()
+
+
+def next_notice(seen: Seen, want: frozenset[SourceKey], rerender: bool = False) -> str:
+    deadline = time.monotonic() + DEADLINE
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reason, keys, again = seen.get(timeout=left)
+        except queue.Empty:
+            break
+        if keys == want and again == rerender:
+            return reason
+    raise AssertionError(f"no notice for {set(want)} within {DEADLINE}s")
+
+
+def drain(seen: Seen) -> None:
+    while not seen.empty():
+        seen.get()
+
+
+def test_link_folders_are_where_each_link_on_the_way_lives(tmp_path: Path) -> None:
+    volume = Volume(tmp_path / "vol", {"token": "a"})
+    assert link_folders(str(volume.root / "token")) == {str(volume.root)}
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert link_folders(str(plain)) == set()
+    # A link elsewhere, relative with "..", to a folder that is itself a link.
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/current").symlink_to("../vol")
+    assert link_folders(str(tmp_path / "conf/current/token")) == {str(tmp_path / "conf"),
+                                                                  str(volume.root)}
+    (tmp_path / "loop").symlink_to("loop")
+    assert link_folders(str(tmp_path / "loop/x")) == {str(tmp_path)}  # ends, as the kernel does
+
+
+def test_every_update_of_a_kubernetes_volume_is_a_change(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    volume = Volume(tmp_path / "vol", {"token": "a"})
+    watch.add_key(KEY, [volume.root / "token"])
+    watch.start()
+    for text in ("b", "c", "d"):
+        volume.update({"token": text})
+        next_notice(seen, frozenset({KEY}))
+        # What the engine then reads through the path is the new value.
+        assert (volume.root / "token").read_text() == text
+        drain(seen)
+    assert watch.files == {os.path.realpath(volume.root / "token"): {KEY}}
+
+
+def test_a_template_in_a_configmap_volume_renders_again_at_each_update(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    volume = Volume(tmp_path / "vol", {"app.tmpl": "one"})
+    watch.add_template(volume.root / "app.tmpl")
+    watch.start()
+    for text in ("two", "three"):
+        volume.update({"app.tmpl": text})
+        reason = next_notice(seen, frozenset(), rerender=True)
+        assert reason.startswith("template ")
+        drain(seen)
+
+
+def test_a_secrets_folder_reached_through_a_link_is_followed_to_its_new_place(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    key = SourceKey("vault", "kv/app/")
+    (tmp_path / "v1/app").mkdir(parents=True)
+    (tmp_path / "v1/app/db.json").write_text("{}")
+    (tmp_path / "current").symlink_to("v1")
+    watch.add_key(key, [tmp_path / "current/app"])
+    watch.start()
+    (tmp_path / "v2/app").mkdir(parents=True)
+    (tmp_path / "v2/app/db.json").write_text('{"k": "v"}')
+    (tmp_path / "next").symlink_to("v2")
+    os.replace(tmp_path / "next", tmp_path / "current")
+    assert "a link on its way was replaced" in next_notice(seen, frozenset({key}))
+    drain(seen)
+    (tmp_path / "v2/app/new.json").write_text("{}")  # beneath the new place: watched
+    next_notice(seen, frozenset({key}))
