@@ -6,6 +6,7 @@ watchdog is imported here only, and this module only when something is watched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,7 +33,6 @@ class FileWatch:
         self.log = log
         self.files: dict[str, set[SourceKey]] = {}   # resolved file -> keys
         self.rerender_files: set[str] = set()        # template sources
-        self.folders: set[str] = set()
         self.trees: dict[str, set[SourceKey]] = {}   # folder -> keys: any change beneath
         # A path as given -> (what it is, where it led last, the keys it answers).
         self.given: dict[str, tuple[str, str, frozenset[SourceKey]]] = {}
@@ -40,7 +40,12 @@ class FileWatch:
         self._lock = threading.RLock()  # the observer's thread against catch_up's
         self._observer: Any = None
         self._handler: Any = None
-        self._scheduled: set[tuple[str, bool]] = set()
+        self._scheduled: dict[tuple[str, bool], Any] = {}  # (folder, recursive) -> watch
+
+    @property
+    def folders(self) -> set[str]:
+        """The folders of the watched files: an editor's rename is an event there."""
+        return {os.path.dirname(path) for path in (*self.files, *self.rerender_files)}
 
     def add_key(self, key: SourceKey, candidates: Iterable[Path]) -> None:
         """A file is watched by itself; a folder (a ``secrets`` folder of the local
@@ -48,22 +53,20 @@ class FileWatch:
         for path in candidates:
             resolved = os.path.realpath(path)
             kind = "tree" if os.path.isdir(resolved) else "file"
-            self._follow(os.path.abspath(path), kind, resolved, frozenset({key}))
+            self._follow(_absolute(path), kind, resolved, frozenset({key}))
 
     def add_template(self, path: Path) -> None:
-        self._follow(os.path.abspath(path), "template", os.path.realpath(path), frozenset())
+        self._follow(_absolute(path), "template", os.path.realpath(path), frozenset())
 
     def _follow(self, given: str, kind: str, resolved: str, keys: frozenset[SourceKey]
                 ) -> None:
         if kind == "tree":
             self.trees.setdefault(resolved, set()).update(keys)
+        elif kind == "file":
+            self.files.setdefault(resolved, set()).update(keys)
         else:
-            if kind == "file":
-                self.files.setdefault(resolved, set()).update(keys)
-            else:
-                self.rerender_files.add(resolved)
-            self.folders.add(os.path.dirname(resolved))
-        if given != resolved:
+            self.rerender_files.add(resolved)
+        if given != resolved or given in self.given:
             _, _, before = self.given.get(given, (kind, resolved, frozenset()))
             self.given[given] = (kind, resolved, before | keys)
             self.link_folders |= link_folders(given)
@@ -78,14 +81,10 @@ class FileWatch:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.event_type in ("opened", "closed_no_write"):
-                    return
-                for raw in (event.src_path, getattr(event, "dest_path", "")):
-                    if raw:
-                        path = raw.decode() if isinstance(raw, bytes) else str(raw)
-                        watch.changed(os.path.realpath(path))
-                        if os.path.dirname(path) in watch.link_folders:
-                            watch.relinked()
+                try:
+                    watch.seen(event)
+                except Exception:  # watchdog's only thread must never end on one event
+                    watch.log.exception("file watch error; watching goes on")
 
         self._observer = Observer()
         self._handler = Handler()
@@ -93,17 +92,35 @@ class FileWatch:
         self._observer.daemon = True
         self._observer.start()
 
+    def seen(self, event: Any) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                path = raw.decode() if isinstance(raw, bytes) else str(raw)
+                self.changed(os.path.realpath(path))
+                if os.path.dirname(path) in self.link_folders:
+                    self.relinked()
+
     def _schedule_all(self) -> None:
-        wanted = [(folder, False) for folder in sorted(self.folders | self.link_folders)]
-        wanted += [(tree, True) for tree in sorted(self.trees)]
-        for folder, recursive in wanted:
-            if (folder, recursive) in self._scheduled:
-                continue
+        """Watch what is wanted now, and no longer what is not (a swapped-out folder:
+        watchdog would reuse its stopped watcher were the name to come back)."""
+        wanted = {(folder, False) for folder in self.folders | self.link_folders}
+        wanted |= {(tree, True) for tree in self.trees}
+        for gone in [place for place in self._scheduled if place not in wanted]:
+            with contextlib.suppress(Exception):  # its folder is gone, or never was watched
+                self._observer.unschedule(self._scheduled[gone])
+            del self._scheduled[gone]
+        for folder, recursive in sorted(wanted - set(self._scheduled)):
             if not os.path.isdir(folder):
                 self.log.warning("cannot watch %s: not a folder", folder)
                 continue
-            self._observer.schedule(self._handler, folder, recursive=recursive)
-            self._scheduled.add((folder, recursive))
+            try:
+                watch = self._observer.schedule(self._handler, folder, recursive=recursive)
+            except OSError as exc:  # removed meanwhile, or the inotify watch limit
+                self.log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+                continue
+            self._scheduled[folder, recursive] = watch
 
     def relinked(self) -> None:
         """A link in a watched path's way changed: follow each path to where it leads
@@ -117,8 +134,10 @@ class FileWatch:
                     self._follow(given, kind, now, keys)
                     self.given[given] = (kind, now, keys)
                     moved.append((given, kind, keys))
-            if moved and self._observer is not None:
-                self._schedule_all()
+            if moved:
+                self.link_folders = set().union(*(link_folders(g) for g in self.given))
+                if self._observer is not None:
+                    self._schedule_all()
         for given, kind, keys in moved:
             if kind == "template":
                 self.notify(f"template {given} changed (a link on its way was replaced)",
@@ -127,10 +146,10 @@ class FileWatch:
                 self.notify(f"{given} changed (a link on its way was replaced)", keys, False)
 
     def _forget(self, kind: str, resolved: str, keys: frozenset[SourceKey]) -> None:
-        table = self.trees if kind == "tree" else self.files
         if kind == "template":
             self.rerender_files.discard(resolved)
             return
+        table = self.trees if kind == "tree" else self.files
         left = table.get(resolved, set()) - keys
         if left:
             table[resolved] = left
@@ -177,7 +196,7 @@ def link_folders(path: str, limit: int = 40) -> set[str]:
     leads (as the kernel resolves it: component by component, a link's target in place
     of the link)."""
     folders: set[str] = set()
-    pending = list(reversed(os.path.abspath(path).split(os.sep)))
+    pending = list(reversed(_absolute(path).split(os.sep)))
     current = os.sep
     hops = 0
     while pending:
@@ -201,6 +220,12 @@ def link_folders(path: str, limit: int = 40) -> set[str]:
             current = os.sep
         pending.extend(reversed(target.split(os.sep)))
     return folders
+
+
+def _absolute(path: str | Path) -> str:
+    """``path`` from the root, its ``..`` left in place: after a link, the kernel takes
+    ``..`` from where the link led (``os.path.abspath`` would cut it by text)."""
+    return os.path.join(os.getcwd(), path)
 
 
 def content_mark(path: str | Path) -> int | None:

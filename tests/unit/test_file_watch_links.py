@@ -39,16 +39,22 @@ def watch(seen: Seen) -> Iterator[FileWatch]:
     files.stop()
 
 
-def next_notice(seen: Seen, want: frozenset[SourceKey], rerender: bool = False) -> str:
+RELINKED = "a link on its way was replaced"
+
+
+def next_notice(seen: Seen, want: frozenset[SourceKey], rerender: bool = False,
+                saying: str = "") -> str:
+    """The next notice for ``want`` whose reason holds ``saying``. The old folder's
+    removal may come first (its file's own event): that one is passed over."""
     deadline = time.monotonic() + DEADLINE
     while (left := deadline - time.monotonic()) > 0:
         try:
             reason, keys, again = seen.get(timeout=left)
         except queue.Empty:
             break
-        if keys == want and again == rerender:
+        if keys == want and again == rerender and saying in reason:
             return reason
-    raise AssertionError(f"no notice for {set(want)} within {DEADLINE}s")
+    raise AssertionError(f"no notice for {set(want)} saying {saying!r} within {DEADLINE}s")
 
 
 def drain(seen: Seen) -> None:
@@ -67,6 +73,9 @@ def test_link_folders_are_where_each_link_on_the_way_lives(tmp_path: Path) -> No
     (tmp_path / "conf/current").symlink_to("../vol")
     assert link_folders(str(tmp_path / "conf/current/token")) == {str(tmp_path / "conf"),
                                                                   str(volume.root)}
+    # ".." after a link is taken from where the link led, as the kernel does.
+    (tmp_path / "cfg").symlink_to("vol/..data")
+    assert link_folders(str(tmp_path / "cfg/../token")) == {str(tmp_path), str(volume.root)}
     (tmp_path / "loop").symlink_to("loop")
     assert link_folders(str(tmp_path / "loop/x")) == {str(tmp_path)}  # ends, as the kernel does
 
@@ -78,11 +87,17 @@ def test_every_update_of_a_kubernetes_volume_is_a_change(
     watch.start()
     for text in ("b", "c", "d"):
         volume.update({"token": text})
-        next_notice(seen, frozenset({KEY}))
+        next_notice(seen, frozenset({KEY}), saying=RELINKED)
         # What the engine then reads through the path is the new value.
         assert (volume.root / "token").read_text() == text
+        assert watch.files == {os.path.realpath(volume.root / "token"): {KEY}}
         drain(seen)
-    assert watch.files == {os.path.realpath(volume.root / "token"): {KEY}}
+    # In place, as an editor would: the folder it leads to now is watched.
+    (volume.root / "token").write_text("e")
+    assert "changed" in next_notice(seen, frozenset({KEY}))
+    # Only the folders in use are watched: the volume's and its newest folder.
+    assert sorted(watch._scheduled) == [(str(volume.root), False),
+                                        (os.path.realpath(volume.root / "..data"), False)]
 
 
 def test_a_template_in_a_configmap_volume_renders_again_at_each_update(
@@ -92,7 +107,7 @@ def test_a_template_in_a_configmap_volume_renders_again_at_each_update(
     watch.start()
     for text in ("two", "three"):
         volume.update({"app.tmpl": text})
-        reason = next_notice(seen, frozenset(), rerender=True)
+        reason = next_notice(seen, frozenset(), rerender=True, saying=RELINKED)
         assert reason.startswith("template ")
         drain(seen)
 
@@ -109,7 +124,65 @@ def test_a_secrets_folder_reached_through_a_link_is_followed_to_its_new_place(
     (tmp_path / "v2/app/db.json").write_text('{"k": "v"}')
     (tmp_path / "next").symlink_to("v2")
     os.replace(tmp_path / "next", tmp_path / "current")
-    assert "a link on its way was replaced" in next_notice(seen, frozenset({key}))
+    next_notice(seen, frozenset({key}), saying=RELINKED)
     drain(seen)
     (tmp_path / "v2/app/new.json").write_text("{}")  # beneath the new place: watched
     next_notice(seen, frozenset({key}))
+
+
+def test_a_folder_name_used_again_is_watched_again(tmp_path: Path, watch: FileWatch,
+                                                  seen: Seen) -> None:
+    """Checkouts named by commit, as git-sync makes them: after a revert, a folder removed
+    earlier comes back under its old name. It is watched anew, not through the watcher
+    that stopped when the folder was removed."""
+    def check_out(slot: str, text: str) -> None:
+        (tmp_path / slot).mkdir()
+        (tmp_path / slot / "token").write_text(text)
+        (tmp_path / "next").symlink_to(slot)
+        os.replace(tmp_path / "next", tmp_path / "current")
+
+    def remove(slot: str) -> None:
+        (tmp_path / slot / "token").unlink()
+        (tmp_path / slot).rmdir()
+
+    check_out("A", "a")
+    watch.add_key(KEY, [tmp_path / "current/token"])
+    watch.start()
+    check_out("B", "b")
+    remove("A")
+    next_notice(seen, frozenset({KEY}), saying=RELINKED)
+    check_out("A", "a again")
+    remove("B")
+    next_notice(seen, frozenset({KEY}), saying=RELINKED)
+    drain(seen)
+    (tmp_path / "A/token").write_text("edited in place")
+    next_notice(seen, frozenset({KEY}))
+
+
+def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
+        tmp_path: Path, watch: FileWatch, seen: Seen, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inotify watch limit (ENOSPC) cannot be reached on demand here, so the
+    observer's schedule is made to refuse the new folder; before, the refusal ended
+    watchdog's one thread and every later change went unseen."""
+    volume = Volume(tmp_path / "vol", {"token": "a"})
+    other = tmp_path / "plain.txt"
+    other.write_text("x")
+    other_key = SourceKey("file", str(other))
+    watch.add_key(KEY, [volume.root / "token"])
+    watch.add_key(other_key, [other])
+    watch.start()
+    schedule = watch._observer.schedule
+
+    def refuse(handler: object, folder: str, recursive: bool = False) -> object:
+        if "..2026" in folder:
+            raise OSError(28, "No space left on device")
+        return schedule(handler, folder, recursive=recursive)
+
+    monkeypatch.setattr(watch._observer, "schedule", refuse)
+    with caplog.at_level(logging.WARNING, logger="test"):
+        volume.update({"token": "b"})
+        next_notice(seen, frozenset({KEY}), saying=RELINKED)  # the change is still told
+    assert "No space left on device" in caplog.text and "cannot watch" in caplog.text
+    other.write_text("y")  # the observer lives on
+    next_notice(seen, frozenset({other_key}))
