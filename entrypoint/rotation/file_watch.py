@@ -41,6 +41,8 @@ class FileWatch:
         self._observer: Any = None
         self._handler: Any = None
         self._scheduled: dict[tuple[str, bool], Any] = {}  # (folder, recursive) -> watch
+        self._lost: set[tuple[str, bool]] = set()  # watched, then removed: read when back
+        self._warned: set[str] = set()
 
     @property
     def folders(self) -> set[str]:
@@ -101,11 +103,19 @@ class FileWatch:
                 self.changed(os.path.realpath(path))
                 if os.path.dirname(path) in self.link_folders:
                     self.relinked()
+        if event.is_directory and event.event_type in ("created", "deleted", "moved"):
+            src = event.src_path
+            gone = src.decode() if isinstance(src, bytes) else str(src)
+            self.rescan(gone if event.event_type != "created" else None)
 
-    def _schedule_all(self) -> None:
+    def _schedule_all(self) -> set[tuple[str, bool]]:
         """Watch what is wanted now, and no longer what is not (a swapped-out folder:
-        watchdog would reuse its stopped watcher were the name to come back)."""
-        wanted = {(folder, False) for folder in self.folders | self.link_folders}
+        watchdog would reuse its stopped watcher were the name to come back). The
+        folders that hold the watched ones are watched too: a watched folder removed and
+        made again (replaced whole) shows there."""
+        places = self.folders | set(self.trees)
+        wanted = {(folder, False) for folder in places | self.link_folders}
+        wanted |= {(os.path.dirname(folder), False) for folder in places}
         wanted |= {(tree, True) for tree in self.trees}
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
@@ -113,14 +123,48 @@ class FileWatch:
             del self._scheduled[gone]
         for folder, recursive in sorted(wanted - set(self._scheduled)):
             if not os.path.isdir(folder):
-                self.log.warning("cannot watch %s: not a folder", folder)
+                if folder not in self._warned and (folder, recursive) not in self._lost:
+                    # Said once, until it is watched again; not for one that was watched
+                    # and removed: it is watched again when it is back.
+                    self._warned.add(folder)
+                    self.log.warning("cannot watch %s: not a folder", folder)
                 continue
+            self._warned.discard(folder)
             try:
                 watch = self._observer.schedule(self._handler, folder, recursive=recursive)
             except OSError as exc:  # removed meanwhile, or the inotify watch limit
                 self.log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
                 continue
             self._scheduled[folder, recursive] = watch
+        return wanted
+
+    def rescan(self, gone: str | None = None) -> None:
+        """A folder was made, removed or moved (``gone``, its old path): a watched one
+        that went stops being watched (watchdog's watcher ended with it, even when a new
+        folder of that name is already there), one that is there is watched, and what it
+        holds then is read again."""
+        with self._lock:
+            if self._observer is None:
+                return
+            retired = [p for p in self._scheduled if p[0] == gone or not os.path.isdir(p[0])]
+            for place in retired:
+                with contextlib.suppress(Exception):  # its watcher stopped with it
+                    self._observer.unschedule(self._scheduled.pop(place))
+                self._lost.add(place)
+            wanted = self._schedule_all()
+            back = [place for place in self._lost if place in self._scheduled]
+            self._lost = {place for place in self._lost - set(back) if place in wanted}
+        # Read again what was beneath: its own events may have gone with its watcher.
+        for folder in sorted({folder for folder, _ in (*retired, *back)}):
+            self.changed_beneath(folder)
+
+    def changed_beneath(self, folder: str) -> None:
+        """Everything watched in or beneath ``folder`` may have changed."""
+        with self._lock:
+            inside = [path for path in (*self.files, *self.rerender_files, *self.trees)
+                      if path == folder or path.startswith(folder + os.sep)]
+        for path in inside:
+            self.changed(path if path not in self.trees else path + os.sep)
 
     def relinked(self) -> None:
         """A link in a watched path's way changed: follow each path to where it leads

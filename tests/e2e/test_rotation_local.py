@@ -174,3 +174,25 @@ def test_every_update_of_a_kubernetes_secret_volume_restarts_the_app(
     stderr = finish(proc)
     assert "a link on its way was replaced" in stderr
     assert "kube-secret-" not in stderr
+
+
+def test_a_secrets_folder_replaced_whole_stays_watched(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    """``rm -rf kv/app && mv kv/app.new kv/app``: the new folder's values are read, and
+    later edits in it are seen (before, the watch ended with the removed folder)."""
+    journal = tmp_path / "journal"
+    proc = start(secrets, journal, "--wait-min", "0s", "--wait-max", "0s")
+    stop_after.append(proc)
+    assert wait_for(journal, "start")[0]["env"]["DB_PASSWORD"] == "value-1"
+    staged = secrets / "kv/app.new"
+    staged.mkdir()
+    (staged / "db.json").write_text(json.dumps({"password": "value-2"}))
+    (staged / "other.json").write_text(json.dumps({"x": "unchanged"}))
+    for file in (secrets / "kv/app").iterdir():
+        file.unlink()
+    (secrets / "kv/app").rmdir()
+    staged.rename(secrets / "kv/app")
+    assert wait_for(journal, "start", 2)[1]["env"]["DB_PASSWORD"] == "value-2"
+    write_secret(secrets, "value-3")
+    assert wait_for(journal, "start", 3)[2]["env"]["DB_PASSWORD"] == "value-3"
+    finish(proc)

@@ -186,3 +186,45 @@ def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
     assert "No space left on device" in caplog.text and "cannot watch" in caplog.text
     other.write_text("y")  # the observer lives on
     next_notice(seen, frozenset({other_key}))
+
+
+def test_a_watched_folder_replaced_whole_is_watched_again(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    """``rm -rf app && mv app.new app``: the watch on the removed folder ended with it.
+    The folder that holds it is watched too, so the new one is watched from then on, and
+    what it holds is read again (it may have been written before its watch began)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "token").write_text("a")
+    watch.add_key(KEY, [app / "token"])
+    watch.start()
+    staged = tmp_path / "app.new"
+    staged.mkdir()
+    (staged / "token").write_text("b")
+    (app / "token").unlink()
+    app.rmdir()
+    next_notice(seen, frozenset({KEY}))  # the file's removal
+    os.rename(staged, app)
+    next_notice(seen, frozenset({KEY}))  # back: read again
+    drain(seen)
+    (app / "token").write_text("c")  # and edits in the new folder are seen
+    next_notice(seen, frozenset({KEY}))
+
+
+def test_a_secrets_folder_replaced_whole_is_watched_again(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    key = SourceKey("vault", "kv/app/")
+    tree = tmp_path / "kv/app"
+    tree.mkdir(parents=True)
+    (tree / "db.json").write_text("{}")
+    watch.add_key(key, [tree])
+    watch.start()
+    (tree / "db.json").unlink()
+    tree.rmdir()
+    next_notice(seen, frozenset({key}))
+    tree.mkdir()
+    (tree / "db.json").write_text('{"k": "v"}')
+    next_notice(seen, frozenset({key}))
+    drain(seen)
+    (tree / "new.json").write_text("{}")
+    next_notice(seen, frozenset({key}))
