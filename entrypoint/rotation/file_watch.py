@@ -110,13 +110,12 @@ class FileWatch:
 
     def _schedule_all(self) -> set[tuple[str, bool]]:
         """Watch what is wanted now, and no longer what is not (a swapped-out folder:
-        watchdog would reuse its stopped watcher were the name to come back). The
-        folders that hold the watched ones are watched too: a watched folder removed and
-        made again (replaced whole) shows there."""
-        places = self.folders | set(self.trees)
-        wanted = {(folder, False) for folder in places | self.link_folders}
-        wanted |= {(os.path.dirname(folder), False) for folder in places}
+        watchdog would reuse its stopped watcher were the name to come back). While a
+        watched folder is removed, the folder that held it is watched: its return (a
+        folder replaced whole) shows there."""
+        wanted = {(folder, False) for folder in self.folders | self.link_folders}
         wanted |= {(tree, True) for tree in self.trees}
+        wanted |= {(os.path.dirname(folder), False) for folder, _ in self._lost}
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
                 self._observer.unschedule(self._scheduled[gone])
@@ -154,6 +153,8 @@ class FileWatch:
             wanted = self._schedule_all()
             back = [place for place in self._lost if place in self._scheduled]
             self._lost = {place for place in self._lost - set(back) if place in wanted}
+            if back:
+                self._schedule_all()  # their parents need no watch any more
         # Read again what was beneath: its own events may have gone with its watcher.
         for folder in sorted({folder for folder, _ in (*retired, *back)}):
             self.changed_beneath(folder)

@@ -191,8 +191,9 @@ def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
 def test_a_watched_folder_replaced_whole_is_watched_again(
         tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
     """``rm -rf app && mv app.new app``: the watch on the removed folder ended with it.
-    The folder that holds it is watched too, so the new one is watched from then on, and
-    what it holds is read again (it may have been written before its watch began)."""
+    While it is gone the folder that held it is watched, so the new one is watched from
+    then on, and what it holds is read again (it may have been written before its watch
+    began); then the parent's watch is dropped."""
     app = tmp_path / "app"
     app.mkdir()
     (app / "token").write_text("a")
@@ -209,6 +210,7 @@ def test_a_watched_folder_replaced_whole_is_watched_again(
     drain(seen)
     (app / "token").write_text("c")  # and edits in the new folder are seen
     next_notice(seen, frozenset({KEY}))
+    assert sorted(watch._scheduled) == [(str(app), False)]  # no watch on its parent now
 
 
 def test_a_secrets_folder_replaced_whole_is_watched_again(
