@@ -53,12 +53,12 @@ class FileWatch:
         """A file is watched by itself; a folder (a ``secrets`` folder of the local
         directory) whole: a file added, edited or removed anywhere beneath it."""
         for path in candidates:
-            resolved = os.path.realpath(path)
+            resolved = _realpath(path)
             kind = "tree" if os.path.isdir(resolved) else "file"
             self._follow(_absolute(path), kind, resolved, frozenset({key}))
 
     def add_template(self, path: Path) -> None:
-        self._follow(_absolute(path), "template", os.path.realpath(path), frozenset())
+        self._follow(_absolute(path), "template", _realpath(path), frozenset())
 
     def _follow(self, given: str, kind: str, resolved: str, keys: frozenset[SourceKey]
                 ) -> None:
@@ -88,11 +88,17 @@ class FileWatch:
                 except Exception:  # watchdog's only thread must never end on one event
                     watch.log.exception("file watch error; watching goes on")
 
+        inotify_log = logging.getLogger("watchdog.observers.inotify")
+        if _not_retired_noise not in inotify_log.filters:
+            inotify_log.addFilter(_not_retired_noise)
         self._observer = Observer()
         self._handler = Handler()
-        self._schedule_all()
         self._observer.daemon = True
+        # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
+        # instead of at the observer's start, for all of them and the app's start.
         self._observer.start()
+        with self._lock:
+            self._schedule_all()
 
     def seen(self, event: Any) -> None:
         if event.event_type in ("opened", "closed_no_write"):
@@ -100,7 +106,7 @@ class FileWatch:
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
                 path = raw.decode() if isinstance(raw, bytes) else str(raw)
-                self.changed(os.path.realpath(path))
+                self.changed(_realpath(path))
                 if os.path.dirname(path) in self.link_folders:
                     self.relinked()
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
@@ -115,7 +121,8 @@ class FileWatch:
         folder replaced whole) shows there."""
         wanted = {(folder, False) for folder in self.folders | self.link_folders}
         wanted |= {(tree, True) for tree in self.trees}
-        wanted |= {(os.path.dirname(folder), False) for folder, _ in self._lost}
+        wanted |= {(_nearest_folder(os.path.dirname(folder)), False)
+                   for folder, _ in self._lost}
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
                 self._observer.unschedule(self._scheduled[gone])
@@ -128,12 +135,16 @@ class FileWatch:
                     self._warned.add(folder)
                     self.log.warning("cannot watch %s: not a folder", folder)
                 continue
-            self._warned.discard(folder)
             try:
                 watch = self._observer.schedule(self._handler, folder, recursive=recursive)
-            except OSError as exc:  # removed meanwhile, or the inotify watch limit
-                self.log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+            except FileNotFoundError:  # removed meanwhile: its removal is an event too
                 continue
+            except OSError as exc:  # the inotify watch limit, most likely
+                if folder not in self._warned:
+                    self._warned.add(folder)
+                    self.log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+                continue
+            self._warned.discard(folder)
             self._scheduled[folder, recursive] = watch
         return wanted
 
@@ -151,6 +162,11 @@ class FileWatch:
                     self._observer.unschedule(self._scheduled.pop(place))
                 self._lost.add(place)
             wanted = self._schedule_all()
+            # A folder made while its parent's watch was being set up has no event there.
+            for _ in range(3):
+                if not any(os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
+                    break
+                wanted = self._schedule_all()
             back = [place for place in self._lost if place in self._scheduled]
             self._lost = {place for place in self._lost - set(back) if place in wanted}
             if back:
@@ -173,7 +189,7 @@ class FileWatch:
         with self._lock:
             moved = []
             for given, (kind, resolved, keys) in list(self.given.items()):
-                now = os.path.realpath(given)
+                now = _realpath(given)
                 if now != resolved:
                     self._forget(kind, resolved, keys)
                     self._follow(given, kind, now, keys)
@@ -232,7 +248,8 @@ class FileWatch:
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
+            if self._observer.is_alive():
+                self._observer.join(timeout=5)
             self._observer = None
 
 
@@ -265,6 +282,28 @@ def link_folders(path: str, limit: int = 40) -> set[str]:
             current = os.sep
         pending.extend(reversed(target.split(os.sep)))
     return folders
+
+
+def _not_retired_noise(record: logging.LogRecord) -> bool:
+    """watchdog logs this (raw, at error) when a watch retired here still had an event
+    in flight; that event is not needed: what was beneath is read again."""
+    return "called when the thread is inactive" not in str(record.msg)
+
+
+def _nearest_folder(path: str) -> str:
+    """``path``, or the nearest folder above it that exists."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _realpath(path: str | Path) -> str:
+    """``os.path.realpath``, which on Python 3.11 raises when a link goes between its
+    ``lstat`` and its ``readlink`` (the kubelet's ``..data_tmp``): then the path as given."""
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return os.path.abspath(path)
 
 
 def _absolute(path: str | Path) -> str:

@@ -12,10 +12,12 @@ import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from entrypoint.plan.keys import SourceKey
+from entrypoint.rotation import file_watch
 from entrypoint.rotation.file_watch import FileWatch, link_folders
 from tests.helpers.kube_volume import Volume
 
@@ -230,3 +232,64 @@ def test_a_secrets_folder_replaced_whole_is_watched_again(
     drain(seen)
     (tree / "new.json").write_text("{}")
     next_notice(seen, frozenset({key}))
+
+
+def test_the_folder_above_a_removed_one_made_again_is_followed_down(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    """``rm -rf kv`` then ``mkdir -p kv/app``: the nearest folder left (the root) is
+    watched until kv/app is back."""
+    key = SourceKey("vault", "kv/app/")
+    tree = tmp_path / "kv/app"
+    tree.mkdir(parents=True)
+    (tree / "db.json").write_text("{}")
+    watch.add_key(key, [tree])
+    watch.start()
+    (tree / "db.json").unlink()
+    tree.rmdir()
+    tree.parent.rmdir()
+    next_notice(seen, frozenset({key}))
+    tree.mkdir(parents=True)
+    (tree / "db.json").write_text('{"k": "v"}')
+    next_notice(seen, frozenset({key}))
+    drain(seen)
+    (tree / "new.json").write_text("{}")
+    next_notice(seen, frozenset({key}))
+    assert sorted(watch._scheduled) == [(str(tree), True)]
+
+
+def test_a_folder_refused_at_the_start_does_not_stop_the_start(
+        tmp_path: Path, watch: FileWatch, seen: Seen, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inotify watch limit cannot be reached on demand here: adding the watch of one
+    folder is refused where watchdog adds it (its emitter's start). Before, the refusal
+    came out of the observer's start and the entrypoint exited 70 before the app ran."""
+    from watchdog.observers.inotify import InotifyEmitter
+
+    for name in ("refused", "fine"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "token").write_text("a")
+    fine = SourceKey("file", "fine")
+    watch.add_key(KEY, [tmp_path / "refused/token"])
+    watch.add_key(fine, [tmp_path / "fine/token"])
+    start = InotifyEmitter.on_thread_start
+
+    def refuse(self: Any) -> None:
+        if str(self.watch.path).endswith("refused"):
+            raise OSError(28, "No space left on device")
+        start(self)
+
+    monkeypatch.setattr(InotifyEmitter, "on_thread_start", refuse)
+    with caplog.at_level(logging.WARNING, logger="test"):
+        watch.start()
+    assert caplog.text.count("cannot watch") == 1 and "No space left" in caplog.text
+    (tmp_path / "fine/token").write_text("b")
+    next_notice(seen, frozenset({fine}))
+
+
+def test_a_link_gone_while_it_is_resolved_is_the_path_as_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def vanished(path: Any) -> str:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(file_watch.os.path, "realpath", vanished)
+    assert file_watch._realpath("/vol/token") == "/vol/token"
