@@ -121,14 +121,16 @@ class FileWatch:
         folder replaced whole) shows there."""
         wanted = {(folder, False) for folder in self.folders | self.link_folders}
         wanted |= {(tree, True) for tree in self.trees}
-        wanted |= {(_nearest_folder(os.path.dirname(folder)), False)
-                   for folder, _ in self._lost}
+        anchors = self._anchors()
+        wanted |= anchors
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
                 self._observer.unschedule(self._scheduled[gone])
             del self._scheduled[gone]
         for folder, recursive in sorted(wanted - set(self._scheduled)):
             if not os.path.isdir(folder):
+                if (folder, recursive) in anchors:
+                    continue  # gone since it was chosen: the rescan chooses again
                 if folder not in self._warned and (folder, recursive) not in self._lost:
                     # Said once, until it is watched again; not for one that was watched
                     # and removed: it is watched again when it is back.
@@ -162,9 +164,11 @@ class FileWatch:
                     self._observer.unschedule(self._scheduled.pop(place))
                 self._lost.add(place)
             wanted = self._schedule_all()
-            # A folder made while its parent's watch was being set up has no event there.
-            for _ in range(3):
-                if not any(os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
+            # Folders made or removed while the watches were set up have no event of their
+            # own: schedule again until each lost folder or its anchor is watched.
+            for _ in range(5):
+                if self._anchors() <= set(self._scheduled) and not any(
+                        os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
                     break
                 wanted = self._schedule_all()
             back = [place for place in self._lost if place in self._scheduled]
@@ -174,6 +178,11 @@ class FileWatch:
         # Read again what was beneath: its own events may have gone with its watcher.
         for folder in sorted({folder for folder, _ in (*retired, *back)}):
             self.changed_beneath(folder)
+
+    def _anchors(self) -> set[tuple[str, bool]]:
+        """Where the return of each removed folder will show: the nearest folder left."""
+        return {(_nearest_folder(os.path.dirname(folder)), False) for folder, _ in self._lost
+                if not os.path.isdir(folder)}
 
     def changed_beneath(self, folder: str) -> None:
         """Everything watched in or beneath ``folder`` may have changed."""
