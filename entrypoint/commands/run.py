@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -157,7 +156,8 @@ def template_marks(config: Config) -> dict[str, int | None]:
     from entrypoint.render.templates import template_sources
     from entrypoint.rotation.file_watch import content_mark
 
-    return {os.path.realpath(path): content_mark(path) for path in template_sources(config)}
+    # By the path as given: read again through it, a link swapped since is followed.
+    return {str(path): content_mark(path) for path in template_sources(config)}
 
 
 def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,

@@ -37,7 +37,8 @@ class FileWatch:
         # A path as given -> (what it is, where it led last, the keys it answers).
         self.given: dict[str, tuple[str, str, frozenset[SourceKey]]] = {}
         self.link_folders: set[str] = set()          # folders holding a link of a path
-        self._lock = threading.RLock()  # the observer's thread against catch_up's
+        # Becomes watchdog's own lock at start(); see there.
+        self._lock: Any = threading.RLock()
         self._observer: Any = None
         self._handler: Any = None
         self._scheduled: dict[tuple[str, bool], Any] = {}  # (folder, recursive) -> watch
@@ -94,11 +95,15 @@ class FileWatch:
         self._observer = Observer()
         self._handler = Handler()
         self._observer.daemon = True
+        # One lock with watchdog's: its dispatch thread holds that lock while it runs the
+        # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
+        # opposite orders here and there would deadlock the start.
+        self._lock = getattr(self._observer, "_lock", self._lock)
         # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
         # instead of at the observer's start, for all of them and the app's start.
         self._observer.start()
         with self._lock:
-            self._schedule_all()
+            self._settle()
 
     def seen(self, event: Any) -> None:
         if event.event_type in ("opened", "closed_no_write"):
@@ -139,7 +144,8 @@ class FileWatch:
                 continue
             try:
                 watch = self._observer.schedule(self._handler, folder, recursive=recursive)
-            except FileNotFoundError:  # removed meanwhile: its removal is an event too
+            except FileNotFoundError:  # removed since isdir(): awaited from above
+                self._lost.add((folder, recursive))
                 continue
             except OSError as exc:  # the inotify watch limit, most likely
                 if folder not in self._warned:
@@ -163,14 +169,7 @@ class FileWatch:
                 with contextlib.suppress(Exception):  # its watcher stopped with it
                     self._observer.unschedule(self._scheduled.pop(place))
                 self._lost.add(place)
-            wanted = self._schedule_all()
-            # Folders made or removed while the watches were set up have no event of their
-            # own: schedule again until each lost folder or its anchor is watched.
-            for _ in range(5):
-                if self._anchors() <= set(self._scheduled) and not any(
-                        os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
-                    break
-                wanted = self._schedule_all()
+            wanted = self._settle()
             back = [place for place in self._lost if place in self._scheduled]
             self._lost = {place for place in self._lost - set(back) if place in wanted}
             if back:
@@ -178,6 +177,17 @@ class FileWatch:
         # Read again what was beneath: its own events may have gone with its watcher.
         for folder in sorted({folder for folder, _ in (*retired, *back)}):
             self.changed_beneath(folder)
+
+    def _settle(self) -> set[tuple[str, bool]]:
+        """Schedule until each lost folder, or the folder its return will show in, is
+        watched: folders made or removed while the watches were set up have no event."""
+        wanted = self._schedule_all()
+        for _ in range(5):
+            if self._anchors() <= set(self._scheduled) and not any(
+                    os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
+                break
+            wanted = self._schedule_all()
+        return wanted
 
     def _anchors(self) -> set[tuple[str, bool]]:
         """Where the return of each removed folder will show: the nearest folder left."""
@@ -202,7 +212,6 @@ class FileWatch:
                 if now != resolved:
                     self._forget(kind, resolved, keys)
                     self._follow(given, kind, now, keys)
-                    self.given[given] = (kind, now, keys)
                     moved.append((given, kind, keys))
             if moved:
                 self.link_folders = set().union(*(link_folders(g) for g in self.given))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,14 +179,14 @@ def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
 
     def refuse(handler: object, folder: str, recursive: bool = False) -> object:
         if "..2026" in folder:
-            raise OSError(28, "No space left on device")
+            raise OSError(28, "inotify watch limit reached")
         return schedule(handler, folder, recursive=recursive)
 
     monkeypatch.setattr(watch._observer, "schedule", refuse)
     with caplog.at_level(logging.WARNING, logger="test"):
         volume.update({"token": "b"})
         next_notice(seen, frozenset({KEY}), saying=RELINKED)  # the change is still told
-    assert "No space left on device" in caplog.text and "cannot watch" in caplog.text
+    assert "inotify watch limit reached" in caplog.text and "cannot watch" in caplog.text
     other.write_text("y")  # the observer lives on
     next_notice(seen, frozenset({other_key}))
 
@@ -258,13 +259,13 @@ def test_a_folder_refused_at_the_start_does_not_stop_the_start(
 
     def refuse(self: Any) -> None:
         if str(self.watch.path).endswith("refused"):
-            raise OSError(28, "No space left on device")
+            raise OSError(28, "inotify watch limit reached")
         start(self)
 
     monkeypatch.setattr(InotifyEmitter, "on_thread_start", refuse)
     with caplog.at_level(logging.WARNING, logger="test"):
         watch.start()
-    assert caplog.text.count("cannot watch") == 1 and "No space left" in caplog.text
+    assert caplog.text.count("cannot watch") == 1 and "inotify watch limit reached" in caplog.text
     (tmp_path / "fine/token").write_text("b")
     next_notice(seen, frozenset({fine}))
 
@@ -276,3 +277,34 @@ def test_a_link_gone_while_it_is_resolved_is_the_path_as_given(
 
     monkeypatch.setattr(file_watch.os.path, "realpath", vanished)
     assert file_watch._realpath("/vol/token") == "/vol/token"
+
+
+def test_events_while_the_folders_are_scheduled_do_not_deadlock_the_start(
+        tmp_path: Path, watch: FileWatch, seen: Seen) -> None:
+    """watchdog runs the handler holding its own lock, and scheduling takes that lock:
+    with a second lock of ours taken around the scheduling, an event in a folder already
+    watched while later folders were scheduled hung the app's start for good."""
+    keys = []
+    for n in range(60):
+        (tmp_path / f"f{n}").mkdir()
+        (tmp_path / f"f{n}/token").write_text("a")
+        keys.append(SourceKey("file", f"f{n}"))
+        watch.add_key(keys[-1], [tmp_path / f"f{n}/token"])
+    stop = threading.Event()
+
+    def busy() -> None:  # events in the first folder all along
+        while not stop.is_set():
+            (tmp_path / "f0/token").write_text("b")
+
+    writer = threading.Thread(target=busy)
+    starter = threading.Thread(target=watch.start, daemon=True)
+    writer.start()
+    try:
+        starter.start()
+        starter.join(DEADLINE)
+        assert not starter.is_alive(), "start() never returned"
+    finally:
+        stop.set()
+        writer.join()
+    (tmp_path / "f59/token").write_text("c")
+    next_notice(seen, frozenset({keys[59]}))
