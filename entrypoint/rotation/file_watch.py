@@ -108,16 +108,14 @@ class FileWatch:
     def seen(self, event: Any) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        for raw in (event.src_path, getattr(event, "dest_path", "")):
-            if raw:
-                path = raw.decode() if isinstance(raw, bytes) else str(raw)
-                self.changed(_realpath(path))
-                if os.path.dirname(path) in self.link_folders:
-                    self.relinked()
+        paths = [raw.decode() if isinstance(raw, bytes) else str(raw)
+                 for raw in (event.src_path, getattr(event, "dest_path", "")) if raw]
+        for path in paths:
+            self.changed(_realpath(path))
+        if any(os.path.dirname(path) in self.link_folders for path in paths):
+            self.relinked()
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
-            src = event.src_path
-            gone = src.decode() if isinstance(src, bytes) else str(src)
-            self.rescan(gone if event.event_type != "created" else None)
+            self.rescan(paths[0] if event.event_type != "created" else None)
 
     def _schedule_all(self) -> set[tuple[str, bool]]:
         """Watch what is wanted now, and no longer what is not (a swapped-out folder:
@@ -136,11 +134,8 @@ class FileWatch:
             if not os.path.isdir(folder):
                 if (folder, recursive) in anchors:
                     continue  # gone since it was chosen: the rescan chooses again
-                if folder not in self._warned and (folder, recursive) not in self._lost:
-                    # Said once, until it is watched again; not for one that was watched
-                    # and removed: it is watched again when it is back.
-                    self._warned.add(folder)
-                    self.log.warning("cannot watch %s: not a folder", folder)
+                if (folder, recursive) not in self._lost:  # a lost one is awaited
+                    self._warn_once(folder, "not a folder")
                 continue
             try:
                 watch = self._observer.schedule(self._handler, folder, recursive=recursive)
@@ -148,13 +143,17 @@ class FileWatch:
                 self._lost.add((folder, recursive))
                 continue
             except OSError as exc:  # the inotify watch limit, most likely
-                if folder not in self._warned:
-                    self._warned.add(folder)
-                    self.log.warning("cannot watch %s: %s", folder, exc.strerror or exc)
+                self._warn_once(folder, exc.strerror or str(exc))
                 continue
             self._warned.discard(folder)
             self._scheduled[folder, recursive] = watch
         return wanted
+
+    def _warn_once(self, folder: str, reason: str) -> None:
+        """Said once per folder, until it is watched again."""
+        if folder not in self._warned:
+            self._warned.add(folder)
+            self.log.warning("cannot watch %s: %s", folder, reason)
 
     def rescan(self, gone: str | None = None) -> None:
         """A folder was made, removed or moved (``gone``, its old path): a watched one
