@@ -73,7 +73,9 @@ def replace_at(lease: LeaseTimes, now: float, fraction: float, rng: Rng,
     if remaining <= margin:
         return now
     delay = jittered(remaining * fraction, rng, spread=0.05)
-    return now + min(delay, remaining - margin)
+    # The bound as written, not now + (remaining - margin): that sum can round one step
+    # past expires_at - margin.
+    return max(now, min(now + delay, lease.expires_at - margin))
 
 
 def poll_at(now: float, interval: float, rng: Rng) -> float:
