@@ -308,3 +308,31 @@ def test_events_while_the_folders_are_scheduled_do_not_deadlock_the_start(
         writer.join()
     (tmp_path / "f59/token").write_text("c")
     next_notice(seen, frozenset({keys[59]}))
+
+
+def test_an_error_in_handling_one_event_is_logged_and_watching_goes_on(
+        tmp_path: Path, watch: FileWatch, seen: Seen, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in handling an event cannot be produced on demand: the first change handled
+    raises. Watchdog's dispatch thread, the only one, must outlive it."""
+    (tmp_path / "token").write_text("a")
+    watch.add_key(KEY, [tmp_path / "token"])
+    changed = watch.changed
+    calls = []
+
+    def fails_once(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one event")
+        changed(path)
+
+    monkeypatch.setattr(watch, "changed", fails_once)
+    with caplog.at_level(logging.ERROR, logger="test"):
+        watch.start()
+        (tmp_path / "token").write_text("b")
+        deadline = time.monotonic() + DEADLINE
+        while "file watch error; watching goes on" not in caplog.text:
+            assert time.monotonic() < deadline, "the error was never logged"
+            time.sleep(0.02)
+    (tmp_path / "token").write_text("c")
+    next_notice(seen, frozenset({KEY}))
