@@ -44,10 +44,14 @@ def start(secrets: Path, journal: Path, *args: str, **env: str) -> subprocess.Po
 def stop_after() -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
-    for proc in procs:
+    for proc in procs:  # after a failed test: as docker stops it, so that its app goes too
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.communicate(timeout=10)  # reads stderr: a full pipe would block it
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def finish(proc: subprocess.Popen[str]) -> str:
