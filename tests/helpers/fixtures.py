@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from collections.abc import Iterator
@@ -37,6 +38,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         print(report)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def entrypoint_logger() -> Iterator[None]:
+    """The ``entrypoint`` logger as it was before the test. A test that runs the CLI
+    in-process calls ``logs.setup()``, which clears the logger's handlers (secrecy's
+    collector with them: later tests' logs went unchecked) and adds one on that test's
+    captured stderr; pytest closes that stream, and a thread of a later test logging
+    there printed "--- Logging error --- I/O operation on closed file"."""
+    logger = logging.getLogger("entrypoint")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
 
 
 @pytest.fixture
