@@ -12,6 +12,10 @@ from entrypoint.config.settings import Setting
 from entrypoint.errors import ConfigError
 from entrypoint.secret import Secret
 
+# The lists of whole numbers, with their bounds: exit statuses are 0-255; a passed
+# descriptor is one the caller opened beyond 0, 1, 2.
+INT_LISTS = {"success_exit_code": (0, 255), "pass_fds": (3, 2**20)}
+
 
 @dataclass(frozen=True)
 class Raw:
@@ -45,6 +49,11 @@ def _to_list(setting: Setting, raw: Raw, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()]
     if isinstance(v, list) and all(isinstance(p, str) for p in v):
         return list(v)
+    if setting.name in INT_LISTS:  # as TOML writes them: pass_fds = [3]
+        if isinstance(v, list) and all(isinstance(p, int | str) and not isinstance(p, bool)
+                                       for p in v):
+            return [str(p) for p in v]
+        raise _expect(setting, raw, "a list of whole numbers")
     raise _expect(setting, raw, "a list of strings")
 
 
@@ -64,9 +73,7 @@ def _to_int(setting: Setting, raw: Raw, v: Any) -> Any:
 
 def _to_duration(setting: Setting, raw: Raw, v: Any) -> Any:
     if isinstance(v, int | float) and not isinstance(v, bool):
-        if v < 0:
-            raise ValueError(f"expected a duration of 0 or more, got {v}")
-        return float(v)
+        return values.check_duration(float(v))  # TOML has nan and inf
     if isinstance(v, str):
         return values.parse_duration(v)
     raise _expect(setting, raw, "a duration such as 30s")
@@ -79,7 +86,9 @@ def _to_fraction(setting: Setting, raw: Raw, v: Any) -> Any:
 
 
 def _to_text(setting: Setting, raw: Raw, v: Any) -> Any:
-    """The kinds TOML can only give as a string."""
+    """The kinds TOML can only give as a string, and signals, also a number."""
+    if setting.kind == "signal" and isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
     if not isinstance(v, str):
         raise _expect(setting, raw, "a string")
     if setting.kind == "signal":

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.config import values
+from entrypoint.config.convert import INT_LISTS, convert, did_you_mean
 from entrypoint.config.convert import Raw as Raw
-from entrypoint.config.convert import convert, did_you_mean
 from entrypoint.config.settings import BY_NAME, BY_VARIABLE, SECTIONS, SETTINGS
 from entrypoint.describe import os_reason
 from entrypoint.errors import ConfigError, PermissionDenied
@@ -291,9 +291,9 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
             chosen["template"] = templates(raw, base if from_file else Path.cwd())
         elif setting.name == "rewrite_signal":
             chosen[setting.name] = _rewrite_map(convert(setting, raw), raw.origin)
-        elif setting.name in _INT_LISTS:
+        elif setting.name in INT_LISTS:
             chosen[setting.name] = _int_list(convert(setting, raw), raw.origin, setting.name,
-                                             *_INT_LISTS[setting.name])
+                                             *INT_LISTS[setting.name])
         else:
             value = convert(setting, raw)
             if setting.kind == "path" and raw is file_values.get(setting.name):
@@ -307,10 +307,6 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
     return config
 
 
-# Exit statuses are 0-255; a passed descriptor is one the caller opened beyond 0, 1, 2.
-_INT_LISTS = {"success_exit_code": (0, 255), "pass_fds": (3, 2**20)}
-
-
 def _cross_check(config: Config) -> None:
     if config.success_exit_code and config.mode == "exec":
         raise ConfigError(f"{config.origins['success_exit_code']}: success_exit_code needs "
@@ -320,6 +316,11 @@ def _cross_check(config: Config) -> None:
         raise ConfigError(f"{config.origins['wait_max']}: wait_max ({config.wait_max:g}s) is "
                           f"shorter than wait_min ({config.wait_min:g}s)",
                           hint="expected wait_max >= wait_min")
+    for name in ("poll_interval", "static_creds_poll_interval"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{config.origins[name]}: {name} must be longer than 0: "
+                              "0 would read the secrets again and again without a pause",
+                              hint="expected a duration such as 5m")
     if config.local_secrets is not None and not config.local_secrets.is_dir():
         raise ConfigError(f"{config.origins['local_secrets']}: local secrets directory "
                           f"{config.local_secrets} does not exist or is not a directory")

@@ -83,7 +83,7 @@ def templates(raw: Raw, base: Path) -> list[TemplateSpec]:
         if not dest:
             raise ConfigError(f"{origin}: [[template]] needs a destination")
         try:
-            perms = values.parse_perms(str(table.get("perms", "0600")))
+            perms = values.parse_perms(_perms_text(table.get("perms", "0600")))
             on_change = OnChange.parse(str(table.get("on_change", "restart")))
         except ValueError as exc:
             raise ConfigError(f"{origin}: template: {exc}") from None
@@ -114,3 +114,13 @@ def env_templates(raw: Raw, base: Path) -> list[EnvTemplateSpec]:
         specs.append(EnvTemplateSpec(name=name, source=source, contents=contents,
                                      origin=origin))
     return specs
+
+
+def _perms_text(value: object) -> str:
+    """perms as written in quotes. A TOML number is refused: 0o600 and 600 both arrive
+    as numbers (384 and 600), and reading either back as octal digits made a wrong mode
+    in silence (0o644 became 0420)."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected octal file permissions in quotes such as \"0600\", got "
+                     f"{value!r}: TOML reads 0o600 and 600 as numbers")

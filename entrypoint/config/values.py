@@ -12,6 +12,10 @@ import signal
 _DURATION = re.compile(r"(?P<num>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
+# The longest duration taken: a century. Beyond it, deadlines overflow the platform's
+# time_t (a template_timeout of 99999999999999h ended in a traceback) for no use.
+MAX_DURATION = 100 * 365.25 * 86400.0
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
@@ -29,7 +33,16 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"expected a duration such as 500ms, 30s, 5m or 1h, got {text!r}")
         total += float(m.group("num")) * _UNITS[m.group("unit")]
         pos = m.end()
-    return total
+    return check_duration(total)
+
+
+def check_duration(seconds: float) -> float:
+    """A duration in seconds, if it is one: 0 or more, finite, at most a century."""
+    if seconds != seconds or seconds < 0:  # NaN compares unequal to itself
+        raise ValueError(f"expected a duration of 0 or more, got {seconds}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"expected a duration of at most 100 years (876000h), got {seconds:g}s")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

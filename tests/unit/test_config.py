@@ -74,6 +74,15 @@ def test_toml_top_level_key_that_belongs_in_a_section_is_rejected(tmp_path: Path
          ["unknown key 'perm'", "did you mean 'perms'"]),
         ("[rotation]\nwait_min = 5\nwait_max = 2\n", ["wait_max (2s) is shorter"]),
         ("this is not toml\n", ["is not valid TOML"]),
+        # A quoted mode only: 0o644 arrives as the number 420 and was read back as 0420.
+        ('[[template]]\ncontents = "x"\ndestination = "/x"\nperms = 0o644\n',
+         ["entrypoint.toml:1", "octal file permissions in quotes", "got 420"]),
+        ("template_timeout = inf\n", ["template_timeout", "at most 100 years"]),
+        ("template_timeout = nan\n", ["template_timeout", "a duration of 0 or more"]),
+        ('kill_timeout = "99999999999999h"\n', ["kill_timeout", "at most 100 years"]),
+        ("pass_fds = [3, true]\n", ["pass_fds expects a list of whole numbers"]),
+        ('poll_interval = "0s"\n', ["entrypoint.toml:1", "poll_interval must be longer"]),
+        ("static_creds_poll_interval = 0\n", ["static_creds_poll_interval must be longer"]),
     ],
 )
 def test_bad_files_are_rejected_with_where_and_what(tmp_path: Path, text: str,
@@ -85,6 +94,16 @@ def test_bad_files_are_rejected_with_where_and_what(tmp_path: Path, text: str,
     for fragment in fragments:
         assert fragment in message
     assert info.value.exit_code == 78
+
+
+def test_numbers_where_toml_writes_them_as_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "stop_signal = 1\npass_fds = [3, 4]\nsuccess_exit_code = [0, 143]\n"
+                           'template_timeout = 2.5\n')
+    config = load({}, {"ENTRYPOINT_CONFIG": str(path)})
+    assert config.stop_signal == 1
+    assert config.pass_fds == [3, 4]
+    assert config.success_exit_code == [0, 143]
+    assert config.template_timeout == 2.5
 
 
 def test_unknown_variable_gets_a_suggestion() -> None:
