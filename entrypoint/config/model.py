@@ -270,7 +270,7 @@ def load(flags: Mapping[str, Raw], environ: Mapping[str, str]) -> Config:
     file_values: dict[str, Raw] = {}
     base = Path.cwd()
     if config_raw is not None:
-        path = Path(str(config_raw.value))
+        path: Path = convert(BY_NAME["config"], config_raw)  # "" is refused, not "."
         toml = TomlFile(path)
         file_values = toml.raw_values()
         base = path.resolve().parent

@@ -120,6 +120,13 @@ def test_bad_variable_value_names_the_variable() -> None:
     assert "expected a whole number" in str(info.value)
 
 
+def test_an_empty_config_path_is_refused_by_name() -> None:
+    # As docker-compose passes ENTRYPOINT_CONFIG=${UNSET}: it read the folder "." before.
+    with pytest.raises(ConfigError, match="variable ENTRYPOINT_CONFIG: config: expected a "
+                                          "path, got an empty value"):
+        load({}, {"ENTRYPOINT_CONFIG": ""})
+
+
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load({}, {"ENTRYPOINT_CONFIG": "/nonexistent/entrypoint.toml"})
