@@ -304,7 +304,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger,
     if extra:
         from entrypoint.commands.help import stray_words
 
-        raise stray_words(extra, SUBCOMMANDS)
+        raise stray_words(extra, SUBCOMMANDS, parser.prog)
     config = load(flags_of(namespace), env)
     debug.on = config.debug
     log = logs.setup(config.log_format, config.log_level)
