@@ -231,11 +231,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     log = logs.setup(env.get("ENTRYPOINT_LOG_FORMAT", "text")
                      if env.get("ENTRYPOINT_LOG_FORMAT") in ("text", "json") else "text")
-    debug = "--debug" in argv or env.get("ENTRYPOINT_DEBUG", "").lower() in ("1", "true", "yes")
+    debug = Debug(debug_before_config(argv, env))
     try:
-        return _main(argv, env, log)
+        return _main(argv, env, log, debug)
     except EntrypointError as exc:
-        log.error("%s", exc, exc_info=debug)
+        log.error("%s", exc, exc_info=debug.on)
         return exc.exit_code
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -244,7 +244,39 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 70
 
 
-def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> int:
+class Debug:
+    """Whether an error is shown with its traceback. An error can come before the config
+    is loaded (a bad setting, a usage error): until then the command line and
+    ``ENTRYPOINT_DEBUG`` answer; once it is loaded, the ``debug`` setting (flag, variable
+    or TOML key) does."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+
+def debug_before_config(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    """The ``debug`` setting as far as it can be known without the config file: the last
+    ``--debug``/``--no-debug`` before ``--`` (after it, they are the app's), else the
+    variable, read as every boolean setting is; a bad value is refused by the config
+    loader, which then shows no traceback."""
+    from entrypoint.config.values import parse_bool
+
+    options = list(argv)
+    if "--" in options:
+        options = options[:options.index("--")]
+    flags = [token for token in options if token in ("--debug", "--no-debug")]
+    if flags:
+        return flags[-1] == "--debug"
+    try:
+        return parse_bool(env.get("ENTRYPOINT_DEBUG", "false"))
+    except ValueError:
+        return False
+
+
+def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger,
+          debug: Debug) -> int:
     from entrypoint import logs
     from entrypoint.config.model import load
 
@@ -253,6 +285,7 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
         # The usual form, ENTRYPOINT ["entrypoint", "--"]: no option to parse, so argparse
         # (with gettext and locale) stays out of the process that stays resident.
         config = load({}, env)
+        debug.on = config.debug
         return _run(config, env, logs.setup(config.log_format, config.log_level), command)
     parser = build_parser(sub)
     if sub == "help":
@@ -271,8 +304,9 @@ def _main(argv: Sequence[str], env: Mapping[str, str], log: logging.Logger) -> i
     if extra:
         from entrypoint.commands.help import stray_words
 
-        raise stray_words(extra, SUBCOMMANDS)
+        raise stray_words(extra, SUBCOMMANDS, parser.prog)
     config = load(flags_of(namespace), env)
+    debug.on = config.debug
     log = logs.setup(config.log_format, config.log_level)
     if getattr(namespace, "vault_approle_secret_id", None) is not None:
         # Any local user sees a command line in ps or /proc/PID/cmdline, for as long as

@@ -9,18 +9,25 @@ from entrypoint.errors import UsageError
 
 # Settings every subcommand reads: where the config is and how to log.
 _COMMON = frozenset({"config", "log_format", "log_level", "debug"})
-# What resolving references and rendering templates reads (render and check).
+# What resolving references and rendering templates reads (render and check): what
+# Runtime, the sources (sources/registry.py, the Vault source and its logins) and the
+# templates read from Config.
 _RESOLVE = _COMMON | {
     "local_secrets", "secrets", "secrets_prefix", "secrets_upcase", "secrets_sanitize",
     "template", "template_allowed_dirs", "template_timeout", "template_max_bytes",
     "startup_timeout",
     "pass_env",  # what env() in a template sees of the bootstrap variables
+    "transit_key", "transit_mount",  # decrypt transit: and vault:v1: values
+    "renew_fraction",  # the Vault token is renewed while they run
 } | {s.name for s in SETTINGS if s.name.startswith("vault_")}
+# render issues certificates through issue_cache_dir (reused until replace_fraction of
+# their life); check never uses that folder (commands/check.py).
+_RENDER = _RESOLVE | {"issue_cache_dir", "replace_fraction"}
 # rotate and status only talk to the running entrypoint over its control socket.
 _CONTROL = _COMMON | {"control_socket"}
 USED_BY: dict[str, frozenset[str] | None] = {
     "run": None,  # all of them
-    "render": _RESOLVE,
+    "render": _RENDER,
     "check": _RESOLVE,
     "rotate": _CONTROL,
     "status": _CONTROL,
@@ -61,13 +68,16 @@ def overview(subcommands: tuple[str, ...], descriptions: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def stray_words(extra: list[str], subcommands: tuple[str, ...]) -> UsageError:
+def stray_words(extra: list[str], subcommands: tuple[str, ...],
+                prog: str = "entrypoint") -> UsageError:
     """``entrypoint echo hi``: words that are neither a subcommand nor an option. The
-    likely intent is a command, which goes after ``--``."""
+    likely intent is a command, which goes after ``--``; only ``run`` (``prog``
+    ``entrypoint``) takes one, so another subcommand points to its own help, which lists
+    the options it takes."""
     words = " ".join(extra)
-    if extra[0].startswith("-"):
-        return UsageError(f"entrypoint: unrecognized arguments: {words}",
-                          hint="see 'entrypoint --help'")
+    if extra[0].startswith("-") or prog != "entrypoint":
+        return UsageError(f"{prog}: unrecognized arguments: {words}",
+                          hint=f"see '{prog} --help'")
     return UsageError(f"entrypoint: {extra[0]!r} is not a subcommand",
                       hint=f"to run a command, put it after --: entrypoint [OPTIONS] -- "
                            f"{words}; subcommands: {', '.join(subcommands)}")

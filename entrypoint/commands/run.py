@@ -48,7 +48,7 @@ def supervise(config: Config, env: Mapping[str, str], log: logging.Logger,
         signal_group=config.signal_group, rewrite_signal=config.rewrite_signal,
         user=config.user, splay=config.splay, pass_fds=tuple(config.pass_fds),
         parent_death_signal=config.parent_death_signal or 0, no_new_privs=not config.new_privileges,
-        success_exit_codes=frozenset(config.success_exit_code))
+        success_exit_codes=frozenset(config.success_exit_code), debug=config.debug)
     # Built first so that its signal handlers are in place while secrets are resolved.
     supervisor = Supervisor(command, options, log)
     runtime = Runtime(config, env, log)

@@ -153,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Output.
     S("log_format", "choice", "text", "log format", choices=("text", "json")),
     S("log_level", "choice", "info", "log level", choices=("debug", "info", "warning", "error")),
-    S("debug", "bool", False, "show a traceback with errors"),
+    S("debug", "bool", False, "show the traceback of the error that stops the entrypoint, "
+      "in every mode and subcommand"),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -66,6 +66,9 @@ class Generation:
         self._guard = threading.Lock()
         # ``entrypoint check`` without --issue: a write is validated, not made.
         self.dry_issue = False
+        # Each path found missing, by its key: the source says what is missing, and the
+        # caller, who knows which variables asked for it, names them (resolve_environment).
+        self.missing: dict[SourceKey, SecretNotFound] = {}
 
     def get(self, key: SourceKey) -> Fetched:
         with self._guard:
@@ -83,6 +86,10 @@ class Generation:
                         fetched = source.check_issue(path, key.params)[1]
                     else:  # a write (?write&..., secret(path, name=value)): issue once
                         fetched = source.issue(path, key.params)
+                except SecretNotFound as exc:
+                    with self._guard:
+                        self.missing[key] = exc
+                    raise
                 except RecursionError:
                     # A JSON (or TOML) answer nested thousands deep: the parser gives up.
                     raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "
@@ -114,7 +121,7 @@ class Generation:
             fetched = self.get(ref.source_key)
         except SecretNotFound as exc:
             # The source knows the path; only the caller knows which variable asked.
-            raise SecretNotFound(f"{where}: {ref.format()}: {exc.message}",
+            raise SecretNotFound(f"{where}: {shown(ref)}: {exc.message}",
                                  hint=exc.hint) from None
         key = ref.key if ref.key is not None else ""
         secret = fetched.value(key)
@@ -164,8 +171,49 @@ def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secr
     return Secret("".join(pieces))
 
 
+def shown(ref: Ref) -> str:
+    """A reference as messages name it: a write's parameters by name only, as
+    ``SourceKey.ref`` shows them (some writes take secret values)."""
+    if not ref.params:
+        return ref.format()
+    return (f"{ref.scheme}:{ref.path}#{ref.key}?write&"
+            + "&".join(f"{name}=…" for name, _ in ref.params))
+
+
+# A missing path used by more variables than this names the first and counts the others.
+NAMED_USERS = 3
+
+
+def named_after_users(plan: EnvPlan, key: SourceKey, exc: SecretNotFound) -> SecretNotFound:
+    """``exc`` (a path of ``key`` not found) prefixed with the variables that use the
+    path, as :meth:`Generation.value` names one: ``variable DB_PASSWORD:
+    vault:secret/app/db#password: ...``; several: ``variables A, B: vault:secret/app/db:
+    ...``, or ``variable A and N more: ...``."""
+    users = sorted(name for name, parts in plan.references.items()
+                   if any(r.source_key == key for r in refs.references(parts)))
+    if not users:
+        return exc
+    if len(users) == 1:
+        first = next(r for r in refs.references(plan.references[users[0]])
+                     if r.source_key == key)
+        where = f"variable {users[0]}: {shown(first)}"
+    elif len(users) <= NAMED_USERS:
+        where = f"variables {', '.join(users)}: {key.ref}"
+    else:
+        where = f"variable {users[0]} and {len(users) - 1} more: {key.ref}"
+    return SecretNotFound(f"{where}: {exc.message}", hint=exc.hint)
+
+
 def resolve_environment(plan: EnvPlan, generation: Generation) -> dict[str, Secret]:
-    generation.prefetch(plan.source_keys())
+    try:
+        # Every path at once, in parallel: a missing one fails here, before the code that
+        # names the variable (Generation.value), so the users of the path are named here.
+        generation.prefetch(plan.source_keys())
+    except SecretNotFound as exc:
+        key = next((k for k, e in generation.missing.items() if e is exc), None)
+        if key is None:
+            raise
+        raise named_after_users(plan, key, exc) from exc
     out: dict[str, Secret] = {}
     for name, parts in plan.references.items():
         out[name] = resolve_parts(parts, generation, f"variable {name}")

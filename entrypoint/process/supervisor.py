@@ -61,6 +61,7 @@ class ProcessOptions:
     no_new_privs: bool = False
     success_exit_codes: frozenset[int] = frozenset()  # the app's codes reported as 0
     stop_delay: float = 0.0  # between SIGTERM/SIGINT and the app's stop signal (drain)
+    debug: bool = False  # the error that ends the supervisor is logged with its traceback
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,9 @@ class Supervisor(Stopping):
 
     def _report(self, error: BaseException) -> int:
         if isinstance(error, EntrypointError):
-            self._log.error("%s", error)
+            # Logged here, not by main(), which never sees it: so the debug setting is
+            # applied here.
+            self._log.error("%s", error, exc_info=error if self._options.debug else None)
             return error.exit_code
         self._log.error("internal error: %r", error, exc_info=error)
         return EX_SOFTWARE

@@ -45,6 +45,7 @@ class _Reads(Generation):
         self.concurrency = inner.concurrency
         self.fetched = inner.fetched
         self.seeded = inner.seeded
+        self.missing = inner.missing
         self.read: set[SourceKey] = set()
         self.errors: dict[SourceKey, EntrypointError] = {}
 

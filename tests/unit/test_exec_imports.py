@@ -192,7 +192,7 @@ def test_mode_from_the_environment(secrets: Path) -> None:
 @pytest.mark.parametrize("case", [
     "missing-key", "bad-ref", "not-found", "unknown-setting", "file-ref", "no-dir",
     "not-executable", "no-command", "bad-mode", "stray-word", "version",
-    "data-path", "bad-json", "nul-byte",
+    "data-path", "bad-json", "nul-byte", "missing-path", "missing-file",
 ])
 def test_what_the_fast_path_leaves_to_the_full_path_ends_the_same(
         secrets: Path, tmp_path: Path, case: str) -> None:
@@ -213,6 +213,8 @@ def test_what_the_fast_path_leaves_to_the_full_path_ends_the_same(
         "data-path": {"X": "vault:secret/data/app/db#username"},
         "bad-json": {"X": "vault:secret/app/bad#a"},
         "nul-byte": {"X": "vault:secret/app/nul#a"},
+        "missing-path": {"X": "vault:secret/app/nope#a"},
+        "missing-file": {"X": f"file:{tmp_path}/nope"},
     }
     env.update(changes.get(case, {}))
     if case == "not-found":
@@ -234,6 +236,9 @@ def test_what_the_fast_path_leaves_to_the_full_path_ends_the_same(
         assert fast.returncode == 126 and "argparse" not in imported(fast.stderr)
     elif case not in ("file-ref", "version"):
         assert fast.returncode != 0
+    if case in ("missing-path", "missing-file"):
+        # Named after the variable that asked, as docs/troubleshooting.md says.
+        assert f"error: variable X: {changes[case]['X']}: " in fast.stderr
 
 
 def test_copies_agree_with_the_originals() -> None:
