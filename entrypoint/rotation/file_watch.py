@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.plan.keys import SourceKey
+from entrypoint.rotation.watch_observer import start_observer
 from entrypoint.rotation.watch_paths import (
     absolute,
     content_mark,
@@ -135,7 +136,6 @@ class FileWatch:
         if not self.folders and not self.trees:
             return
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
 
         watch = self
 
@@ -149,16 +149,15 @@ class FileWatch:
         inotify_log = logging.getLogger("watchdog.observers.inotify")
         if _not_retired_noise not in inotify_log.filters:
             inotify_log.addFilter(_not_retired_noise)
-        self._observer = Observer()
         self._handler = Handler()
-        self._observer.daemon = True
-        # One lock with watchdog's: its dispatch thread holds that lock while it runs the
-        # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
-        # opposite orders here and there would deadlock the start.
-        self._lock = getattr(self._observer, "_lock", self._lock)
         # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
         # instead of at the observer's start, for all of them and the app's start.
-        self._observer.start()
+        self._observer = start_observer(self.log)
+        # One lock with watchdog's: its dispatch thread holds that lock while it runs the
+        # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
+        # opposite orders here and there would deadlock the start. Swapped before any
+        # other thread uses the watch (the engine's starts after this).
+        self._lock = getattr(self._observer, "_lock", self._lock)
         with self._lock:
             self._settle()
 
