@@ -168,7 +168,10 @@ class FileWatch:
                  for raw in (event.src_path, getattr(event, "dest_path", "")) if raw]
         for path in paths:
             self.changed(realpath(path))
-        if any(os.path.dirname(path) in self.link_folders for path in paths):
+        # A path given made, removed or replaced (by a link: ``ln -sfn app.prod.json
+        # app.json``), or a link on the way of one: follow each to where it leads now.
+        if any(os.path.dirname(path) in self.link_folders or absolute(path) in self.given
+               for path in paths):
             self.relinked()
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
             self.rescan(paths[0] if event.event_type != "created" else None)
@@ -178,10 +181,8 @@ class FileWatch:
         watchdog would reuse its stopped watcher were the name to come back). While a
         watched folder is removed, the folder that held it is watched: its return (a
         folder replaced whole) shows there."""
-        wanted = {(folder, False) for folder in self.folders | self.link_folders}
-        wanted |= {(tree, True) for tree in self.trees}
         anchors = self._anchors()
-        wanted |= anchors
+        wanted = self._places() | anchors
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
                 self._observer.unschedule(self._scheduled[gone])
@@ -193,8 +194,15 @@ class FileWatch:
                 if (folder, recursive) not in self._lost:  # a lost one is awaited
                     self._warn_once(folder, "not a folder")
                 continue
+            if recursive and os.path.islink(folder):
+                continue  # made a link since it was resolved: _settle() follows it
             try:
-                watch = self._observer.schedule(self._handler, folder, recursive=recursive)
+                # Each path is resolved first, so a folder is a link here only if it was
+                # swapped since: watch where it leads (watchdog would watch the link
+                # itself, IN_DONT_FOLLOW). Not for a whole tree, skipped above: links
+                # beneath it would be walked too (a volume's ..data twice).
+                watch = self._observer.schedule(self._handler, folder, recursive=recursive,
+                                                follow_symlink=not recursive)
             except FileNotFoundError:  # removed since isdir(): awaited from above
                 self._lost.add((folder, recursive))
                 continue
@@ -204,6 +212,11 @@ class FileWatch:
             self._warned.discard(folder)
             self._scheduled[folder, recursive] = watch
         return wanted
+
+    def _places(self) -> set[tuple[str, bool]]:
+        """(folder, recursive) of every watch the paths need, their removed ones aside."""
+        places = {(folder, False) for folder in self.folders | self.link_folders}
+        return places | {(tree, True) for tree in self.trees}
 
     def _warn_once(self, folder: str, reason: str) -> None:
         """Said once per folder, until it is watched again."""
@@ -219,7 +232,10 @@ class FileWatch:
         with self._lock:
             if self._observer is None:
                 return
-            retired = [p for p in self._scheduled if p[0] == gone or not os.path.isdir(p[0])]
+            # A folder now a link (``rm -rf kv/app && ln -s ../other/app kv/app``): its
+            # watcher watched the folder removed; where the link leads is followed below.
+            retired = [p for p in self._scheduled if p[0] == gone
+                       or not os.path.isdir(p[0]) or os.path.islink(p[0])]
             for place in retired:
                 with contextlib.suppress(Exception):  # its watcher stopped with it
                     self._observer.unschedule(self._scheduled.pop(place))
@@ -236,12 +252,13 @@ class FileWatch:
     def _settle(self) -> set[tuple[str, bool]]:
         """Schedule until each lost folder, or the folder its return will show in, is
         watched: folders made or removed while the watches were set up have no event."""
-        wanted = self._schedule_all()
-        for _ in range(5):
+        wanted: set[tuple[str, bool]] = set()
+        for _ in range(6):
+            self.relinked()  # a folder awaited may be back as a link (to elsewhere)
+            wanted = self._schedule_all()
             if self._anchors() <= set(self._scheduled) and not any(
                     os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
                 break
-            wanted = self._schedule_all()
         return wanted
 
     def _anchors(self) -> set[tuple[str, bool]]:
@@ -270,6 +287,7 @@ class FileWatch:
             if moved:
                 self._tabulate()
                 self.link_folders = set().union(*(link_folders(g) for g in self.given))
+                self._lost &= self._places()  # a removed folder no path leads to: not awaited
                 if self._observer is not None:
                     self._schedule_all()
         for given, kind, keys in moved:

@@ -177,10 +177,11 @@ def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
     watch.start()
     schedule = watch._observer.schedule
 
-    def refuse(handler: object, folder: str, recursive: bool = False) -> object:
+    def refuse(handler: object, folder: str, recursive: bool = False, **options: Any
+               ) -> object:
         if "..2026" in folder:
             raise OSError(28, "inotify watch limit reached")
-        return schedule(handler, folder, recursive=recursive)
+        return schedule(handler, folder, recursive=recursive, **options)
 
     monkeypatch.setattr(watch._observer, "schedule", refuse)
     with caplog.at_level(logging.WARNING, logger="test"):
