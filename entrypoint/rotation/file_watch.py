@@ -67,13 +67,20 @@ class FileWatch:
 
     def add_key(self, key: SourceKey, candidates: Iterable[Path]) -> None:
         """A file is watched by itself; a folder (a ``secrets`` folder of the local
-        directory) whole: a file added, edited or removed anywhere beneath it."""
+        directory, whose key ends in ``/``) whole: a file added, edited or removed
+        anywhere beneath it. A candidate need not exist: the file is seen once made,
+        its folder too (the local directory's ``secret/data/app.json``, Vault's API
+        layout, next to ``secret/app.json``)."""
         with self._lock:
             for path in candidates:
                 resolved = realpath(path)
-                kind = "tree" if os.path.isdir(resolved) else "file"
-                self._follow(absolute(path), kind, resolved, frozenset({key}))
+                tree = key.path.endswith("/") or os.path.isdir(resolved)
+                self._follow(absolute(path), "tree" if tree else "file", resolved,
+                             frozenset({key}))
                 self.key_paths.setdefault(key, set()).add(absolute(path))
+                folder = resolved if tree else os.path.dirname(resolved)
+                if not os.path.isdir(folder):  # awaited where it will show, not warned
+                    self._lost.add((folder, tree))
 
     def add_template(self, path: Path) -> None:
         with self._lock:
@@ -101,6 +108,7 @@ class FileWatch:
                 elif not self.key_paths[key]:
                     del self.key_paths[key]
             self.link_folders = set().union(*(link_folders(g) for g in self.given))
+            self._lost &= self._places()  # a folder awaited for a key now dropped
             if self._observer is not None:
                 self._schedule_all()
         return added
