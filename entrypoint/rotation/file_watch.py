@@ -160,7 +160,7 @@ class FileWatch:
         self._handler = Handler()
         # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
         # instead of at the observer's start, for all of them and the app's start.
-        self._observer = start_observer(self.log)
+        self._observer = start_observer(self.log, self.overflowed)
         # One lock with watchdog's: its dispatch thread holds that lock while it runs the
         # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
         # opposite orders here and there would deadlock the start. Swapped before any
@@ -304,6 +304,19 @@ class FileWatch:
                             (), True)
             else:
                 self.notify(f"{given} changed (a link on its way was replaced)", keys, False)
+
+    def overflowed(self) -> None:
+        """inotify's queue overflowed (``fs.inotify.max_queued_events``): which events
+        were lost is unknown, so everything watched may have changed."""
+        self.log.warning("file events were lost (the inotify queue overflowed); every "
+                         "watched secret and template is read again",
+                         extra={"event": "file_watch", "outcome": "overflow"})
+        self.rescan()  # folders made or removed, and links swapped, meanwhile
+        with self._lock:
+            keys = set(self.key_paths)
+            templates = bool(self.rerender_files)
+        if keys or templates:
+            self.notify("file events were lost (inotify queue overflow)", keys, templates)
 
     def catch_up(self, stale: Callable[[SourceKey], bool],
                  template_marks: Mapping[str, int | None],
