@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -187,24 +187,33 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     files = FileWatch(notify, log)
     by_source: dict[str, list[tuple[SourceKey, Fetched]]] = {}
     sources = runtime.sources.built()
+    files.watch_keys(watched_files(resolution, sources))
     for key, fetched in resolution.generation.fetched.items():
-        if fetched.refresh is not Refresh.WATCH:
-            continue
-        paths = sources[key.scheme].watched_files(key.path, key.version)
-        if paths:
-            files.add_key(key, paths)
-        else:
+        if fetched.refresh is Refresh.WATCH and key not in files.key_paths:
             by_source.setdefault(key.scheme, []).append((key, fetched))
     for path in template_files:
         files.add_template(path)
+
+    def follow(adopted: Resolution) -> None:
+        """Each generation the engine adopts: watch the files of what it reads now (a
+        secret first read by a template edited since), and no longer of what it does not.
+        A file watched anew is read again, as at the start: an edit since its read in the
+        generation had no event."""
+        added = files.watch_keys(watched_files(adopted, sources))
+        read = adopted.generation.fetched
+        files.catch_up(lambda key: _answers_otherwise(sources[key.scheme], key, read[key]),
+                       {}, only=added)
+
     rotation = Rotation(engine, [files])
     try:
         for scheme, keys in by_source.items():
             watcher = sources[scheme].start_watch(keys, notify, log)
             if watcher is not None:
                 rotation.watchers.append(watcher)
-        engine.start(resolution)
+        # Started before the engine's thread, which may then change what is watched.
         files.start()
+        engine.on_adopt = follow
+        engine.start(resolution)
         # An edit between the first read and the watch's start has no event: read again.
         first = resolution.generation.fetched
         files.catch_up(lambda key: _answers_otherwise(sources[key.scheme], key, first[key]),
@@ -213,6 +222,22 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
         rotation.stop()  # what did start (Consul's watches, the engine) does not run on
         raise
     return rotation
+
+
+def watched_files(resolution: Resolution, sources: Mapping[str, Source]
+                  ) -> dict[SourceKey, Sequence[Path]]:
+    """The files to watch for each value ``resolution``'s outputs read that a file
+    answers (a source's :meth:`~Source.watched_files`)."""
+    generation = resolution.generation
+    wanted: dict[SourceKey, Sequence[Path]] = {}
+    for key, fetched in generation.fetched.items():
+        if fetched.refresh is not Refresh.WATCH or (
+                key in generation.seeded and key not in generation.used):
+            continue  # not watched, or carried over though nothing reads it any more
+        paths = sources[key.scheme].watched_files(key.path, key.version)
+        if paths:
+            wanted[key] = paths
+    return wanted
 
 
 def _answers_otherwise(source: Source, key: SourceKey, item: Fetched) -> bool:

@@ -62,6 +62,9 @@ class Generation:
         # A successor generation starts from what has not changed: no re-read, no new lease.
         self.fetched: dict[SourceKey, Fetched] = dict(seed or {})
         self.seeded = frozenset(self.fetched)
+        # What this generation's outputs read: a seeded key no output asks for any more
+        # (a template edited to read another secret) is carried, but no longer watched.
+        self.used: set[SourceKey] = set()
         self._locks: dict[SourceKey, threading.Lock] = {}
         self._guard = threading.Lock()
         # ``entrypoint check`` without --issue: a write is validated, not made.
@@ -72,6 +75,7 @@ class Generation:
 
     def get(self, key: SourceKey) -> Fetched:
         with self._guard:
+            self.used.add(key)
             if key in self.fetched:
                 return self.fetched[key]
             lock = self._locks.setdefault(key, threading.Lock())

@@ -238,7 +238,10 @@ class Scope:
         with contextlib.suppress(OSError):  # a missing file: the file source says so
             if not stat.S_ISREG(os.stat(target).st_mode):
                 raise TemplateError(f"file({path!r}): {target} is not a regular file")
-        value = self.generation.get(SourceKey("file", str(target))).value("")
+        # Read and watched by the path as written: where it leads now is only checked.
+        # A Kubernetes volume's file leads into a timestamped folder the next update
+        # removes; keyed by that folder, its later updates were never seen.
+        value = self.generation.get(SourceKey("file", str(folder / path))).value("")
         if value is None:  # the file source stores the whole text under ""
             raise TemplateError(f"file({path!r}): {target} gave no text")
         return self._hand(value.reveal())

@@ -28,6 +28,7 @@ the destination. Neither ever contains a rendered value.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +287,7 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
                                 folder=config_folder(config))
         return where, spec.contents or ""
     where = sandbox.Located(display(spec.source), is_file=True,
-                            folder=spec.source.resolve().parent)
+                            folder=_own_folder(spec.source))
     try:
         return where, spec.source.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -294,6 +295,21 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{spec.origin}: template {spec.source} cannot be read as UTF-8 "
                             f"text: {os_reason(exc)}") from None
+
+
+def _own_folder(source: Path) -> Path:
+    """The folder of the file ``source`` is, after its own links, the folders' left as
+    they are: a template in a Kubernetes volume (``app.tmpl -> ..data/app.tmpl``) reads
+    ``file('ca.pem')`` as ``VOL/..data/ca.pem``, which the next update leads elsewhere,
+    not as the timestamped folder it then removes. The same file as the fully resolved
+    folder gave."""
+    path = source.absolute()
+    for _ in range(40):  # the kernel's own limit on links in one lookup
+        try:
+            path = path.parent / os.readlink(path)
+        except OSError:  # not a link (any more): its folder is the one
+            break
+    return path.parent
 
 
 def _scope(config: Config, resolution: Resolution, view: Mapping[str, str],

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.plan.keys import SourceKey
+from entrypoint.rotation.watch_observer import start_observer
+from entrypoint.rotation.watch_paths import (
+    absolute,
+    content_mark,
+    link_folders,
+    nearest_folder,
+    realpath,
+)
 from entrypoint.sources.base import Notify
+
+__all__ = ["FileWatch", "content_mark", "link_folders"]
 
 
 class FileWatch:
@@ -26,6 +36,9 @@ class FileWatch:
     swapping a link (``token -> ..data/token``, ``..data -> ..2026_12_02...``, the old
     folder then removed), with no event at the file itself. After such a swap the path
     is followed to where it leads now, which is watched from then on.
+
+    What is watched for keys follows each generation (:meth:`watch_keys`): a secret an
+    edited template reads from then on is watched, one no output reads any more is not.
     """
 
     def __init__(self, notify: Notify, log: logging.Logger) -> None:
@@ -34,8 +47,10 @@ class FileWatch:
         self.files: dict[str, set[SourceKey]] = {}   # resolved file -> keys
         self.rerender_files: set[str] = set()        # template sources
         self.trees: dict[str, set[SourceKey]] = {}   # folder -> keys: any change beneath
-        # A path as given -> (what it is, where it led last, the keys it answers).
+        # Every path as given -> (what it is, where it led last, the keys it answers);
+        # the tables above are made from it (:meth:`_tabulate`).
         self.given: dict[str, tuple[str, str, frozenset[SourceKey]]] = {}
+        self.key_paths: dict[SourceKey, set[str]] = {}  # key -> its paths as given
         self.link_folders: set[str] = set()          # folders holding a link of a path
         # Becomes watchdog's own lock at start(); see there.
         self._lock: Any = threading.RLock()
@@ -52,33 +67,83 @@ class FileWatch:
 
     def add_key(self, key: SourceKey, candidates: Iterable[Path]) -> None:
         """A file is watched by itself; a folder (a ``secrets`` folder of the local
-        directory) whole: a file added, edited or removed anywhere beneath it."""
-        for path in candidates:
-            resolved = _realpath(path)
-            kind = "tree" if os.path.isdir(resolved) else "file"
-            self._follow(_absolute(path), kind, resolved, frozenset({key}))
+        directory, whose key ends in ``/``) whole: a file added, edited or removed
+        anywhere beneath it. A candidate need not exist: the file is seen once made,
+        its folder too (the local directory's ``secret/data/app.json``, Vault's API
+        layout, next to ``secret/app.json``)."""
+        with self._lock:
+            for path in candidates:
+                resolved = realpath(path)
+                tree = key.path.endswith("/") or os.path.isdir(resolved)
+                self._follow(absolute(path), "tree" if tree else "file", resolved,
+                             frozenset({key}))
+                self.key_paths.setdefault(key, set()).add(absolute(path))
+                folder = resolved if tree else os.path.dirname(resolved)
+                if not os.path.isdir(folder):  # awaited where it will show, not warned
+                    self._lost.add((folder, tree))
 
     def add_template(self, path: Path) -> None:
-        self._follow(_absolute(path), "template", _realpath(path), frozenset())
+        with self._lock:
+            self._follow(absolute(path), "template", realpath(path), frozenset())
+
+    def watch_keys(self, wanted: Mapping[SourceKey, Iterable[Path]]) -> set[SourceKey]:
+        """Watch for keys exactly the paths of ``wanted`` (each key's candidates, as for
+        :meth:`add_key`); a path or key left out is no longer watched. Returns the keys
+        with a path watched anew: their change since their read had no event."""
+        with self._lock:
+            added: set[SourceKey] = set()
+            for key in [k for k in self.key_paths if k not in wanted]:
+                for given in self.key_paths.pop(key):
+                    self._unfollow(given, key)
+            for key, paths in wanted.items():
+                by_given = {absolute(path): path for path in paths}
+                before = self.key_paths.get(key, set())
+                for given in before - set(by_given):
+                    self._unfollow(given, key)
+                self.key_paths[key] = before & set(by_given)
+                new = [path for given, path in by_given.items() if given not in before]
+                if new:
+                    self.add_key(key, new)
+                    added.add(key)
+                elif not self.key_paths[key]:
+                    del self.key_paths[key]
+            self.link_folders = set().union(*(link_folders(g) for g in self.given))
+            self._lost &= self._places()  # a folder awaited for a key now dropped
+            if self._observer is not None:
+                self._schedule_all()
+        return added
 
     def _follow(self, given: str, kind: str, resolved: str, keys: frozenset[SourceKey]
                 ) -> None:
-        if kind == "tree":
-            self.trees.setdefault(resolved, set()).update(keys)
-        elif kind == "file":
-            self.files.setdefault(resolved, set()).update(keys)
-        else:
-            self.rerender_files.add(resolved)
-        if given != resolved or given in self.given:
-            _, _, before = self.given.get(given, (kind, resolved, frozenset()))
-            self.given[given] = (kind, resolved, before | keys)
-            self.link_folders |= link_folders(given)
+        _, _, before = self.given.get(given, (kind, resolved, frozenset()))
+        self.given[given] = (kind, resolved, before | keys)
+        self.link_folders |= link_folders(given)
+        self._tabulate()
+
+    def _unfollow(self, given: str, key: SourceKey) -> None:
+        kind, resolved, keys = self.given.pop(given, ("file", "", frozenset()))
+        if keys - {key} or kind == "template":  # a template is watched for itself
+            self.given[given] = (kind, resolved, keys - {key})
+        self._tabulate()
+
+    def _tabulate(self) -> None:
+        """The resolved files, trees and templates, with the keys each answers, from
+        :attr:`given`: two paths may lead to one file, so that dropping one of them must
+        not drop the other's keys."""
+        files: dict[str, set[SourceKey]] = {}
+        trees: dict[str, set[SourceKey]] = {}
+        rerender: set[str] = set()
+        for kind, resolved, keys in self.given.values():
+            if kind == "template":
+                rerender.add(resolved)
+            else:
+                (trees if kind == "tree" else files).setdefault(resolved, set()).update(keys)
+        self.files, self.trees, self.rerender_files = files, trees, rerender
 
     def start(self) -> None:
         if not self.folders and not self.trees:
             return
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
-        from watchdog.observers import Observer
 
         watch = self
 
@@ -92,16 +157,15 @@ class FileWatch:
         inotify_log = logging.getLogger("watchdog.observers.inotify")
         if _not_retired_noise not in inotify_log.filters:
             inotify_log.addFilter(_not_retired_noise)
-        self._observer = Observer()
         self._handler = Handler()
-        self._observer.daemon = True
-        # One lock with watchdog's: its dispatch thread holds that lock while it runs the
-        # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
-        # opposite orders here and there would deadlock the start.
-        self._lock = getattr(self._observer, "_lock", self._lock)
         # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
         # instead of at the observer's start, for all of them and the app's start.
-        self._observer.start()
+        self._observer = start_observer(self.log, self.overflowed)
+        # One lock with watchdog's: its dispatch thread holds that lock while it runs the
+        # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
+        # opposite orders here and there would deadlock the start. Swapped before any
+        # other thread uses the watch (the engine's starts after this).
+        self._lock = getattr(self._observer, "_lock", self._lock)
         with self._lock:
             self._settle()
 
@@ -111,8 +175,11 @@ class FileWatch:
         paths = [raw.decode() if isinstance(raw, bytes) else str(raw)
                  for raw in (event.src_path, getattr(event, "dest_path", "")) if raw]
         for path in paths:
-            self.changed(_realpath(path))
-        if any(os.path.dirname(path) in self.link_folders for path in paths):
+            self.changed(realpath(path))
+        # A path given made, removed or replaced (by a link: ``ln -sfn app.prod.json
+        # app.json``), or a link on the way of one: follow each to where it leads now.
+        if any(os.path.dirname(path) in self.link_folders or absolute(path) in self.given
+               for path in paths):
             self.relinked()
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
             self.rescan(paths[0] if event.event_type != "created" else None)
@@ -122,10 +189,8 @@ class FileWatch:
         watchdog would reuse its stopped watcher were the name to come back). While a
         watched folder is removed, the folder that held it is watched: its return (a
         folder replaced whole) shows there."""
-        wanted = {(folder, False) for folder in self.folders | self.link_folders}
-        wanted |= {(tree, True) for tree in self.trees}
         anchors = self._anchors()
-        wanted |= anchors
+        wanted = self._places() | anchors
         for gone in [place for place in self._scheduled if place not in wanted]:
             with contextlib.suppress(Exception):  # its folder is gone, or never was watched
                 self._observer.unschedule(self._scheduled[gone])
@@ -137,8 +202,15 @@ class FileWatch:
                 if (folder, recursive) not in self._lost:  # a lost one is awaited
                     self._warn_once(folder, "not a folder")
                 continue
+            if recursive and os.path.islink(folder):
+                continue  # made a link since it was resolved: _settle() follows it
             try:
-                watch = self._observer.schedule(self._handler, folder, recursive=recursive)
+                # Each path is resolved first, so a folder is a link here only if it was
+                # swapped since: watch where it leads (watchdog would watch the link
+                # itself, IN_DONT_FOLLOW). Not for a whole tree, skipped above: links
+                # beneath it would be walked too (a volume's ..data twice).
+                watch = self._observer.schedule(self._handler, folder, recursive=recursive,
+                                                follow_symlink=not recursive)
             except FileNotFoundError:  # removed since isdir(): awaited from above
                 self._lost.add((folder, recursive))
                 continue
@@ -148,6 +220,11 @@ class FileWatch:
             self._warned.discard(folder)
             self._scheduled[folder, recursive] = watch
         return wanted
+
+    def _places(self) -> set[tuple[str, bool]]:
+        """(folder, recursive) of every watch the paths need, their removed ones aside."""
+        places = {(folder, False) for folder in self.folders | self.link_folders}
+        return places | {(tree, True) for tree in self.trees}
 
     def _warn_once(self, folder: str, reason: str) -> None:
         """Said once per folder, until it is watched again."""
@@ -163,7 +240,10 @@ class FileWatch:
         with self._lock:
             if self._observer is None:
                 return
-            retired = [p for p in self._scheduled if p[0] == gone or not os.path.isdir(p[0])]
+            # A folder now a link (``rm -rf kv/app && ln -s ../other/app kv/app``): its
+            # watcher watched the folder removed; where the link leads is followed below.
+            retired = [p for p in self._scheduled if p[0] == gone
+                       or not os.path.isdir(p[0]) or os.path.islink(p[0])]
             for place in retired:
                 with contextlib.suppress(Exception):  # its watcher stopped with it
                     self._observer.unschedule(self._scheduled.pop(place))
@@ -180,17 +260,18 @@ class FileWatch:
     def _settle(self) -> set[tuple[str, bool]]:
         """Schedule until each lost folder, or the folder its return will show in, is
         watched: folders made or removed while the watches were set up have no event."""
-        wanted = self._schedule_all()
-        for _ in range(5):
+        wanted: set[tuple[str, bool]] = set()
+        for _ in range(6):
+            self.relinked()  # a folder awaited may be back as a link (to elsewhere)
+            wanted = self._schedule_all()
             if self._anchors() <= set(self._scheduled) and not any(
                     os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
                 break
-            wanted = self._schedule_all()
         return wanted
 
     def _anchors(self) -> set[tuple[str, bool]]:
         """Where the return of each removed folder will show: the nearest folder left."""
-        return {(_nearest_folder(os.path.dirname(folder)), False) for folder, _ in self._lost
+        return {(nearest_folder(os.path.dirname(folder)), False) for folder, _ in self._lost
                 if not os.path.isdir(folder)}
 
     def changed_beneath(self, folder: str) -> None:
@@ -207,13 +288,14 @@ class FileWatch:
         with self._lock:
             moved = []
             for given, (kind, resolved, keys) in list(self.given.items()):
-                now = _realpath(given)
+                now = realpath(given)
                 if now != resolved:
-                    self._forget(kind, resolved, keys)
-                    self._follow(given, kind, now, keys)
+                    self.given[given] = (kind, now, keys)
                     moved.append((given, kind, keys))
             if moved:
+                self._tabulate()
                 self.link_folders = set().union(*(link_folders(g) for g in self.given))
+                self._lost &= self._places()  # a removed folder no path leads to: not awaited
                 if self._observer is not None:
                     self._schedule_all()
         for given, kind, keys in moved:
@@ -223,25 +305,28 @@ class FileWatch:
             else:
                 self.notify(f"{given} changed (a link on its way was replaced)", keys, False)
 
-    def _forget(self, kind: str, resolved: str, keys: frozenset[SourceKey]) -> None:
-        if kind == "template":
-            self.rerender_files.discard(resolved)
-            return
-        table = self.trees if kind == "tree" else self.files
-        left = table.get(resolved, set()) - keys
-        if left:
-            table[resolved] = left
-        else:
-            table.pop(resolved, None)
+    def overflowed(self) -> None:
+        """inotify's queue overflowed (``fs.inotify.max_queued_events``): which events
+        were lost is unknown, so everything watched may have changed."""
+        self.log.warning("file events were lost (the inotify queue overflowed); every "
+                         "watched secret and template is read again",
+                         extra={"event": "file_watch", "outcome": "overflow"})
+        self.rescan()  # folders made or removed, and links swapped, meanwhile
+        with self._lock:
+            keys = set(self.key_paths)
+            templates = bool(self.rerender_files)
+        if keys or templates:
+            self.notify("file events were lost (inotify queue overflow)", keys, templates)
 
     def catch_up(self, stale: Callable[[SourceKey], bool],
-                 template_marks: Mapping[str, int | None]) -> None:
-        """Report what changed after its first read and before :meth:`start` (no event
-        will): each watched key for which ``stale`` says its source now answers otherwise,
-        each template whose text is no longer what the first render read."""
+                 template_marks: Mapping[str, int | None],
+                 only: Iterable[SourceKey] | None = None) -> None:
+        """Report what changed after its first read and before its watch started (no
+        event will): each watched key (of ``only``, if given) for which ``stale`` says its
+        source now answers otherwise, each template whose text is no longer what the
+        first render read."""
         with self._lock:
-            keys = {key for group in (*self.files.values(), *self.trees.values())
-                    for key in group}
+            keys = set(self.key_paths) if only is None else set(self.key_paths) & set(only)
         missed = sorted((key for key in keys if stale(key)), key=lambda k: (k[0], k[1]))
         if missed:
             labels = ", ".join(key.label for key in missed)
@@ -270,69 +355,7 @@ class FileWatch:
             self._observer = None
 
 
-def link_folders(path: str, limit: int = 40) -> set[str]:
-    """The folders holding a symbolic link met on the way from ``path`` to where it
-    leads (as the kernel resolves it: component by component, a link's target in place
-    of the link)."""
-    folders: set[str] = set()
-    pending = list(reversed(_absolute(path).split(os.sep)))
-    current = os.sep
-    hops = 0
-    while pending:
-        name = pending.pop()
-        if name in ("", "."):
-            continue
-        if name == "..":
-            current = os.path.dirname(current)
-            continue
-        candidate = os.path.join(current, name)
-        try:
-            target = os.readlink(candidate)
-        except OSError:  # not a link (or not there): a plain step
-            current = candidate
-            continue
-        hops += 1
-        if hops > limit:  # a loop: the kernel gives up at 40 too
-            break
-        folders.add(current)
-        if os.path.isabs(target):
-            current = os.sep
-        pending.extend(reversed(target.split(os.sep)))
-    return folders
-
-
 def _not_retired_noise(record: logging.LogRecord) -> bool:
     """watchdog logs this (raw, at error) when a watch retired here still had an event
     in flight; that event is not needed: what was beneath is read again."""
     return "called when the thread is inactive" not in str(record.msg)
-
-
-def _nearest_folder(path: str) -> str:
-    """``path``, or the nearest folder above it that exists."""
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
-def _realpath(path: str | Path) -> str:
-    """``os.path.realpath``, which on Python 3.11 raises when a link goes between its
-    ``lstat`` and its ``readlink`` (the kubelet's ``..data_tmp``): then the path as given."""
-    try:
-        return os.path.realpath(path)
-    except OSError:
-        return os.path.abspath(path)
-
-
-def _absolute(path: str | Path) -> str:
-    """``path`` from the root, its ``..`` left in place: after a link, the kernel takes
-    ``..`` from where the link led (``os.path.abspath`` would cut it by text)."""
-    return os.path.join(os.getcwd(), path)
-
-
-def content_mark(path: str | Path) -> int | None:
-    """What a file holds, to tell later whether it changed; None if it cannot be read."""
-    try:
-        with open(path, "rb") as file:
-            return hash(file.read())
-    except OSError:
-        return None

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from entrypoint.plan.keys import SourceKey
-from entrypoint.rotation import file_watch
+from entrypoint.rotation import file_watch, watch_paths
 from entrypoint.rotation.file_watch import FileWatch, link_folders
 from tests.helpers.kube_volume import Volume
 
@@ -177,10 +177,11 @@ def test_a_folder_that_cannot_be_watched_is_said_and_the_watch_goes_on(
     watch.start()
     schedule = watch._observer.schedule
 
-    def refuse(handler: object, folder: str, recursive: bool = False) -> object:
+    def refuse(handler: object, folder: str, recursive: bool = False, **options: Any
+               ) -> object:
         if "..2026" in folder:
             raise OSError(28, "inotify watch limit reached")
-        return schedule(handler, folder, recursive=recursive)
+        return schedule(handler, folder, recursive=recursive, **options)
 
     monkeypatch.setattr(watch._observer, "schedule", refuse)
     with caplog.at_level(logging.WARNING, logger="test"):
@@ -276,7 +277,7 @@ def test_a_link_gone_while_it_is_resolved_is_the_path_as_given(
         raise FileNotFoundError(2, "No such file or directory")
 
     monkeypatch.setattr(file_watch.os.path, "realpath", vanished)
-    assert file_watch._realpath("/vol/token") == "/vol/token"
+    assert watch_paths.realpath("/vol/token") == "/vol/token"
 
 
 def test_events_while_the_folders_are_scheduled_do_not_deadlock_the_start(

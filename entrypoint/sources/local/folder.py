@@ -103,10 +103,10 @@ class LocalSource(Source):
             from entrypoint.sources.local.tree import tree_roots
 
             return tree_roots(self, path)  # folders: a change anywhere beneath them
-        try:
-            return [self.file_for(path, version)]
-        except SecretNotFound:  # removed since its read: watch where it may come back
-            return [file for file in self.candidates(path, version) if file.parent.is_dir()]
+        # Every file the lookup considers, not only the one it found: app.json renamed
+        # app.toml, or secret/app.json made next to secret/data/app.json (which it wins
+        # over), is a change too.
+        return self.candidates(path, version)
 
 
 def load_object(file: Path) -> dict[str, Any]:

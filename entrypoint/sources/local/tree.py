@@ -38,8 +38,9 @@ def fetch_tree(source: LocalSource, path: str) -> Fetched:
 
 
 def tree_roots(source: LocalSource, path: str) -> list[Path]:
-    """The folders that hold ``path``'s secrets (those that exist)."""
-    return [base for base, _ in _bases(source, path) if base.is_dir()]
+    """The folders that hold ``path``'s secrets, both layouts, also one not made yet:
+    a secret put in it is a change of the folder."""
+    return [base for base, _ in _bases(source, path)]
 
 
 def tree_files(source: LocalSource, path: str) -> dict[str, Path]:

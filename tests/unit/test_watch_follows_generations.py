@@ -1,0 +1,190 @@
+"""What is watched follows what the outputs read, generation after generation.
+
+The watch list used to be made once, from the first values: a secret a template read
+only after an edit was never watched, and ``file()`` in a template was watched where it
+led at the start, which in a Kubernetes volume is a timestamped folder that the first
+update removes (two updates reached the app, none after them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entrypoint.commands.run import Resident
+from entrypoint.config.model import Config, TemplateSpec
+from entrypoint.plan.keys import SourceKey
+from entrypoint.plan.resolution import Runtime
+from entrypoint.process import events
+from entrypoint.rotation.file_watch import FileWatch
+from entrypoint.sources.base import Fetched
+from entrypoint.sources.local.folder import LocalSource
+from entrypoint.sources.registry import Sources
+from tests.helpers.kube_volume import Volume
+
+LOG = logging.getLogger("entrypoint")
+DEADLINE = 10.0
+Posted = queue.SimpleQueue[object]
+Make = Callable[..., Resident]
+
+
+def put(root: Path, name: str, data: dict[str, str]) -> Path:
+    file = root / name
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(data))
+    return file
+
+
+def quiet_config(**fields: Any) -> Config:
+    return Config(wait_min=0.0, wait_max=0.0, control_socket="", **fields)
+
+
+@pytest.fixture
+def posted() -> Posted:
+    return queue.SimpleQueue()
+
+
+@pytest.fixture
+def resident_for(posted: Posted) -> Iterator[Make]:
+    made: list[Resident] = []
+
+    def make(config: Config, env: dict[str, str], local: LocalSource | None = None
+             ) -> Resident:
+        sources = Sources({"vault": lambda: local}, {}) if local is not None else None
+        runtime = Runtime(config, env, LOG, sources=sources)
+        resident = Resident(config, runtime, post=posted.put, log=LOG)
+        made.append(resident)
+        return resident
+
+    yield make
+    for resident in made:
+        resident.shutdown()
+
+
+def next_restart(posted: Posted) -> events.Restart:
+    deadline = time.monotonic() + DEADLINE
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = posted.get(timeout=left)
+        except queue.Empty:
+            break
+        if isinstance(event, events.Restart):
+            return event
+    raise AssertionError(f"no restart within {DEADLINE}s")
+
+
+def file_watch(resident: Resident) -> FileWatch:
+    assert resident.rotation is not None
+    watch = resident.rotation.watchers[0]
+    assert isinstance(watch, FileWatch)
+    return watch
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {DEADLINE}s"
+        time.sleep(0.02)
+
+
+def test_file_in_a_template_follows_every_update_of_a_kubernetes_volume(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    """``file('/vol/tls.crt')``: each certificate rotation reaches the app."""
+    volume = Volume(tmp_path / "vol", {"tls.crt": "cert-1"})
+    template = tmp_path / "app.tmpl"
+    template.write_text("{{ file('" + str(volume.root / "tls.crt") + "') }}\n")
+    out = tmp_path / "app.conf"
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)],
+                          template_allowed_dirs=[str(volume.root)])
+    resident_for(config, {}).prepare()
+    assert out.read_text() == "cert-1\n"
+    for n in range(2, 6):
+        volume.update({"tls.crt": f"cert-{n}"})
+        next_restart(posted)
+        wait_for(lambda: out.read_text() == f"cert-{n}\n", f"cert-{n} in {out}")  # noqa: B023
+
+
+def test_file_from_a_template_in_a_kubernetes_volume_is_read_by_a_path_that_stays(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    """``file('tls.crt')`` from a template in the same ConfigMap: read through the
+    volume's ``..data``, not the timestamped folder the template led to at a render,
+    which made a new secret at each update (the generation kept every old one)."""
+    text = {"app.tmpl": "{{ file('tls.crt') }}\n"}
+    volume = Volume(tmp_path / "vol", {"tls.crt": "cert-1", **text})
+    out = tmp_path / "app.conf"
+    config = quiet_config(template=[TemplateSpec(destination=out,
+                                                 source=volume.root / "app.tmpl")],
+                          template_allowed_dirs=[str(volume.root)])
+    resident = resident_for(config, {})
+    resident.prepare()
+    watch = file_watch(resident)
+    stable = {SourceKey("file", f"{volume.root}/..data/tls.crt")}
+    assert set(watch.key_paths) == stable
+    for n in range(2, 4):
+        volume.update({"tls.crt": f"cert-{n}", **text})
+        next_restart(posted)
+        wait_for(lambda: out.read_text() == f"cert-{n}\n", f"cert-{n} in {out}")  # noqa: B023
+    assert set(watch.key_paths) == stable
+    assert resident.rotation is not None and resident.rotation.engine.resolution is not None
+    assert {key for key in resident.rotation.engine.resolution.generation.fetched
+            if key.scheme == "file"} == stable
+
+
+class EditedAfterFirstRead(LocalSource):
+    """The local directory, with ``path``'s file edited right after its first read: as
+    if edited before the watch heard of it."""
+
+    def __init__(self, root: Path, path: str, edit: dict[str, str]) -> None:
+        super().__init__(root)
+        self.path, self.edit = path, edit
+
+    def fetch(self, path: str, version: int | None = None) -> Fetched:
+        fetched = super().fetch(path, version)
+        if path == self.path and self.edit:
+            put(self.root, f"{path}.json", self.edit)
+            self.edit = {}
+        return fetched
+
+
+def test_a_secret_first_read_after_the_start_is_watched_and_one_left_is_not(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    put(tmp_path, "secrets/kv/a.json", {"x": "a1"})
+    put(tmp_path, "secrets/kv/b.json", {"x": "b1"})
+    template = tmp_path / "app.tmpl"
+    template.write_text("{{ secret('kv/a').x }}\n")
+    out = tmp_path / "app.conf"
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    resident = resident_for(config, {}, LocalSource(tmp_path / "secrets"))
+    resident.prepare()
+    watch = file_watch(resident)
+    assert set(watch.key_paths) == {SourceKey("vault", "kv/a")}
+    template.write_text("{{ secret('kv/b').x }}\n")
+    next_restart(posted)
+    assert out.read_text() == "b1\n"
+    # kv/a is still carried in the generation, but nothing reads it: not watched.
+    wait_for(lambda: set(watch.key_paths) == {SourceKey("vault", "kv/b")}, "kv/b watched")
+    put(tmp_path, "secrets/kv/b.json", {"x": "b2"})
+    assert "kv/b.json changed" in next_restart(posted).reason
+    assert out.read_text() == "b2\n"
+
+
+def test_a_secret_edited_between_its_first_read_and_its_watch_is_read_again(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    put(tmp_path, "secrets/kv/a.json", {"x": "a1"})
+    put(tmp_path, "secrets/kv/b.json", {"x": "b1"})
+    template = tmp_path / "app.tmpl"
+    template.write_text("{{ secret('kv/a').x }}\n")
+    out = tmp_path / "app.conf"
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    source = EditedAfterFirstRead(tmp_path / "secrets", "kv/b", {"x": "b2"})
+    resident_for(config, {}, source).prepare()
+    template.write_text("{{ secret('kv/b').x }}\n")  # kv/b read (b1), then edited (b2)
+    next_restart(posted)
+    assert "kv/b changed before its watch started" in next_restart(posted).reason
+    assert out.read_text() == "b2\n"
