@@ -10,6 +10,7 @@ listener says the same).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -40,29 +41,54 @@ class ReadyFile:
                        extra={"event": "ready" if ready else "not_ready"})
 
     def _create(self) -> None:
-        # Here, not at the top: tempfile brings shutil, random, bz2 and lzma, 0.9 MB
-        # the supervisor would keep for its whole life with no ready file configured.
-        import tempfile
+        # The app may be able to write the ready file's folder, and this runs as root:
+        # the folder is reached without following a link others planted, and the temp
+        # file is made, chmod-ed and renamed through descriptors (a chmod by name
+        # followed a link the app swapped in for it, making any file 0644).
+        from entrypoint.render.safepath import open_folder
 
         assert self.path is not None
-        tmp: str | None = None
+        tmp = f".ready-{os.urandom(6).hex()}"
+        folder: int | None = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=self.path.parent)
+            folder = open_folder(self.path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=folder)
             with os.fdopen(fd, "w") as out:
                 out.write(f"{os.getpid()}\n")
-            os.chmod(tmp, 0o644)  # a probe may run as another user
-            os.replace(tmp, self.path)
+                out.flush()
+                os.fchmod(fd, 0o644)  # a probe may run as another user
+            os.replace(tmp, self.path.name, src_dir_fd=folder, dst_dir_fd=folder)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            self.log.warning("cannot create the ready file %s: %s", self.path,
-                             exc.strerror or exc)
+            if folder is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=folder)
+            self.log.warning("cannot create the ready file %s: %s", self.path, _reason(exc))
+        finally:
+            if folder is not None:
+                os.close(folder)
 
     def _remove(self) -> None:
         if self.path is None:
             return
+        from entrypoint.render.safepath import open_folder
+
         try:
-            self.path.unlink(missing_ok=True)
+            folder = open_folder(self.path.parent)
+        except FileNotFoundError:
+            return
         except OSError as exc:
-            self.log.warning("cannot remove the ready file %s: %s", self.path,
-                             exc.strerror or exc)
+            self.log.warning("cannot remove the ready file %s: %s", self.path, _reason(exc))
+            return
+        try:
+            os.unlink(self.path.name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.log.warning("cannot remove the ready file %s: %s", self.path, _reason(exc))
+        finally:
+            os.close(folder)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -27,8 +27,10 @@ the destination. Neither ever contains a rendered value.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ from entrypoint.errors import ConfigError, RenderError, TemplateError
 from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.plan.resolve import check_env_value
-from entrypoint.render import atomic, sandbox
+from entrypoint.render import atomic, safepath, sandbox
 from entrypoint.render.outcome import Outcome
 from entrypoint.secret import Secret
 
@@ -286,15 +288,42 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
         where = sandbox.Located(f"{spec.origin}: contents of {target}", is_file=False,
                                 folder=config_folder(config))
         return where, spec.contents or ""
-    where = sandbox.Located(display(spec.source), is_file=True,
-                            folder=_own_folder(spec.source))
     try:
-        return where, spec.source.read_text(encoding="utf-8")
+        text = safepath.read_file(spec.source, check=_only_ours).decode("utf-8")
     except FileNotFoundError:
         raise TemplateError(f"{spec.origin}: template {spec.source} does not exist") from None
+    except safepath.UnsafePath as exc:
+        raise TemplateError(f"{spec.origin}: template {spec.source} is refused: "
+                            f"{safepath.reason(exc)}", hint=_OURS_HINT) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"{spec.origin}: template {spec.source} cannot be read as UTF-8 "
                             f"text: {os_reason(exc)}") from None
+    # After the read: every folder on the way was checked, so no one else can have
+    # swapped a link in since.
+    where = sandbox.Located(display(spec.source), is_file=True,
+                            folder=_own_folder(spec.source))
+    return where, text
+
+
+_OURS_HINT = ("a template and every folder on its path must be writable only by root or "
+              "the entrypoint's user (chown root, chmod go-w), or be on a read-only mount")
+
+
+def _only_ours(fd: int, path: Path) -> None:
+    """Refuse a template the app could rewrite (or swap for a link to anything root can
+    read): a file, or a folder on its path, another user can write; and anything under
+    /proc, /sys or /dev (``/proc/1/environ`` holds the entrypoint's ``VAULT_TOKEN``).
+    Strict on purpose: ``render`` and sidecar mode do not know which uid the app that
+    reads their output runs as (another container's); a developer's bind mount is
+    mounted read-only instead (docs/templates.md)."""
+    if any(path == top or top in path.parents for top in sandbox.NEVER_READ):
+        raise safepath.UnsafePath(errno.EACCES, f"{path} is under /proc, /sys or /dev, "
+                                  "which templates never read")
+    st = os.fstat(fd)
+    if not (safepath.trusted(st, sticky=True) or safepath.read_only(fd)):
+        raise safepath.UnsafePath(
+            errno.EACCES, f"{path} can be written by a user other than root and the "
+            f"entrypoint's (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def _own_folder(source: Path) -> Path:

@@ -132,13 +132,13 @@ class Issuer:
 
     def _reuse(self, source: VaultSource, cache: Path, path: str,
                params: Params) -> Fetched | None:
-        from entrypoint.render.safepath import read_file, reason
+        from entrypoint.render.safepath import read_file, reason, trusted
 
         try:
             folder = os.stat(cache.parent)
         except OSError:
             return None
-        if folder.st_uid != os.geteuid() or folder.st_mode & 0o022:
+        if not trusted(folder):
             # A folder others can write: what is read there could be anyone's, and a CA
             # planted beside the certificate could reach a trust bundle. Issue anew.
             return _not_reused(source, path, f"issue_cache_dir {cache.parent} is writable "
