@@ -65,7 +65,8 @@ def _variables_read() -> dict[str, str]:
                 key = node.left
             if (isinstance(key, ast.Constant) and isinstance(key.value, str)
                     and name.fullmatch(key.value)):
-                found.setdefault(key.value, f"{path.relative_to(root)}:{node.lineno}")
+                line = getattr(node, "lineno", 0)
+                found.setdefault(key.value, f"{path.relative_to(root)}:{line}")
     return found
 
 
