@@ -184,7 +184,8 @@ def _stray_option(scheme: str, rest: str, where: str) -> None:
                                    hint="expected vault:PATH#KEY?version=N or "
                                         "vault:PATH#KEY?write&NAME=VALUE")
     raise ReferenceSyntaxError(f"{where}: unexpected '?' in reference {scheme}:…",
-                               hint="the only option is ?version=N, at the end")
+                               hint="the options are ?version=N and ?write&NAME=VALUE, "
+                                    "after the key of a vault: reference")
 
 
 def _check_parts(scheme: str, path: str, hash_: str, key: str, where: str) -> None:

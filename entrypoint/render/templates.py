@@ -293,6 +293,10 @@ def _load(spec: TemplateSpec | EnvTemplateSpec, config: Config) -> tuple[sandbox
     except FileNotFoundError:
         raise TemplateError(f"{spec.origin}: template {spec.source} does not exist") from None
     except safepath.UnsafePath as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTDIR):  # a folder or FIFO: not about trust
+            what = "is a folder" if spec.source.is_dir() else safepath.reason(exc)
+            raise TemplateError(f"{spec.origin}: template {spec.source} cannot be read as "
+                                f"UTF-8 text: {what}") from None
         raise TemplateError(f"{spec.origin}: template {spec.source} is refused: "
                             f"{safepath.reason(exc)}", hint=_OURS_HINT) from None
     except (OSError, UnicodeDecodeError) as exc:

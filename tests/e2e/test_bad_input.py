@@ -81,7 +81,7 @@ CASES = [
                                     "character 6 has no closing '}'",),
          env={"DATABASE_URL": "pg://${vault:kv/app/db#password@db"}),
     Case("reference-bad-option", 78, ("variable DB_PASSWORD: unexpected '?'",
-                                      "the only option is ?version=N"),
+                                      "the options are ?version=N and ?write&NAME=VALUE"),
          env={"DB_PASSWORD": "vault:kv/app/db#password?ver=2"}),
     Case("missing-key", 78, ("variable DB_PASSWORD: key vault:kv/app/db#nope not found in "
                              "local secrets directory", "keys present: password, username"),
