@@ -226,19 +226,30 @@ class Scope:
     def _file(self, path: str, folder: Path) -> str:
         if not isinstance(path, str) or not path:
             raise TemplateError("file() expects a path such as 'ca.pem'")
-        target = Path(os.path.realpath(folder / path))
-        if any(target == top or top in target.parents for top in NEVER_READ):
+        # Checked resolved, read as named: the read walks the path itself and follows a
+        # link only in a folder that only root can write (a link root made, the check
+        # having followed it too). Reading the resolved path read wherever a link the app
+        # planted in a folder it can write pointed, within the allowed folders (a root-only
+        # file next to the template): found by racing a render against an app swapping a
+        # link (tests/e2e/test_write_attacks.py).
+        named = Path(os.path.abspath(folder / path))
+        target = Path(os.path.realpath(named))
+        if any(t == top or top in t.parents for top in NEVER_READ for t in (target, named)):
             # /proc/self/environ holds the entrypoint's own VAULT_TOKEN; /dev/zero never ends.
             raise TemplateError(f"file({path!r}): {target} is under /proc, /sys or /dev, "
                                 "which templates never read")
-        if not any(target == root or root in target.parents for root in self.allowed):
-            roots = ", ".join(str(r) for r in self.allowed) or "none"
-            raise TemplateError(f"file({path!r}): {target} is outside the allowed folders",
-                                hint=f"allowed: {roots}; add one with template_allowed_dirs")
+        # The named file's folder too (resolved, as the allowed folders are): ".." after a
+        # link root made must not lead the lexical read out of them.
+        for checked in (target, Path(os.path.realpath(named.parent)) / named.name):
+            if not any(checked == root or root in checked.parents for root in self.allowed):
+                roots = ", ".join(str(r) for r in self.allowed) or "none"
+                raise TemplateError(f"file({path!r}): {checked} is outside the allowed "
+                                    "folders", hint=f"allowed: {roots}; add one with "
+                                                    "template_allowed_dirs")
         with contextlib.suppress(OSError):  # a missing file: the file source says so
             if not stat.S_ISREG(os.stat(target).st_mode):
                 raise TemplateError(f"file({path!r}): {target} is not a regular file")
-        value = self.generation.get(SourceKey("file", str(target))).value("")
+        value = self.generation.get(SourceKey("file", str(named))).value("")
         if value is None:  # the file source stores the whole text under ""
             raise TemplateError(f"file({path!r}): {target} gave no text")
         return self._hand(value.reveal())
