@@ -11,9 +11,11 @@ computes the same name).
 Both ends check who is on the other side with ``SO_PEERCRED``: the server answers only
 root or its own user, and the client believes only a server running as root or as the
 client's user (a user who took the name first cannot answer a fake "ok"). The server
-treats every connection as hostile: a request is read up to :data:`MAX_REQUEST` bytes,
-each connection has a deadline, connections are served side by side (a silent one
-delays no other), and refused connections are logged at most once a minute.
+treats every connection as hostile (:mod:`entrypoint.ops.connections`, shared with the
+metrics listener): a request is read up to :data:`MAX_REQUEST` bytes, each connection
+has one deadline, at most :data:`MAX_PENDING` are held at once, connections are served
+side by side (a silent one delays no other), and refused connections are logged at most
+once a minute.
 """
 
 from __future__ import annotations
@@ -23,17 +25,15 @@ import errno
 import json
 import logging
 import os
-import selectors
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from entrypoint.config.model import Config
 from entrypoint.errors import PermissionDenied, UnavailableError, UsageError
+from entrypoint.ops.connections import Pending, RequestServer
 
 REQUEST = b"rotate\n"
 STATUS = b"status\n"
@@ -154,13 +154,6 @@ def _read_reply(sock: socket.socket, limit: int) -> str:
 
 # -- the server -------------------------------------------------------------------------
 
-@dataclass
-class _Pending:
-    pid: int
-    deadline: float
-    received: bytearray = field(default_factory=bytearray)
-
-
 class _RefusalLog:
     """At most one warning per ``every`` seconds for refused connections; the next one
     says how many were not shown (22,000 refused connections are not 22,000 lines)."""
@@ -185,8 +178,12 @@ class _RefusalLog:
         self.next_at = now + self.every
 
 
-class ControlServer:
-    """Accepts ``rotate`` requests and hands them to ``on_rotate``, from one thread."""
+class ControlServer(RequestServer):
+    """Accepts ``rotate`` requests and hands them to ``on_rotate``, from one thread
+    (:class:`entrypoint.ops.connections.RequestServer`)."""
+
+    label = "control socket"
+    thread_name = "control"
 
     def __init__(self, name: str, on_rotate: Callable[[str], None], log: logging.Logger,
                  *, on_status: Callable[[], bytes] | None = None,
@@ -195,18 +192,15 @@ class ControlServer:
         self.name = resolve_name(name)
         self.on_rotate = on_rotate
         self.on_status = on_status
-        self.log = log
-        self.clock = clock
-        self.deadline = deadline
         self.refusals = _RefusalLog(log, clock)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         addr = address(self.name)
         if isinstance(addr, str) and os.path.exists(addr):
             os.unlink(addr)  # a socket file left by a previous run of this container
         try:
-            self.sock.bind(addr)
+            sock.bind(addr)
         except OSError as exc:
-            self.sock.close()
+            sock.close()
             taken = exc.errno == errno.EADDRINUSE
             hint = ("another process in this network namespace (another container of the "
                     "same pod or task?) listens on it: give each container its own "
@@ -214,93 +208,38 @@ class ControlServer:
                     "set control_socket to a free name, or empty")
             raise UnavailableError(f"cannot listen on control socket {self.name}: "
                                    f"{exc.strerror}", hint=hint) from None
-        self.sock.listen(MAX_PENDING)
-        self.sock.setblocking(False)
-        # stop() writes a byte here to wake the selector: closing a socket another thread
-        # is waiting on does not wake it.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.sock, selectors.EVENT_READ)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._pending: dict[socket.socket, _Pending] = {}  # oldest first
-        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
-        self._stopped = False
+        sock.listen(MAX_PENDING)
+        super().__init__(sock, log, max_request=MAX_REQUEST, max_pending=MAX_PENDING,
+                         deadline=deadline, clock=clock)
 
     def start(self) -> None:
-        self._thread.start()
+        self.start_thread()
         self.log.debug("listening for 'entrypoint rotate' on %s", self.name)
 
-    def _serve(self) -> None:
-        try:
-            while not self._stopped:
-                self._expire()
-                deadlines = [p.deadline for p in self._pending.values()]
-                timeout = max(0.0, min(deadlines) - self.clock()) if deadlines else None
-                for key, _ in self._selector.select(timeout):
-                    if key.fileobj is self._wake_r:
-                        return
-                    if key.fileobj is self.sock:
-                        self._accept()
-                    else:
-                        self._read(key.fileobj)  # type: ignore[arg-type]
-        finally:
-            for conn in list(self._pending):
-                self._drop(conn)
+    def admit(self, conn: socket.socket) -> int | None:
+        pid, uid = peer(conn)
+        if trusted(uid):
+            return pid
+        with contextlib.suppress(OSError):
+            conn.send(b"denied: only root or the entrypoint's user may rotate\n")
+        self.refusals.refused(uid, pid)
+        return None
 
-    def _accept(self) -> None:
-        while True:  # everything the backlog holds
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.log.debug("control socket: accept failed: %s", exc)
-                return
-            conn.setblocking(False)  # no send or read of ours may wait on a client
-            try:
-                pid, uid = peer(conn)
-            except OSError:
-                conn.close()
-                continue
-            if not trusted(uid):
-                with contextlib.suppress(OSError):
-                    conn.send(b"denied: only root or the entrypoint's user may rotate\n")
-                conn.close()
-                self.refusals.refused(uid, pid)
-                continue
-            if len(self._pending) >= MAX_PENDING:
-                self._drop(next(iter(self._pending)))  # a real client sends at once
-            self._pending[conn] = _Pending(pid, self.clock() + self.deadline)
-            self._selector.register(conn, selectors.EVENT_READ)
+    def complete(self, received: bytes) -> bool:
+        return b"\n" in received
 
-    def _read(self, conn: socket.socket) -> None:
-        pending = self._pending.get(conn)
-        if pending is None:
-            return
-        try:
-            chunk = conn.recv(MAX_REQUEST - len(pending.received))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(conn)
-            return
-        if not chunk:
-            self._drop(conn)
-            return
-        pending.received += chunk
-        if b"\n" in pending.received:
-            line = bytes(pending.received.split(b"\n", 1)[0]) + b"\n"
-            if line == REQUEST:
-                self.on_rotate(f"rotation requested by 'entrypoint rotate' (pid {pending.pid})")
-                self._reply(conn, b"ok: every dynamic secret will be fetched again, then one "
-                                  b"action\n")
-            elif line == STATUS and self.on_status is not None:
-                self._reply(conn, self._status())
-            else:
-                self._reply(conn, b"error: unknown request\n")
-        elif len(pending.received) >= MAX_REQUEST:
-            # Dropped unread: the rest of a huge request never reaches our memory.
-            self._reply(conn, b"error: request too long\n")
+    def answer(self, pending: Pending, received: bytes, ended: bool) -> bytes | None:
+        if b"\n" not in received:
+            # Cut at MAX_REQUEST: the rest of a huge request is never read. A client that
+            # hung up before a whole line gets nothing.
+            return None if ended else b"error: request too long\n"
+        line = received.split(b"\n", 1)[0] + b"\n"
+        if line == REQUEST:
+            self.on_rotate(f"rotation requested by 'entrypoint rotate' (pid {pending.pid})")
+            return b"ok: every dynamic secret will be fetched again, then one action\n"
+        if line == STATUS and self.on_status is not None:
+            return self._status()
+        return b"error: unknown request\n"
 
     def _status(self) -> bytes:
         assert self.on_status is not None
@@ -310,35 +249,8 @@ class ControlServer:
             self.log.exception("control socket: building the status failed")
             return b"error: status unavailable\n"
 
-    def _reply(self, conn: socket.socket, answer: bytes) -> None:
-        # Into an empty socket buffer (200 KiB and more on Linux, a status is a few KiB):
-        # never blocks; what does not fit is cut rather than waited for.
-        with contextlib.suppress(OSError):
-            conn.send(answer)
-        self._drop(conn)
-
-    def _expire(self) -> None:
-        now = self.clock()
-        for conn in [c for c, p in self._pending.items() if p.deadline <= now]:
-            self.log.debug("control socket: a client sent no request within %.0fs",
-                           self.deadline)
-            self._drop(conn)
-
-    def _drop(self, conn: socket.socket) -> None:
-        self._pending.pop(conn, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn)
-        conn.close()
-
     def stop(self) -> None:
-        self._stopped = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
-        self._selector.close()
-        for sock in (self.sock, self._wake_r, self._wake_w):
-            sock.close()
+        super().stop()
         addr = address(self.name)
         if isinstance(addr, str) and os.path.exists(addr):
             os.unlink(addr)

@@ -26,13 +26,9 @@ neither it nor anything built from it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import os
 import re
-import shlex
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +44,7 @@ from jinja2.utils import missing, object_type_repr
 from entrypoint.errors import EntrypointError, TemplateError
 from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolve import Generation
+from entrypoint.render import filters
 from entrypoint.render.errors import (
     COMPUTED,
     Missing,
@@ -226,22 +223,38 @@ class Scope:
     def _file(self, path: str, folder: Path) -> str:
         if not isinstance(path, str) or not path:
             raise TemplateError("file() expects a path such as 'ca.pem'")
-        target = Path(os.path.realpath(folder / path))
-        if any(target == top or top in target.parents for top in NEVER_READ):
+        # Checked resolved, read as named: the read walks the path itself and follows a
+        # link only in a folder that only root can write (a link root made, the check
+        # having followed it too). Reading the resolved path read wherever a link the app
+        # planted in a folder it can write pointed, within the allowed folders (a root-only
+        # file next to the template): found by racing a render against an app swapping a
+        # link (tests/e2e/test_write_attacks.py).
+        named = Path(os.path.abspath(folder / path))
+        try:
+            target = Path(os.path.realpath(named))
+            named_folder = Path(os.path.realpath(named.parent))
+        except OSError:  # a link swapped for a file between realpath's lstat and readlink
+            raise TemplateError(f"file({path!r}): {named} changed while it was checked; "
+                                "refusing it") from None
+        if any(t == top or top in t.parents for top in NEVER_READ for t in (target, named)):
             # /proc/self/environ holds the entrypoint's own VAULT_TOKEN; /dev/zero never ends.
             raise TemplateError(f"file({path!r}): {target} is under /proc, /sys or /dev, "
                                 "which templates never read")
-        if not any(target == root or root in target.parents for root in self.allowed):
-            roots = ", ".join(str(r) for r in self.allowed) or "none"
-            raise TemplateError(f"file({path!r}): {target} is outside the allowed folders",
-                                hint=f"allowed: {roots}; add one with template_allowed_dirs")
+        # The named file's folder too (resolved, as the allowed folders are): ".." after a
+        # link root made must not lead the lexical read out of them.
+        for checked in (target, named_folder / named.name):
+            if not any(checked == root or root in checked.parents for root in self.allowed):
+                roots = ", ".join(str(r) for r in self.allowed) or "none"
+                raise TemplateError(f"file({path!r}): {checked} is outside the allowed "
+                                    "folders", hint=f"allowed: {roots}; add one with "
+                                                    "template_allowed_dirs")
         with contextlib.suppress(OSError):  # a missing file: the file source says so
             if not stat.S_ISREG(os.stat(target).st_mode):
                 raise TemplateError(f"file({path!r}): {target} is not a regular file")
         # Read and watched by the path as written: where it leads now is only checked.
         # A Kubernetes volume's file leads into a timestamped folder the next update
         # removes; keyed by that folder, its later updates were never seen.
-        value = self.generation.get(SourceKey("file", str(folder / path))).value("")
+        value = self.generation.get(SourceKey("file", str(named))).value("")
         if value is None:  # the file source stores the whole text under ""
             raise TemplateError(f"file({path!r}): {target} gave no text")
         return self._hand(value.reveal())
@@ -274,31 +287,6 @@ def _params(params: Mapping[str, Any], version: int | None) -> tuple[tuple[str, 
             raise TemplateError(f"secret(): parameter {name} must be text or a number, not "
                                 f"a {type(value).__name__}")
     return tuple(sorted(out))
-
-
-def _b64encode(value: Any) -> str:
-    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
-    return base64.b64encode(data).decode("ascii")
-
-
-def _b64decode(value: Any) -> str:
-    try:
-        return base64.b64decode(str(value), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        # The codec's own message quotes the offending bytes: say what, not which.
-        raise TemplateError("b64decode: the value is not base64 of UTF-8 text") from None
-
-
-def _tojson(value: Any, indent: int | None = None) -> str:
-    try:
-        return json.dumps(value, indent=indent, ensure_ascii=False)
-    except (TypeError, ValueError):
-        raise TemplateError(f"tojson: a {type(value).__name__} cannot be written as "
-                            "JSON") from None
-
-
-def _quote(value: Any) -> str:
-    return shlex.quote(str(value))
 
 
 class _Environment(SandboxedEnvironment):
@@ -342,8 +330,7 @@ def _guarded_filter(name: str, inner: Callable[..., Any], max_bytes: int) -> Cal
 def make_environment(max_bytes: int = 16 * 1024 * 1024) -> SandboxedEnvironment:
     env = _Environment(max_bytes, undefined=_Undefined, autoescape=False,
                        keep_trailing_newline=True)
-    env.filters.update({"tojson": _tojson, "b64encode": _b64encode,
-                        "b64decode": _b64decode, "quote": _quote})
+    env.filters.update(filters.ADDED)
     env.guard_filters()
     return env
 

@@ -5,11 +5,13 @@ scraper or an attacker on the port can produce, and the memory reason it is by h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from entrypoint.errors import ConfigError
+from entrypoint.ops import metrics
 from entrypoint.ops.exposition import Family, render
 from entrypoint.ops.metrics import MetricsServer, families, parse_listen
 from entrypoint.ops.state import Observer, endpoint_class, short_lease_id
@@ -159,6 +162,95 @@ def test_a_huge_or_silent_client_delays_no_scrape(server: MetricsServer) -> None
     finally:
         silent.close()
         huge.close()
+
+
+class Slowloris:
+    """The attack of the review: clients that each send one byte of a request every
+    ``every`` seconds, never the end of it; each one the server closes is replaced at once
+    (an attacker keeps ``count`` open), and how long each one lived is kept."""
+
+    def __init__(self, address: tuple[str, int], count: int, every: float) -> None:
+        self.address, self.count, self.every = address, count, every
+        self.lifetimes: list[float] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
+
+    def __enter__(self) -> Slowloris:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+    def _run(self) -> None:
+        held: dict[socket.socket, float] = {}
+        try:
+            while not self.stopping.is_set():
+                while len(held) < self.count:
+                    sock = socket.create_connection(self.address, timeout=5)
+                    held[sock] = time.monotonic()
+                for sock, opened in list(held.items()):
+                    if self._closed_by_server(sock):
+                        self.lifetimes.append(time.monotonic() - opened)
+                        sock.close()
+                        del held[sock]
+                    else:
+                        with contextlib.suppress(OSError):
+                            sock.send(b"G")
+                self.stopping.wait(self.every)
+        finally:
+            for sock in held:
+                sock.close()
+
+    @staticmethod
+    def _closed_by_server(sock: socket.socket) -> bool:
+        try:
+            return sock.recv(1, socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+def test_slow_clients_hold_no_thread_and_no_more_than_the_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review's slowloris (a byte every 4 s under a 5 s timeout per read: 547 threads,
+    44 MB in 35 s), at a scale for a test: a 1 s deadline, a byte every 0.3 s, three times
+    as many slow clients as the cap, replaced as soon as they are dropped."""
+    monkeypatch.setattr(metrics, "DEADLINE", 1.0)
+    srv = MetricsServer(f"127.0.0.1:{free_port()}", folded_observer(), snapshot, LOG)
+    srv.start()
+    threads_before = threading.active_count()
+    try:
+        with Slowloris(srv.address[:2], 3 * metrics.MAX_PENDING, every=0.3) as attack:
+            held: list[int] = []
+            threads: list[int] = []
+
+            def dropped_enough() -> bool:
+                held.append(srv.connections)
+                threads.append(threading.active_count())
+                # More than were opened at first: replacements were dropped too.
+                return len(attack.lifetimes) >= 4 * metrics.MAX_PENDING
+
+            # Every slow client is dropped, however many bytes it trickles: at the cap
+            # (the oldest first) or at its deadline, never kept for as long as it sends.
+            wait_until(dropped_enough, timeout=20, what="the slow clients to be dropped")
+            # Counted by the client from its connect, so it includes the time a connection
+            # waited in the kernel's queue (the accept queue full, the handshake completes
+            # on a SYN-ACK sent again after 1 s, then 2 s): the server held it for 1 s.
+            assert max(attack.lifetimes) < 1.0 + 3.0 + 1.0
+            began = time.monotonic()
+            scrape = exchange(srv, b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert scrape.startswith(b"HTTP/1.0 200 OK\r\n")
+            assert b"entrypoint_app_restarts_total 1.0" in scrape
+            assert time.monotonic() - began < 2.0
+        # No thread per connection (the attacker's is the one more), never more
+        # connections held than the cap.
+        assert max(threads) <= threads_before + 1
+        assert max(held) <= metrics.MAX_PENDING
+    finally:
+        srv.stop()
 
 
 def test_resident_run_with_metrics_loads_no_http_client_or_ssl(tmp_path: Path) -> None:

@@ -114,12 +114,53 @@ def test_app_gets_no_inotify_descriptor_of_the_entrypoint(tmp_path: Path) -> Non
     assert found == {}, f"the app inherited {found}"
 
 
+# The app: the entrypoint's environment and memory, read, and a ptrace attach (each
+# what the attempt gave), as JSON. Were the attach to succeed, the app detaches at once.
+STEAL = """\
+import ctypes, json, os
+ppid = os.getppid()
+found = {}
+try:
+    found["environ"] = open(f"/proc/{ppid}/environ", "rb").read().decode(errors="replace")
+except OSError as exc:
+    found["environ"] = "refused " + exc.strerror
+try:
+    with open(f"/proc/{ppid}/mem", "rb") as mem:
+        try:
+            start = int(open(f"/proc/{ppid}/maps").readline().split("-")[0], 16)
+            mem.seek(start)
+            found["mem"] = "read %d bytes" % len(mem.read(64))
+        except (OSError, ValueError) as exc:
+            found["mem"] = "opened, then " + str(exc)
+except OSError as exc:
+    found["mem"] = "refused " + exc.strerror
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+if libc.ptrace(16, ppid, None, None) == 0:  # PTRACE_ATTACH
+    os.waitpid(ppid, 0x40000000)  # __WALL: the stop of the attach
+    libc.ptrace(17, ppid, None, None)  # PTRACE_DETACH
+    found["ptrace"] = "attached"
+else:
+    found["ptrace"] = "refused " + os.strerror(ctypes.get_errno())
+print(json.dumps(found))
+"""
+
+
+def _refused_everything(done: subprocess.CompletedProcess[str], token: str) -> None:
+    assert done.returncode == 0, done.stderr
+    assert token not in done.stdout
+    found = json.loads(done.stdout)
+    assert found == {"environ": "refused Permission denied", "mem": "refused Permission denied",
+                     "ptrace": "refused Operation not permitted"}
+
+
 @needs_root
 @needs_system_python
 def test_same_uid_app_cannot_read_the_entrypoints_environment(shared_dir: Path) -> None:
     """issue 14.7: an app running with the entrypoint's own uid read /proc/PPID/environ,
-    which holds the VAULT_TOKEN the entrypoint was started with. The entrypoint is not
-    dumpable now: the read is refused. Both run as nobody, as an unprivileged image would.
+    which holds the VAULT_TOKEN the entrypoint was started with, and could open
+    /proc/PPID/mem or ptrace it. The entrypoint is not dumpable now: all three are
+    refused. Both run as nobody, as an unprivileged image would.
     """
     # nobody runs the entrypoint: from a copy in a folder it can read, since the checkout
     # may sit in a folder other users cannot (a fresh `mktemp -d`).
@@ -127,15 +168,22 @@ def test_same_uid_app_cannot_read_the_entrypoints_environment(shared_dir: Path) 
                     ignore=shutil.ignore_patterns("__pycache__"))
     for path in [shared_dir / "entrypoint", *(shared_dir / "entrypoint").rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    steal = ("import os\ntry:\n    print(open(f'/proc/{os.getppid()}/environ').read())\n"
-             "except OSError as exc:\n    print('refused', exc.strerror)\n")
     token = "s.Dumpable-Token-Zq81"
-    done = run_cli(["--control-socket", "", "--", SYSTEM_PYTHON, "-c", steal],
+    done = run_cli(["--control-socket", "", "--", SYSTEM_PYTHON, "-c", STEAL],
                    {"VAULT_TOKEN": token, "HOME": str(shared_dir)}, cwd=shared_dir,
                    python=SYSTEM_PYTHON, user=NOBODY, group=NOBODY, extra_groups=[])
-    assert done.returncode == 0, done.stderr
-    assert token not in done.stdout
-    assert done.stdout.startswith("refused Permission denied")
+    _refused_everything(done, token)
+
+
+@needs_root
+@needs_system_python
+def test_app_of_another_uid_cannot_read_or_trace_the_entrypoint() -> None:
+    """The same three attempts by an app run as nobody (``--user``) on an entrypoint run
+    as root: refused (another uid, and not dumpable)."""
+    token = "s.Other-Uid-Token-Kw37"
+    done = run_cli(["--control-socket", "", "--user", str(NOBODY), "--",
+                    SYSTEM_PYTHON, "-c", STEAL], {"VAULT_TOKEN": token}, cwd=REPO)
+    _refused_everything(done, token)
 
 
 @needs_root

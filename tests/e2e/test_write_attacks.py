@@ -13,6 +13,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,65 @@ def test_reads_never_follow_a_link_the_app_planted(place: Path) -> None:
     proc = run_cli(["render"], {"CA": f"file:{app}/fifo"}, timeout=30)
     assert proc.returncode == 78, proc.stderr
     assert "is not a regular file" in proc.stderr
+
+
+# The app's side of the race: swaps NAME, in a loop, between a regular file holding GOOD
+# and a link to TARGET, each an atomic rename (the path always exists), until STOP exists.
+SWAPPER = """\
+import os, sys
+name, target, stop = sys.argv[1:4]
+folder = os.path.dirname(name)
+regular, link = os.path.join(folder, ".regular"), os.path.join(folder, ".link")
+while not os.path.exists(stop):
+    for _ in range(200):
+        with open(regular, "w") as out:
+            out.write("app's own ca\\n")
+        os.rename(regular, name)
+        os.symlink(target, link)
+        os.rename(link, name)
+"""
+
+
+def test_file_in_a_template_races_an_app_swapping_a_link(place: Path) -> None:
+    """The app swaps the file a template's ``file()`` names between a regular file and a
+    link to a root-only file, as fast as it can, while root renders the template, again
+    and again (a bounded number of renders). ``file()`` checks the resolved path, then
+    reads: with a read that followed links, a swap between the two put the root-only file
+    in the output. Each render must either refuse (78) or write the app's own file; the
+    root-only text is never in the output, the destination or a message."""
+    target = root_only_file(place)
+    app = app_folder(place)
+    name = app / "ca.pem"
+    as_nobody("sh", "-c", f"printf \"app's own ca\\n\" > {name}")
+    src = template(place, "{{ file('app/ca.pem') }}")
+    dest = place / "out" / "ca.pem"
+    stop = place / "stop"
+    python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    swapper = subprocess.Popen([python, "-c", SWAPPER, str(name), str(target), str(stop)],
+                               user="nobody", group=pwd.getpwnam("nobody").pw_gid)
+    outcomes: dict[str, int] = {}
+    try:
+        for _ in range(20):
+            proc = run_cli(["render", "--reveal", "--template", f"{src}:{dest}"], timeout=30)
+            shown = proc.stdout + proc.stderr
+            assert "root-only" not in shown
+            if proc.returncode == 0:
+                assert dest.read_text() == "app's own ca\n"
+                outcome = "read the app's file"
+            else:
+                assert proc.returncode == 78, proc.stderr
+                if "refusing to follow it" in proc.stderr:
+                    outcome = "refused at the read"  # swapped between check and read
+                elif "changed while it was checked; refusing it" in proc.stderr:
+                    outcome = "refused at the check"  # swapped inside realpath itself
+                else:
+                    assert "is outside the allowed folders" in proc.stderr, proc.stderr
+                    outcome = "refused at the check"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if dest.exists():
+                assert "root-only" not in dest.read_text()
+    finally:
+        stop.touch()
+        swapper.wait(timeout=10)
+    assert swapper.returncode == 0
+    assert outcomes.get("refused at the read"), outcomes  # the app's links were met

@@ -5,7 +5,10 @@ produce on demand; the real Vault's TLS is in tests/e2e/test_security.py."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -89,20 +92,81 @@ def test_unreachable_gives_up_after_startup_timeout(caplog: pytest.LogCaptureFix
     assert retries and all(hasattr(r, "delay") for r in retries)
 
 
+class Recorder:
+    """A plain-HTTP listener on loopback that records every connection (what it sent)
+    and answers each with an empty Vault-like 200: the target of a refused redirect,
+    there to show that nothing reached it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __enter__(self) -> Recorder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # shutdown wakes the accept() (close alone would not); a connection already
+        # accepted is recorded before the thread ends, so `received` is complete after.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                        data += chunk
+                self.received.append(data)
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 13\r\n\r\n{\"data\": {}}\n")
+
+
 def test_a_redirect_from_https_to_http_is_refused(pki: Pki) -> None:
-    """A standby's 307 is followed, but not out of TLS: the token would go in clear."""
+    """A standby's 307 is followed, but not out of TLS: the token would go in clear. The
+    redirect points at a real plain-HTTP listener, which must see no connection at all
+    (so no token), while the https server did get the token."""
     from entrypoint.sources.vault.answers import UnexpectedError
+    from entrypoint.sources.vault.client import VaultClient
 
-    class Redirect(Quiet):
-        def do_GET(self) -> None:
-            self.send_response(307)
-            self.send_header("Location", "http://127.0.0.1:9/v1/sys/health")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    token = "s.Redirect-Token-Pq52"
+    tokens_seen: list[str | None] = []
+    with Recorder() as plain:
 
-    with serving(Redirect, pki) as addr:
-        env = {"VAULT_ADDR": addr, "VAULT_CACERT": str(pki.ca),
-               "VAULT_TLS_SERVER_NAME": "vault.test"}
-        with pytest.raises(UnexpectedError, match="not followed") as info:
-            health(env)
+        class Redirect(Quiet):
+            def do_GET(self) -> None:
+                tokens_seen.append(self.headers.get("X-Vault-Token"))
+                self.send_response(307)
+                self.send_header("Location", f"{plain.url}/v1/secret/data/app")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        with serving(Redirect, pki) as addr:
+            env = {"VAULT_ADDR": addr, "VAULT_CACERT": str(pki.ca),
+                   "VAULT_TLS_SERVER_NAME": "vault.test"}
+            log = logging.getLogger("entrypoint.test")
+            client = VaultClient(Connection.from_environ(env, log), startup_timeout=0,
+                                 log=log)
+            client.set_token(token)
+            try:
+                with pytest.raises(UnexpectedError, match="not followed") as info:
+                    client.call("read", lambda: client.api.get("/v1/secret/data/app"))
+            finally:
+                client.close()
     assert info.value.status == 307
+    assert tokens_seen == [token]  # the token went to the https server only
+    assert plain.received == []  # the client did not even connect to the http one
