@@ -17,7 +17,9 @@ keeps no signal at SIG_IGN (see ``signals.install``) and lifts its mask around t
 A parent-death signal has to be set inside the child, after the switch of identity (which
 clears it) and before ``exec``; Popen offers no safe hook there, so the child then runs a
 few lines of Python first (``hardening.death_signal_argv``) that switch user, set it and
-``exec`` the app.
+``exec`` the app. They run as root with an empty environment: the app's environment,
+which the app can fill (``LD_PRELOAD``, ``GCONV_PATH``, ``PYTHON*``, ...), reaches them
+through a pipe and only the app's ``exec`` uses it.
 
 Exec failures are reported in the parent, which we map to 127 (not found) and 126
 (cannot execute), as tini and POSIX shells do.
@@ -35,7 +37,7 @@ from typing import Any
 from entrypoint.errors import EX_NOT_FOUND, ChildStartError
 from entrypoint.process import signals
 from entrypoint.process.executable import exec_error, find_executable
-from entrypoint.process.hardening import death_signal_argv
+from entrypoint.process.hardening import death_signal_argv, send_environment
 from entrypoint.process.identity import Identity
 from entrypoint.process.reaper import exit_code
 
@@ -79,20 +81,29 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], launch: Launch = Launch()
         raise ChildStartError("no command to run", EX_NOT_FOUND,
                               hint="give the app's command after --")
     path = find_executable(argv[0], env.get("PATH", os.defpath))
-    run, executable = list(argv), path
-    identity = launch.identity
+    run, executable, start_env = list(argv), path, dict(env)
+    identity, pass_fds = launch.identity, launch.pass_fds
     user: dict[str, Any] = {}
+    env_pipe: tuple[int, int] | None = None
     if launch.death_signal:
-        run = death_signal_argv(launch.death_signal, path, argv, identity)
-        executable = run[0]
+        env_pipe = os.pipe()  # both ends close-on-exec: only pass_fds hands one over
+        run = death_signal_argv(launch.death_signal, path, argv, identity, env_pipe[0])
+        executable, start_env, pass_fds = run[0], {}, (*pass_fds, env_pipe[0])
     elif identity is not None:
         user = {"user": identity.uid, "group": identity.gid,
                 "extra_groups": list(identity.groups)}
     try:
         with signals.unblocked():
-            popen = subprocess.Popen(run, executable=executable, env=dict(env),
+            popen = subprocess.Popen(run, executable=executable, env=start_env,
                                      process_group=0, restore_signals=True, close_fds=True,
-                                     pass_fds=launch.pass_fds, **user)
+                                     pass_fds=pass_fds, **user)
     except OSError as exc:
+        if env_pipe is not None:
+            os.close(env_pipe[1])
         raise exec_error(argv[0], path, exc, identity) from None
+    finally:
+        if env_pipe is not None:
+            os.close(env_pipe[0])
+    if env_pipe is not None:
+        send_environment(env_pipe[1], env)
     return Child(pid=popen.pid, argv0=argv[0], _popen=popen)

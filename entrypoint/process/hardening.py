@@ -12,6 +12,10 @@
   nobody renews. The kernel clears that setting on a change of uid, so it is set in the
   child after the switch, by a few lines of Python run before the app (which also make
   the switch, so that they run as root and the interpreter need not be the app user's).
+  That wrapper starts with an empty environment: the app's, which the app's references
+  and templates fill (an ``LD_PRELOAD``, ``GCONV_PATH`` or ``PYTHON*`` would be loaded
+  by the dynamic loader or the interpreter, as root), comes through a pipe
+  (``send_environment``) and is first used by the ``execve`` of the app.
 - ``keep_only``: exec mode's counterpart of Popen's ``close_fds``: the app inherits 0, 1,
   2 and what the user passes, never a descriptor its caller left open by mistake.
 """
@@ -26,7 +30,7 @@ from entrypoint.errors import ConfigError
 
 TYPE_CHECKING = False  # not typing's, nor collections.abc: the fast --exec path imports this
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from entrypoint.process.identity import Identity
 
@@ -34,14 +38,27 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 
-# Run as ``python -I -S -c CODE SIGNAL PARENT UID GID GROUPS PATH ARGV...`` in the child,
-# as root when a user is set: the switch of user is done here, before the prctl, which it
-# would clear, and the interpreter need not be one the app's user may run. If the parent
-# died before the prctl, the signal would never come: deliver it now. Python ignores
-# SIGPIPE and SIGXFSZ, and an ignored disposition would survive exec.
+# Run as ``python -I -S -c CODE SIGNAL PARENT UID GID GROUPS ENVFD PATH ARGV...`` in the
+# child, as root when a user is set, with an empty environment: the app's is read from
+# ENVFD (``send_environment``: its length, a newline, then NUL-separated ``KEY=VALUE``)
+# and closed, and only the app's execve gets it. A short read (the entrypoint died while
+# sending) is refused rather than starting the app with half its environment. The switch
+# of user is done here, before the prctl, which it would clear, and the interpreter need
+# not be one the app's user may run. If the parent died before the prctl, the signal
+# would never come: deliver it now. Python ignores SIGPIPE and SIGXFSZ, and an ignored
+# disposition would survive exec.
 _DEATH_SIGNAL_CODE = """\
 import ctypes, os, signal, sys
-sig, parent, uid, gid = (int(a) for a in sys.argv[1:5])
+sig, parent, uid, gid, envfd = (int(a) for a in (*sys.argv[1:5], sys.argv[6]))
+chunks = []
+while chunk := os.read(envfd, 65536):
+    chunks.append(chunk)
+os.close(envfd)
+size, _, body = b"".join(chunks).partition(b"\\n")
+if not size.isdigit() or int(size) != len(body):
+    sys.stderr.write("entrypoint: the app's environment did not arrive whole\\n")
+    sys.exit(126)
+env = dict(item.split(b"=", 1) for item in body.split(b"\\0")) if body else {}
 try:
     if uid >= 0:
         os.setgroups([int(g) for g in sys.argv[5].split(",") if g])
@@ -59,9 +76,9 @@ if os.getppid() != parent:
 for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
     signal.signal(s, signal.SIG_DFL)
 try:
-    os.execve(sys.argv[6], sys.argv[7:], os.environ)
+    os.execve(sys.argv[7], sys.argv[8:], env)
 except OSError as exc:
-    sys.stderr.write(f"entrypoint: {sys.argv[6]}: cannot execute: {exc.strerror}\\n")
+    sys.stderr.write(f"entrypoint: {sys.argv[7]}: cannot execute: {exc.strerror}\\n")
     sys.exit(127 if exc.errno == 2 else 126)
 """
 
@@ -89,15 +106,31 @@ def no_new_privs() -> int:
 
 
 def death_signal_argv(signum: int, path: str, argv: Sequence[str],
-                      identity: Identity | None) -> list[str]:
-    """The command that becomes ``identity``, sets ``signum`` as the parent-death signal,
-    then execs ``path``. Start it as this process's user: it switches by itself."""
+                      identity: Identity | None, env_fd: int) -> list[str]:
+    """The command that reads the app's environment from ``env_fd``, becomes ``identity``,
+    sets ``signum`` as the parent-death signal, then execs ``path``. Start it as this
+    process's user (it switches by itself), with an empty environment and ``env_fd``
+    passed, then ``send_environment`` to the pipe's other end."""
     uid, gid, groups = -1, -1, ""
     if identity is not None:
         uid, gid = identity.uid, identity.gid
         groups = ",".join(str(g) for g in identity.groups)
     return [sys.executable, "-I", "-S", "-c", _DEATH_SIGNAL_CODE, str(signum),
-            str(os.getpid()), str(uid), str(gid), groups, path, *argv]
+            str(os.getpid()), str(uid), str(gid), groups, str(env_fd), path, *argv]
+
+
+def send_environment(fd: int, env: Mapping[str, str]) -> None:
+    """Write ``env`` for the wrapper of ``death_signal_argv`` and close ``fd``. A wrapper
+    that is gone (killed before it read) is not an error here: it never starts the app."""
+    body = b"\0".join(os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items())
+    data = memoryview(b"%d\n" % len(body) + body)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def set_death_signal(signum: int) -> int:

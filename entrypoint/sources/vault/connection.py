@@ -36,6 +36,8 @@ class Connection:
     client_cert: tuple[str, str] | None = None
     server_name: str | None = None
     socket_path: str | None = None  # set for a unix:// address (Vault Agent or Proxy)
+    # The app's uid when it is not ours: a listener on socket_path run by it is refused.
+    app_uid: int | None = None
 
     @property
     def url(self) -> str:

@@ -10,6 +10,7 @@ with the token's policies.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -69,6 +70,17 @@ class VaultSource(LeaseKeeping, Source):
     def from_config(cls, config: Config, environ: Mapping[str, str] = os.environ) -> VaultSource:
         log = logging.getLogger("entrypoint")
         connection = Connection.from_environ(environ, log)
+        if connection.socket_path and config.user:
+            # The agent's socket: a listener run by the app's user is refused (transport).
+            # A user unknown here (check, render) is reported where the app is started.
+            from entrypoint.process.identity import resolve_user
+
+            try:
+                app_uid: int | None = resolve_user(config.user).uid
+            except ConfigError:
+                app_uid = None
+            if app_uid is not None and app_uid != os.getuid():
+                connection = dataclasses.replace(connection, app_uid=app_uid)
         method = choose(config, environ)
         client = VaultClient(connection, startup_timeout=config.startup_timeout, log=log,
                              pool_size=max(10, config.vault_concurrency + 2))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlencode, urlsplit
 
-from entrypoint.errors import ConfigError
+from entrypoint.errors import ConfigError, PermissionDenied
 from entrypoint.sources.vault.answers import (
     TLSError,
     TransportError,
@@ -220,7 +220,8 @@ class Transport:
 
     def _new(self, scheme: str, host: str, port: int) -> http.client.HTTPConnection:
         if self.connection.socket_path:
-            return UnixConnection(self.connection.socket_path, self.timeout)
+            return UnixConnection(self.connection.socket_path, self.timeout,
+                                  self.connection.app_uid)
         proxy = self._proxy_for(scheme, host, port)
         if scheme == "https":
             # VAULT_TLS_SERVER_NAME names our Vault's certificate, not a redirect target's.
@@ -268,21 +269,42 @@ class ServerNameConnection(http.client.HTTPSConnection):
 
 class UnixConnection(http.client.HTTPConnection):
     """Every connection goes to ``socket_path``: a Vault Agent or Vault Proxy
-    ``listener "unix"``, the node-local caching pattern."""
+    ``listener "unix"``, the node-local caching pattern.
 
-    def __init__(self, socket_path: str, timeout: float) -> None:
+    A path is no proof of who listens: an app that can write the socket's folder (an
+    emptyDir is 0777) can bind its own socket and rename it over the agent's, and would
+    get the token. So the listener's uid (``SO_PEERCRED``, as for the control socket) is
+    checked before anything is sent: one run by the app's uid (``app_uid``, set when the
+    app runs as another user than us) is refused."""
+
+    def __init__(self, socket_path: str, timeout: float, app_uid: int | None = None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
+        self.app_uid = app_uid
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.socket_path)
-        except OSError:
+            if self.app_uid is not None:
+                self._check_listener(sock, self.app_uid)
+        except BaseException:
             sock.close()
             raise
         self.sock = sock
+
+    def _check_listener(self, sock: socket.socket, app_uid: int) -> None:
+        from entrypoint.ops.control import peer
+
+        pid, uid = peer(sock)
+        if uid == app_uid:
+            raise PermissionDenied(
+                f"Vault socket {self.socket_path} refused: it is served by uid {uid} "
+                f"(pid {pid}), the app's user; nothing was sent",
+                hint="expected the Vault Agent or Proxy's own user: the app can write "
+                     "the socket's folder and may have replaced the socket; put the "
+                     "socket in a folder only the agent can write: see docs/security.md")
 
 
 def tls_context(connection: Connection) -> ssl.SSLContext:

@@ -42,6 +42,9 @@ HELPER_ENV = frozenset({
     "SSL_CERT_FILE", "SSL_CERT_DIR",
 })
 HELPER_TIMEOUT = 60.0  # botocore's own timeouts end a slow chain well before this
+# What the helper imports besides the standard library: botocore and what botocore imports
+# (awscrt only if installed). The helper is given the folders these are found in, no other.
+HELPER_PACKAGES = ("botocore", "jmespath", "dateutil", "six", "urllib3", "certifi", "awscrt")
 
 
 def sts_target(region: str | None, endpoint: str | None) -> tuple[str, str]:
@@ -108,6 +111,43 @@ def helper_env(environ: Mapping[str, str]) -> dict[str, str]:
             if (k.startswith("AWS_") or k in HELPER_ENV) and not reference(v)}
 
 
+def helper_path(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The folders the helper imports botocore and its dependencies from, and no other.
+
+    Our ``sys.path`` is not for a process that runs as root: it holds PYTHONPATH and, first,
+    the script's folder or (``python -m``, ``-c``) the working folder, which the app may be
+    able to write (a ``botocore/`` planted there ran in the helper, as root). They are
+    searched here without importing anything, in the folder the entrypoint package itself
+    was loaded from (unless that is the working folder), then our ``sys.path`` less its
+    first entry, the working folder and the PYTHONPATH entries."""
+    from importlib.machinery import PathFinder
+
+    import entrypoint
+
+    def real(entry: str) -> str:
+        return os.path.realpath(entry or ".")
+
+    cwd = real(os.getcwd())
+    unsafe = {cwd} | {real(e) for e in environ.get("PYTHONPATH", "").split(os.pathsep) if e}
+    own = os.path.dirname(os.path.dirname(os.path.abspath(entrypoint.__file__ or ".")))
+    # Without -P (safe_path), sys.path[0] is the script's folder, or the working folder.
+    entries = sys.path if sys.flags.safe_path else sys.path[1:]
+    search = ([own] if real(own) != cwd else []) + [
+        e for e in entries if e and real(e) not in unsafe]
+    found: list[str] = []
+    for name in HELPER_PACKAGES:
+        spec = PathFinder.find_spec(name, search)
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:  # a package: the folder that holds it
+            where = os.path.dirname(next(iter(spec.submodule_search_locations)))
+        else:
+            where = os.path.dirname(spec.origin or "")
+        if where and where not in found:
+            found.append(where)
+    return found
+
+
 def helper_sign(url: str, region: str, server_id: str | None,
                 environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The signed headers, from a helper process that reads the credentials itself.
@@ -122,7 +162,7 @@ def helper_sign(url: str, region: str, server_id: str | None,
     from entrypoint.process import signals
 
     asked = json.dumps({"url": url, "region": region, "server_id": server_id,
-                        "path": sys.path})
+                        "path": helper_path()})
     try:
         # The helper starts with a clear signal mask, not this worker thread's.
         with signals.unblocked():

@@ -3,8 +3,9 @@
 Run as a short-lived helper process by :mod:`entrypoint.sources.vault.auth.aws_iam`
 (``python -I <this file>``), so that the resident entrypoint never imports botocore (about
 20 MB resident, for one signature per login). It reads what to sign as JSON on stdin
-(``{"url", "region", "server_id", "path"}``, ``path`` being the entrypoint's
-``sys.path``, so that botocore is found where the entrypoint would find it), takes
+(``{"url", "region", "server_id", "path"}``, ``path`` being the folders the entrypoint
+found botocore and its dependencies in, added after the standard library: never its whole
+``sys.path``, whose working folder and PYTHONPATH the app may write), takes
 credentials from botocore's standard chain itself (env keys, shared profile, the ECS
 container credentials endpoint, web identity, instance metadata: the environment it is
 given is the entrypoint's ``AWS_*`` and the few variables the chain reads), and answers
@@ -75,7 +76,8 @@ def main() -> int:
     """The helper: what to sign on stdin, one JSON answer on stdout; 0, or 1 if refused."""
     try:
         asked = json.loads(sys.stdin.read())
-        sys.path[:] = [str(p) for p in asked.get("path") or ()] or sys.path
+        # After the standard library (-I -S: nothing else), never in place of it.
+        sys.path.extend(str(p) for p in asked.get("path") or ())
         headers = sign(credentials(), str(asked["url"]), str(asked["region"]),
                        asked.get("server_id") or None)
     except SigningError as exc:
