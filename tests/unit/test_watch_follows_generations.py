@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -37,8 +38,17 @@ Make = Callable[..., Resident]
 def put(root: Path, name: str, data: dict[str, str]) -> Path:
     file = root / name
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(data))
+    replace_text(file, json.dumps(data))
     return file
+
+
+def replace_text(file: Path, text: str) -> None:
+    """At once, as editors and config management write: with wait_min 0, an edit in place
+    could be rendered between its truncation and its write (an empty template's restart,
+    seen once in a run)."""
+    tmp = file.with_name(f".{file.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, file)
 
 
 def quiet_config(**fields: Any) -> Config:
@@ -164,7 +174,7 @@ def test_a_secret_first_read_after_the_start_is_watched_and_one_left_is_not(
     resident.prepare()
     watch = file_watch(resident)
     assert set(watch.key_paths) == {SourceKey("vault", "kv/a")}
-    template.write_text("{{ secret('kv/b').x }}\n")
+    replace_text(template, "{{ secret('kv/b').x }}\n")
     next_restart(posted)
     assert out.read_text() == "b1\n"
     # kv/a is still carried in the generation, but nothing reads it: not watched.
@@ -184,7 +194,7 @@ def test_a_secret_edited_between_its_first_read_and_its_watch_is_read_again(
     config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
     source = EditedAfterFirstRead(tmp_path / "secrets", "kv/b", {"x": "b2"})
     resident_for(config, {}, source).prepare()
-    template.write_text("{{ secret('kv/b').x }}\n")  # kv/b read (b1), then edited (b2)
+    replace_text(template, "{{ secret('kv/b').x }}\n")  # kv/b read (b1), then edited (b2)
     next_restart(posted)
     assert "kv/b changed before its watch started" in next_restart(posted).reason
     assert out.read_text() == "b2\n"
