@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers.attacks import reachable_folder
 from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -114,10 +113,8 @@ class Agent:
 @pytest.fixture
 def shared() -> Iterator[Path]:
     """The emptyDir: a short folder (sun_path is 108 bytes) every user may write."""
-    folder = Path(tempfile.mkdtemp(prefix="ep-ag-"))
-    folder.chmod(0o777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+    with reachable_folder("ep-ag-", 0o777) as folder:
+        yield folder
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.attacks import reachable_folder
 from tests.helpers.cli import REPO, run_cli, start_cli, wait_until
 from tests.helpers.pid1 import is_alive
 
@@ -53,10 +53,8 @@ print(json.dumps(found))
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder any user can read (pytest's tmp_path is root-only)."""
-    directory = Path(tempfile.mkdtemp(prefix="ep-hard-"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with reachable_folder("ep-hard-") as directory:
+        yield directory
 
 
 def root_only_file(tmp_path: Path, text: str) -> int:

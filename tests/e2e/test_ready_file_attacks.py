@@ -15,20 +15,18 @@ what follows it. Nothing else in the code under test is changed.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.attacks import NOBODY, reachable_folder
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across users needs root")
 
-NOBODY = pwd.getpwnam("nobody")
 SYSTEM_PYTHON = "/usr/bin/python3"
 ROOT_ONLY = "root-only: line one\n"
 
@@ -52,15 +50,13 @@ sys.exit(1)
 def place() -> Iterator[Path]:
     """A folder others can traverse (pytest's tmp_path is root-only), removed at the end:
     ``app`` the app owns, ``vault/shadow`` only root reads."""
-    top = Path(tempfile.mkdtemp(prefix="ep-ready-attack-"))
-    top.chmod(0o755)
-    (top / "app").mkdir()
-    os.chown(top / "app", NOBODY.pw_uid, NOBODY.pw_gid)
-    (top / "vault").mkdir(mode=0o700)
-    (top / "vault/shadow").write_text(ROOT_ONLY)
-    (top / "vault/shadow").chmod(0o600)
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
+    with reachable_folder("ep-ready-attack-") as top:
+        (top / "app").mkdir()
+        os.chown(top / "app", NOBODY.pw_uid, NOBODY.pw_gid)
+        (top / "vault").mkdir(mode=0o700)
+        (top / "vault/shadow").write_text(ROOT_ONLY)
+        (top / "vault/shadow").chmod(0o600)
+        yield top
 
 
 def make_ready(ready: Path, *, slow: bool) -> subprocess.CompletedProcess[str]:

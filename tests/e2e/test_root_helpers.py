@@ -11,13 +11,13 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.attacks import as_nobody, reachable_folder
 from tests.helpers.cli import REPO, run_cli
 from tests.services.ecs_credentials import EcsCredentialsServer, iam_user_credentials
 
@@ -27,16 +27,9 @@ HEADER = "vault.example.com"
 
 @pytest.fixture
 def place() -> Iterator[Path]:
-    """A folder others can traverse (pytest's tmp_path is root-only), removed at the end."""
-    top = Path(tempfile.mkdtemp(prefix="ep-helper-"))
-    top.chmod(0o755)
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
+    with reachable_folder("ep-helper-") as top:
+        yield top
 
-
-def as_nobody(*argv: str) -> None:
-    subprocess.run(argv, user="nobody", group=pwd.getpwnam("nobody").pw_gid, check=True,
-                   capture_output=True, timeout=10)
 
 
 def app_folder(place: Path, name: str) -> Path:

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.attacks import NOBODY, as_nobody, reachable_folder
 from tests.helpers.cli import clean_env, entrypoint_argv, run_cli, start_cli, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across users needs root")
@@ -28,15 +27,18 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across user
 TOKEN = "hvs.not-a-real-token-but-secret-7Qx"
 ADMIN = "admin-only-password-9Kd2"
 APP_DB = "app-db-password-4Hs1"
-NOBODY = pwd.getpwnam("nobody")
 
 
 @pytest.fixture
 def place() -> Iterator[Path]:
     """A folder others can traverse (pytest's tmp_path is root-only), removed at the end:
     secrets only root reads, a template folder, a destination folder the app reads."""
-    top = Path(tempfile.mkdtemp(prefix="ep-tpl-attack-"))
-    top.chmod(0o755)
+    with reachable_folder("ep-tpl-attack-") as top:
+        lay_out(top)
+        yield top
+
+
+def lay_out(top: Path) -> None:
     secrets = top / "secrets"
     for path, value in (("secret/admin/root", ADMIN), ("secret/app/db", APP_DB)):
         (secrets / path).parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +49,6 @@ def place() -> Iterator[Path]:
     out = top / "out"
     out.mkdir(mode=0o750)
     os.chown(out, 0, NOBODY.pw_gid)
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
 
 
 def config(place: Path) -> Path:
@@ -62,10 +62,6 @@ def config(place: Path) -> Path:
 def env(place: Path) -> dict[str, str]:
     return {"ENTRYPOINT_LOCAL_SECRETS": str(place / "secrets"), "VAULT_TOKEN": TOKEN}
 
-
-def as_nobody(*argv: str) -> None:
-    subprocess.run(argv, user=NOBODY.pw_uid, group=NOBODY.pw_gid, check=True,
-                   capture_output=True, timeout=10)
 
 
 def give_to_nobody(path: Path) -> None:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.attacks import as_nobody, reachable_folder
 from tests.helpers.cli import run_cli
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="an attack across users needs root")
@@ -29,16 +28,9 @@ ROOT_ONLY = "root-only: line one\nline two\n"
 
 @pytest.fixture
 def place() -> Iterator[Path]:
-    """A folder others can traverse (pytest's tmp_path is root-only), removed at the end."""
-    top = Path(tempfile.mkdtemp(prefix="ep-attack-"))
-    top.chmod(0o755)
-    yield top
-    shutil.rmtree(top, ignore_errors=True)
+    with reachable_folder("ep-attack-") as top:
+        yield top
 
-
-def as_nobody(*argv: str) -> None:
-    subprocess.run(argv, user="nobody", group=pwd.getpwnam("nobody").pw_gid, check=True,
-                   capture_output=True, timeout=10)
 
 
 def app_folder(place: Path) -> Path:

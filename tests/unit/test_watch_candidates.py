@@ -9,22 +9,16 @@ import json
 import logging
 import os
 import queue
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from entrypoint.commands.run import Resident
-from entrypoint.config.model import Config
-from entrypoint.plan.resolution import Runtime
-from entrypoint.process import events
 from entrypoint.sources.local.folder import LocalSource
-from entrypoint.sources.registry import Sources
+from tests.helpers.residents import DEADLINE, Posted, quiet_config, residents, restarts
 
 LOG = logging.getLogger("entrypoint")
-DEADLINE = 10.0
-Posted = queue.SimpleQueue[object]
 
 
 def put(root: Path, name: str, text: str) -> None:
@@ -40,35 +34,21 @@ def posted() -> Posted:
 
 @pytest.fixture
 def start(posted: Posted) -> Iterator[Callable[..., dict[str, str]]]:
-    made: list[Resident] = []
+    with residents(posted, LOG) as make:
+        def run(root: Path, env: dict[str, str], **fields: Any) -> dict[str, str]:
+            return dict(make(quiet_config(**fields), env, LocalSource(root)).prepare())
 
-    def run(root: Path, env: dict[str, str], **fields: object) -> dict[str, str]:
-        config = Config(wait_min=0.0, wait_max=0.0, control_socket="", **fields)  # type: ignore[arg-type]
-        source = LocalSource(root)
-        runtime = Runtime(config, env, LOG, sources=Sources({"vault": lambda: source}, {}))
-        resident = Resident(config, runtime, post=posted.put, log=LOG)
-        made.append(resident)
-        return dict(resident.prepare())
-
-    yield run
-    for resident in made:
-        resident.shutdown()
+        yield run
 
 
 def restart_with(posted: Posted, name: str, value: str) -> None:
     """Restarts come until one gives ``name`` ``value`` (a rename and a write may be two
     changes, or one)."""
-    deadline = time.monotonic() + DEADLINE
     got = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            event = posted.get(timeout=left)
-        except queue.Empty:
-            break
-        if isinstance(event, events.Restart):
-            got.append(event.env.get(name))
-            if event.env.get(name) == value:
-                return
+    for event in restarts(posted):
+        got.append(event.env.get(name))
+        if event.env.get(name) == value:
+            return
     raise AssertionError(f"no restart with {name}={value} within {DEADLINE}s (got {got})")
 
 

@@ -14,25 +14,26 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from entrypoint.commands.run import Resident
-from entrypoint.config.model import Config, TemplateSpec
+from entrypoint.config.model import TemplateSpec
 from entrypoint.plan.keys import SourceKey
-from entrypoint.plan.resolution import Runtime
-from entrypoint.process import events
 from entrypoint.rotation.file_watch import FileWatch
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.local.folder import LocalSource
-from entrypoint.sources.registry import Sources
 from tests.helpers.kube_volume import Volume
+from tests.helpers.residents import (
+    DEADLINE,
+    Make,
+    Posted,
+    next_restart,
+    quiet_config,
+    residents,
+)
 
 LOG = logging.getLogger("entrypoint")
-DEADLINE = 10.0
-Posted = queue.SimpleQueue[object]
-Make = Callable[..., Resident]
 
 
 def put(root: Path, name: str, data: dict[str, str]) -> Path:
@@ -51,10 +52,6 @@ def replace_text(file: Path, text: str) -> None:
     os.replace(tmp, file)
 
 
-def quiet_config(**fields: Any) -> Config:
-    return Config(wait_min=0.0, wait_max=0.0, control_socket="", **fields)
-
-
 @pytest.fixture
 def posted() -> Posted:
     return queue.SimpleQueue()
@@ -62,31 +59,8 @@ def posted() -> Posted:
 
 @pytest.fixture
 def resident_for(posted: Posted) -> Iterator[Make]:
-    made: list[Resident] = []
-
-    def make(config: Config, env: dict[str, str], local: LocalSource | None = None
-             ) -> Resident:
-        sources = Sources({"vault": lambda: local}, {}) if local is not None else None
-        runtime = Runtime(config, env, LOG, sources=sources)
-        resident = Resident(config, runtime, post=posted.put, log=LOG)
-        made.append(resident)
-        return resident
-
-    yield make
-    for resident in made:
-        resident.shutdown()
-
-
-def next_restart(posted: Posted) -> events.Restart:
-    deadline = time.monotonic() + DEADLINE
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            event = posted.get(timeout=left)
-        except queue.Empty:
-            break
-        if isinstance(event, events.Restart):
-            return event
-    raise AssertionError(f"no restart within {DEADLINE}s")
+    with residents(posted, LOG) as make:
+        yield make
 
 
 def file_watch(resident: Resident) -> FileWatch:

@@ -9,23 +9,26 @@ import json
 import logging
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from entrypoint.commands import run
-from entrypoint.commands.run import Resident
-from entrypoint.config.model import Config, TemplateSpec
-from entrypoint.plan.resolution import Runtime
-from entrypoint.process import events
+from entrypoint.config.model import TemplateSpec
 from entrypoint.sources.base import Fetched
 from entrypoint.sources.local.folder import LocalSource
-from entrypoint.sources.registry import Sources
+from tests.helpers.residents import (
+    DEADLINE,
+    Make,
+    Posted,
+    next_restart,
+    quiet_config,
+    residents,
+)
 
 LOG = logging.getLogger("entrypoint")
-DEADLINE = 10.0
 
 
 def put(root: Path, name: str, data: dict[str, str]) -> Path:
@@ -53,42 +56,14 @@ class EditedRightAfterRead(LocalSource):
 
 
 @pytest.fixture
-def posted() -> queue.SimpleQueue[object]:
+def posted() -> Posted:
     return queue.SimpleQueue()
 
 
-Make = Callable[[Config, dict[str, str], LocalSource], Resident]
-
-
 @pytest.fixture
-def resident_for(posted: queue.SimpleQueue[object]) -> Iterator[Make]:
-    made: list[Resident] = []
-
-    def make(config: Config, env: dict[str, str], source: LocalSource) -> Resident:
-        runtime = Runtime(config, env, LOG, sources=Sources({"vault": lambda: source}, {}))
-        resident = Resident(config, runtime, post=posted.put, log=LOG)
-        made.append(resident)
-        return resident
-
-    yield make
-    for resident in made:
-        resident.shutdown()
-
-
-def next_restart(posted: queue.SimpleQueue[object]) -> events.Restart:
-    deadline = time.monotonic() + DEADLINE
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            event = posted.get(timeout=left)
-        except queue.Empty:
-            break
-        if isinstance(event, events.Restart):
-            return event
-    raise AssertionError(f"no restart within {DEADLINE}s")
-
-
-def quiet_config(**fields: Any) -> Config:
-    return Config(wait_min=0.0, wait_max=0.0, control_socket="", **fields)
+def resident_for(posted: Posted) -> Iterator[Make]:
+    with residents(posted, LOG) as make:
+        yield make
 
 
 def test_a_secret_edited_between_its_read_and_the_watch_start_restarts_the_app(
