@@ -19,6 +19,7 @@ _RESOLVE = _COMMON | {
     "pass_env",  # what env() in a template sees of the bootstrap variables
     "transit_key", "transit_mount",  # decrypt transit: and vault:v1: values
     "renew_fraction",  # the Vault token is renewed while they run
+    "user",  # the app's user: a Vault Agent socket it serves is refused (vault/source.py)
 } | {s.name for s in SETTINGS if s.name.startswith("vault_")}
 # render issues certificates through issue_cache_dir (reused until replace_fraction of
 # their life); check never uses that folder (commands/check.py).
