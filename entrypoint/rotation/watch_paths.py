@@ -4,6 +4,7 @@ goes through (``file_watch.py``)."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -61,9 +62,18 @@ def absolute(path: str | Path) -> str:
 
 
 def content_mark(path: str | Path) -> int | None:
-    """What a file holds, to tell later whether it changed; None if it cannot be read."""
+    """What a regular file holds, to tell later whether it changed; None if it cannot be
+    read or is not a regular file. Opened without blocking and checked before the read:
+    a template path that is a FIFO hung the start at its open, one leading to /dev/zero
+    read until memory ran out (the render, after, refuses both)."""
     try:
-        with open(path, "rb") as file:
-            return hash(file.read())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return hash(file.read())
+        except OSError:
+            return None

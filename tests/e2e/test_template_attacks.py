@@ -210,3 +210,22 @@ def test_a_configmap_volume_renders_when_read_only(place: Path, mount: str) -> N
     else:
         assert proc.returncode == 78, proc.stderr
         assert f"{volume} can be written by a user other than root" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_template_that_is_a_fifo_or_a_device_stops_the_start(place: Path, kind: str
+                                                               ) -> None:
+    """A template source that is a FIFO (no writer: an open hangs) or a link to /dev/zero
+    (never ends): the supervisor's first look at the template, to tell an edit made
+    before its watch started, opened and read it before the render refused it, so the
+    start hung for good, or read until memory ran out. Now refused at once (78)."""
+    source = place / "tpl" / "app.conf.j2"
+    source.unlink()
+    if kind == "fifo":
+        os.mkfifo(source)
+    else:
+        source.symlink_to("/dev/zero")
+    proc = run_cli(["--template", f"{source}:{place}/out/app.conf", "--", "true"],
+                   {**env(place), "ENTRYPOINT_CONTROL_SOCKET": ""}, timeout=30)
+    assert proc.returncode == 78, proc.stderr
+    assert f"template {source}" in proc.stderr
