@@ -70,10 +70,14 @@ def content_mark(path: str | Path) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as file:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            return hash(file.read())
-        except OSError:
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder cannot even be fdopen()ed
             return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return hash(b"".join(chunks))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
