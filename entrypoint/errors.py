@@ -19,6 +19,10 @@ secret value or a token: callers pass paths, keys and variable names, not values
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # not typing's: the fast --exec path imports this module
+if TYPE_CHECKING:
+    import logging
+
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
@@ -91,3 +95,14 @@ class ChildStartError(EntrypointError):
     def __init__(self, message: str, exit_code: int, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
+
+
+def report_end(log: logging.Logger, error: BaseException, debug: bool) -> int:
+    """Log the error that ends a resident loop (the supervisor's, the sidecar's) and
+    return its exit status. ``main()`` never sees these errors, so the ``debug`` setting
+    (its traceback) is applied here; an internal error always shows its traceback."""
+    if isinstance(error, EntrypointError):
+        log.error("%s", error, exc_info=error if debug else None)
+        return error.exit_code
+    log.error("internal error: %r", error, exc_info=error)
+    return EX_SOFTWARE

@@ -45,7 +45,7 @@ class ReadyFile:
         # the folder is reached without following a link others planted, and the temp
         # file is made, chmod-ed and renamed through descriptors (a chmod by name
         # followed a link the app swapped in for it, making any file 0644).
-        from entrypoint.render.safepath import open_folder
+        from entrypoint.render.safepath import open_folder, reason
 
         assert self.path is not None
         tmp = f".ready-{os.urandom(6).hex()}"
@@ -63,7 +63,7 @@ class ReadyFile:
             if folder is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=folder)
-            self.log.warning("cannot create the ready file %s: %s", self.path, _reason(exc))
+            self.log.warning("cannot create the ready file %s: %s", self.path, reason(exc))
         finally:
             if folder is not None:
                 os.close(folder)
@@ -71,24 +71,20 @@ class ReadyFile:
     def _remove(self) -> None:
         if self.path is None:
             return
-        from entrypoint.render.safepath import open_folder
+        from entrypoint.render.safepath import open_folder, reason
 
         try:
             folder = open_folder(self.path.parent)
         except FileNotFoundError:
             return
         except OSError as exc:
-            self.log.warning("cannot remove the ready file %s: %s", self.path, _reason(exc))
+            self.log.warning("cannot remove the ready file %s: %s", self.path, reason(exc))
             return
         try:
             os.unlink(self.path.name, dir_fd=folder)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            self.log.warning("cannot remove the ready file %s: %s", self.path, _reason(exc))
+            self.log.warning("cannot remove the ready file %s: %s", self.path, reason(exc))
         finally:
             os.close(folder)
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from entrypoint.config.model import Config
-from entrypoint.errors import EX_SOFTWARE, EntrypointError
+from entrypoint.errors import EntrypointError, report_end
 from entrypoint.process import reaper, signals
 from entrypoint.process.child import Launch
 from entrypoint.process.events import Fatal, Restart, RunCommand, SignalChild
@@ -72,7 +72,7 @@ def run(config: Config, env: Mapping[str, str], log: logging.Logger) -> int:
             for pid, status in reaper.reap():
                 commands.reaped(pid, status)
     except EntrypointError as exc:
-        code = _report(log, exc, config.debug)
+        code = report_end(log, exc, config.debug)
     finally:
         ops.ready.set(False)
         commands.kill_all()
@@ -110,7 +110,7 @@ class _Loop:
             self.child_env, self.ready = item[1], True
             self.ops.ready.set(True)  # resolved and rendered: what a probe waits for
         elif isinstance(item, tuple) and item[0] == "failed":
-            return _report(self.log, item[1], self.config.debug)
+            return report_end(self.log, item[1], self.config.debug)
         elif isinstance(item, int) and item in signals.SHUTDOWN:
             self.log.info("received %s: stopping (sidecar mode)", signals.name(item),
                           extra={"event": "stop", "reason": f"received {signals.name(item)}"})
@@ -128,14 +128,6 @@ class _Loop:
             self.log.info("no app to send %s to (sidecar mode): %s",
                           signal.Signals(item.signum).name, item.reason)
         elif isinstance(item, Fatal):
-            return _report(self.log, item.error, self.config.debug)
+            return report_end(self.log, item.error, self.config.debug)
         return None
 
-
-def _report(log: logging.Logger, error: BaseException, debug: bool) -> int:
-    if isinstance(error, EntrypointError):
-        # Logged here, not by main(), which never sees it: the debug setting applies here.
-        log.error("%s", error, exc_info=error if debug else None)
-        return error.exit_code
-    log.error("internal error: %r", error, exc_info=error)
-    return EX_SOFTWARE

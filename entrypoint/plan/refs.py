@@ -110,7 +110,10 @@ class Ref:
                 f"version={self.version!r}"
                 + (f", params={self.params!r})" if self.params else ")"))
 
-    def format(self) -> str:
+    def format(self, *, hide_params: bool = False) -> str:
+        """As written; with ``hide_params``, a write's parameters by name only
+        (``?write&common_name=…``), as messages show them: some writes take secret
+        values."""
         if self.scheme == "transit" and not self.path:
             return str(self.key)  # vault:vN:..., decrypted with the transit_key setting
         text = f"{self.scheme}:{self.path}"
@@ -119,7 +122,7 @@ class Ref:
         if self.version is not None:
             text += f"?version={self.version}"
         if self.params:
-            text += "?write&" + "&".join(f"{name}={_quote(value)}"
+            text += "?write&" + "&".join(f"{name}={'…' if hide_params else _quote(value)}"
                                          for name, value in self.params)
         return text
 

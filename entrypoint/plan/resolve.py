@@ -125,7 +125,7 @@ class Generation:
             fetched = self.get(ref.source_key)
         except SecretNotFound as exc:
             # The source knows the path; only the caller knows which variable asked.
-            raise SecretNotFound(f"{where}: {shown(ref)}: {exc.message}",
+            raise SecretNotFound(f"{where}: {ref.format(hide_params=True)}: {exc.message}",
                                  hint=exc.hint) from None
         key = ref.key if ref.key is not None else ""
         secret = fetched.value(key)
@@ -175,15 +175,6 @@ def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secr
     return Secret("".join(pieces))
 
 
-def shown(ref: Ref) -> str:
-    """A reference as messages name it: a write's parameters by name only, as
-    ``SourceKey.ref`` shows them (some writes take secret values)."""
-    if not ref.params:
-        return ref.format()
-    return (f"{ref.scheme}:{ref.path}#{ref.key}?write&"
-            + "&".join(f"{name}=…" for name, _ in ref.params))
-
-
 # A missing path used by more variables than this names the first and counts the others.
 NAMED_USERS = 3
 
@@ -200,7 +191,7 @@ def named_after_users(plan: EnvPlan, key: SourceKey, exc: SecretNotFound) -> Sec
     if len(users) == 1:
         first = next(r for r in refs.references(plan.references[users[0]])
                      if r.source_key == key)
-        where = f"variable {users[0]}: {shown(first)}"
+        where = f"variable {users[0]}: {first.format(hide_params=True)}"
     elif len(users) <= NAMED_USERS:
         where = f"variables {', '.join(users)}: {key.ref}"
     else:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError
+from entrypoint.errors import EX_SOFTWARE, ChildStartError, EntrypointError, report_end
 from entrypoint.process import hardening, reaper, signals
 from entrypoint.process.child import Child, Launch, spawn
 from entrypoint.process.events import Event, Fatal, Restart, RunCommand, SignalChild
@@ -365,10 +365,4 @@ class Supervisor(Stopping):
             self._log.exception("a callback on the supervisor's loop failed")
 
     def _report(self, error: BaseException) -> int:
-        if isinstance(error, EntrypointError):
-            # Logged here, not by main(), which never sees it: so the debug setting is
-            # applied here.
-            self._log.error("%s", error, exc_info=error if self._options.debug else None)
-            return error.exit_code
-        self._log.error("internal error: %r", error, exc_info=error)
-        return EX_SOFTWARE
+        return report_end(self._log, error, self._options.debug)

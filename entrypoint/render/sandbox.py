@@ -71,6 +71,11 @@ _T = TypeVar("_T")
 NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
+def within(path: Path, folders: Iterable[Path]) -> bool:
+    """``path`` is one of ``folders`` or below one (by its text: resolve it first)."""
+    return any(path == folder or folder in path.parents for folder in folders)
+
+
 class SecretData(dict[str, str]):
     """The keys of one path, for templates: ``s.password`` and ``s['password']`` both work."""
 
@@ -236,14 +241,14 @@ class Scope:
         except OSError:  # a link swapped for a file between realpath's lstat and readlink
             raise TemplateError(f"file({path!r}): {named} changed while it was checked; "
                                 "refusing it") from None
-        if any(t == top or top in t.parents for top in NEVER_READ for t in (target, named)):
+        if within(target, NEVER_READ) or within(named, NEVER_READ):
             # /proc/self/environ holds the entrypoint's own VAULT_TOKEN; /dev/zero never ends.
             raise TemplateError(f"file({path!r}): {target} is under /proc, /sys or /dev, "
                                 "which templates never read")
         # The named file's folder too (resolved, as the allowed folders are): ".." after a
         # link root made must not lead the lexical read out of them.
         for checked in (target, named_folder / named.name):
-            if not any(checked == root or root in checked.parents for root in self.allowed):
+            if not within(checked, self.allowed):
                 roots = ", ".join(str(r) for r in self.allowed) or "none"
                 raise TemplateError(f"file({path!r}): {checked} is outside the allowed "
                                     "folders", hint=f"allowed: {roots}; add one with "

@@ -320,7 +320,7 @@ def _only_ours(fd: int, path: Path) -> None:
     Strict on purpose: ``render`` and sidecar mode do not know which uid the app that
     reads their output runs as (another container's); a developer's bind mount is
     mounted read-only instead (docs/templates.md)."""
-    if any(path == top or top in path.parents for top in sandbox.NEVER_READ):
+    if sandbox.within(path, sandbox.NEVER_READ):
         raise safepath.UnsafePath(errno.EACCES, f"{path} is under /proc, /sys or /dev, "
                                   "which templates never read")
     st = os.fstat(fd)
