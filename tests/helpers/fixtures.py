@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import secrecy
+from tests.helpers.residents import Make, Posted, residents
 from tests.helpers.vault_rotation import Running, reap
 
 secrecy.install()
@@ -84,3 +86,16 @@ def popens() -> Iterator[list[subprocess.Popen[bytes]]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def posted() -> Posted:
+    """What in-process residents post to their supervisor (``resident_for``)."""
+    return queue.SimpleQueue()
+
+
+@pytest.fixture
+def resident_for(posted: Posted) -> Iterator[Make]:
+    """Makes in-process residents (tests/helpers/residents.py), shut down at the end."""
+    with residents(posted, logging.getLogger("entrypoint")) as make:
+        yield make

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,6 @@ def put(root: Path, name: str, text: str) -> None:
     file = root / name
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(text)
-
-
-@pytest.fixture
-def posted() -> Posted:
-    return queue.SimpleQueue()
 
 
 @pytest.fixture

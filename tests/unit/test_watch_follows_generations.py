@@ -8,17 +8,13 @@ update removes (two updates reached the app, none after them)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from entrypoint.commands.run import Resident
-from entrypoint.config.model import TemplateSpec
+from entrypoint.config.model import Config, TemplateSpec
 from entrypoint.plan.keys import SourceKey
 from entrypoint.rotation.file_watch import FileWatch
 from entrypoint.sources.base import Fetched
@@ -30,10 +26,7 @@ from tests.helpers.residents import (
     Posted,
     next_restart,
     quiet_config,
-    residents,
 )
-
-LOG = logging.getLogger("entrypoint")
 
 
 def put(root: Path, name: str, data: dict[str, str]) -> Path:
@@ -50,17 +43,6 @@ def replace_text(file: Path, text: str) -> None:
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, file)
-
-
-@pytest.fixture
-def posted() -> Posted:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def resident_for(posted: Posted) -> Iterator[Make]:
-    with residents(posted, LOG) as make:
-        yield make
 
 
 def file_watch(resident: Resident) -> FileWatch:
@@ -136,14 +118,21 @@ class EditedAfterFirstRead(LocalSource):
         return fetched
 
 
-def test_a_secret_first_read_after_the_start_is_watched_and_one_left_is_not(
-        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+def reading_kv_a(tmp_path: Path) -> tuple[Path, Path, Config]:
+    """Secrets kv/a (a1) and kv/b (b1) under ``secrets``; a template that reads kv/a; its
+    output file; the config that renders it."""
     put(tmp_path, "secrets/kv/a.json", {"x": "a1"})
     put(tmp_path, "secrets/kv/b.json", {"x": "b1"})
     template = tmp_path / "app.tmpl"
     template.write_text("{{ secret('kv/a').x }}\n")
     out = tmp_path / "app.conf"
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    return template, out, quiet_config(
+        template=[TemplateSpec(destination=out, source=template)])
+
+
+def test_a_secret_first_read_after_the_start_is_watched_and_one_left_is_not(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    template, out, config = reading_kv_a(tmp_path)
     resident = resident_for(config, {}, LocalSource(tmp_path / "secrets"))
     resident.prepare()
     watch = file_watch(resident)
@@ -160,12 +149,7 @@ def test_a_secret_first_read_after_the_start_is_watched_and_one_left_is_not(
 
 def test_a_secret_edited_between_its_first_read_and_its_watch_is_read_again(
         tmp_path: Path, resident_for: Make, posted: Posted) -> None:
-    put(tmp_path, "secrets/kv/a.json", {"x": "a1"})
-    put(tmp_path, "secrets/kv/b.json", {"x": "b1"})
-    template = tmp_path / "app.tmpl"
-    template.write_text("{{ secret('kv/a').x }}\n")
-    out = tmp_path / "app.conf"
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    template, out, config = reading_kv_a(tmp_path)
     source = EditedAfterFirstRead(tmp_path / "secrets", "kv/b", {"x": "b2"})
     resident_for(config, {}, source).prepare()
     replace_text(template, "{{ secret('kv/b').x }}\n")  # kv/b read (b1), then edited (b2)

@@ -9,7 +9,6 @@ import json
 import logging
 import queue
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,9 @@ from entrypoint.sources.local.folder import LocalSource
 from tests.helpers.residents import (
     DEADLINE,
     Make,
-    Posted,
     next_restart,
     quiet_config,
-    residents,
 )
-
-LOG = logging.getLogger("entrypoint")
 
 
 def put(root: Path, name: str, data: dict[str, str]) -> Path:
@@ -53,17 +48,6 @@ class EditedRightAfterRead(LocalSource):
             put(self.root, f"{path.rstrip('/')}.json", self.edit)
             self.edit = None
         return fetched
-
-
-@pytest.fixture
-def posted() -> Posted:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def resident_for(posted: Posted) -> Iterator[Make]:
-    with residents(posted, LOG) as make:
-        yield make
 
 
 def test_a_secret_edited_between_its_read_and_the_watch_start_restarts_the_app(
