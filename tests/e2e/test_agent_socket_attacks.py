@@ -63,7 +63,10 @@ while True:
 
 
 class Agent:
-    """The stand-in for Vault Agent (root): its unix socket relayed to Vault over TCP."""
+    """The stand-in for Vault Agent (root): its unix socket relayed to the real Vault over
+    TCP. Not ``vault agent`` itself: the running-app attack needs the agent's open
+    keep-alive connections dropped on demand, so that the next request reconnects to the
+    swapped socket, and a real agent cannot be made to do that."""
 
     def __init__(self, path: Path, vault_addr: str) -> None:
         self.path = path
