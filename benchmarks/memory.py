@@ -14,7 +14,9 @@ system in 1 MiB arenas), group level is good to a few hundred kB.
 without (signals, select, JSON, a thread), then, one group after another, the standard
 library modules the supervisor's code is written with (logging, subprocesses and sockets,
 dataclasses, typing and pathlib) and watchdog: where along that line the ``rss-local``
-target is crossed before any code of ours loads.
+target is crossed before any code of ours loads. Then two fresh interpreters each import
+watchdog alone, as the standards have the supervisor watch files with: plainly, and as the
+supervisor imports it (``ctypes.util``, which watchdog never calls, skipped).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ GROUPS: list[tuple[str, list[str]]] = [
     ("entrypoint: supervisor, rotation engine, control socket",
      ["entrypoint.commands.run", "entrypoint.process.supervisor", "entrypoint.rotation.engine",
       "entrypoint.ops.control"]),
-    ("watchdog (local directory watched)", ["watchdog.observers", "watchdog.events"]),
+    # As the supervisor imports it: without ctypes.util, which watchdog never calls.
+    ("watchdog (local directory watched)",
+     ["entrypoint.rotation.watch_observer:_inotify_observer_class", "watchdog.events"]),
     # http.client imports ssl itself: an http:// Vault pays for TLS as an https:// one.
     ("http.client with ssl and email (the Vault transport's)", ["http.client", "ssl"]),
     ("entrypoint.sources.vault (source, transport, token keeper, auth)",
@@ -55,6 +59,21 @@ FLOOR: list[tuple[str, list[str]]] = [
     ("watchdog (the local directory's watcher)", ["watchdog.observers", "watchdog.events"]),
 ]
 
+ALONE: list[tuple[str, str]] = [
+    ("watchdog alone: Observer and events, plainly imported",
+     "import watchdog.observers, watchdog.events"),
+    ("watchdog alone, as the supervisor imports it (no ctypes.util)",
+     "from entrypoint.rotation.watch_observer import _inotify_observer_class\n"
+     "_inotify_observer_class()\nimport watchdog.events"),
+]
+
+ALONE_CHILD = """
+import os
+exec(compile(__import__("sys").argv[1], "<alone>", "exec"))
+with open(f"/proc/{os.getpid()}/status") as f:
+    print(next(int(line.split()[1]) for line in f if line.startswith("VmRSS")))
+"""
+
 CHILD = """
 import importlib, json, os, sys
 if sys.argv[2] == "entrypoint":
@@ -68,8 +87,11 @@ def rss():
                 return int(line.split()[1])
 out = [rss()]
 for modules in json.loads(sys.argv[1]):
-    for m in modules:
-        importlib.import_module(m)
+    for m in modules:  # "module:function" calls the function: an import made by our code
+        name, _, call = m.partition(":")
+        module = importlib.import_module(name)
+        if call:
+            getattr(module, call)()
     out.append(rss())
 print(json.dumps(out))
 """
@@ -96,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{first:66} {steps[0]:5.1f} MB")
     for i, (label, _) in enumerate(table, start=1):
         print(f"{'+ ' + label:66} {steps[i] - steps[i - 1]:+5.1f}  = {steps[i]:5.1f} MB")
+    if args.floor:
+        for label, code in ALONE:
+            alone = [int(subprocess.run(
+                [python(), "-c", ALONE_CHILD, code], env=baseline_env(), capture_output=True,
+                text=True, timeout=60, check=True).stdout) for _ in range(max(1, args.runs))]
+            print(f"{label:66}        = {statistics.median(alone) / 1024:5.1f} MB")
     return 0
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import argparse
     import logging
     from collections.abc import Mapping, Sequence
+    from typing import Any
 
     from entrypoint.config.model import Config, Raw
     from entrypoint.config.settings import Setting
@@ -42,11 +43,38 @@ DESCRIPTIONS = {
 def _parser_class() -> type[argparse.ArgumentParser]:
     import argparse
 
+    class _Formatter(argparse.HelpFormatter):
+        # argparse makes a formatter at every add_argument and asks shutil for the width:
+        # shutil brings zlib, bz2 and lzma, which a resident supervisor started with options
+        # would keep for nothing. The width is found as shutil finds it.
+        def __init__(self, prog: str, indent_increment: int = 2,
+                     max_help_position: int = 24, width: int | None = None) -> None:
+            super().__init__(prog, indent_increment, max_help_position,
+                             _columns() if width is None else width)
+
     class _Parser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(formatter_class=_Formatter, **kwargs)
+
         def error(self, message: str) -> None:  # type: ignore[override]
             raise UsageError(f"{self.prog}: {message}", hint=f"see '{self.prog} --help'")
 
     return _Parser
+
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` gives it: $COLUMNS, else the
+    terminal of standard output, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    return columns or 80
 
 
 def _add_setting(group: argparse._ArgumentGroup, setting: Setting) -> None:

@@ -4,6 +4,8 @@ where inotify cannot be had."""
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +19,7 @@ def start_observer(log: logging.Logger, on_overflow: Callable[[], None]) -> Any:
     user on the node, across all its containers: once it is reached, inotify_init fails
     and the app must still start, its files watched more slowly. ``on_overflow`` is
     called when inotify's queue overflowed: the events lost, watchdog only logs it."""
-    from watchdog.observers import Observer
-
+    Observer = _inotify_observer_class()
     observer: Any = None
     try:
         observer = Observer()
@@ -62,3 +63,31 @@ def _hook_overflow(observer: Any, on_overflow: Callable[[], None], log: logging.
                 log.exception("file watch error; watching goes on")
 
     inotify.handle_event = handle_event
+
+
+class _CtypesUtilOnDemand(types.ModuleType):
+    """Stands in for ``ctypes.util`` while watchdog is imported and loads the real one the
+    moment anything is asked of it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("ctypes.util") is self:
+            del sys.modules["ctypes.util"]
+        import ctypes.util
+
+        return getattr(ctypes.util, name)
+
+
+def _inotify_observer_class() -> Any:
+    """watchdog's Observer, imported without ``ctypes.util``: watchdog (7.1) imports it and
+    never calls it (it loads libc with ``CDLL(None)``), and it imports shutil, tempfile,
+    bz2, lzma and zlib: 1.5 MB of the resident supervisor's memory, for nothing
+    (benchmarks/README.md). Should a later watchdog call it, the stand-in loads it then."""
+    stand_in = None
+    if "ctypes.util" not in sys.modules:
+        stand_in = sys.modules["ctypes.util"] = _CtypesUtilOnDemand("ctypes.util")
+    try:
+        from watchdog.observers import Observer
+    finally:
+        if stand_in is not None and sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+    return Observer
