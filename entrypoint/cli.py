@@ -46,11 +46,11 @@ def _parser_class() -> type[argparse.ArgumentParser]:
     class _Formatter(argparse.HelpFormatter):
         # argparse makes a formatter at every add_argument and asks shutil for the width:
         # shutil brings zlib, bz2 and lzma, which a resident supervisor started with options
-        # would keep for nothing. The width is found as shutil finds it.
+        # would keep for nothing. The width is found as shutil finds it (less 2, as argparse).
         def __init__(self, prog: str, indent_increment: int = 2,
                      max_help_position: int = 24, width: int | None = None) -> None:
             super().__init__(prog, indent_increment, max_help_position,
-                             _columns() if width is None else width)
+                             _columns() - 2 if width is None else width)
 
     class _Parser(argparse.ArgumentParser):
         def __init__(self, **kwargs: Any) -> None:

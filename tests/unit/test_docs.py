@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import re
 
+import pytest
+
 from entrypoint import errors
 from entrypoint.cli import SUBCOMMANDS, build_parser
 from tests.helpers import docgen
@@ -79,3 +81,18 @@ def test_every_standard_variable_read_is_in_the_standard_variables_table() -> No
                if f"`{name}`" not in section]
     assert not missing, ("docs/configuration.md's 'Standard variables honoured as-is' does not "
                          "name:\n" + "\n".join(missing))
+
+
+@pytest.mark.parametrize("columns", ["60", "200", "", "junk"])
+def test_help_is_wrapped_as_argparse_wraps_it(columns: str, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    # The parser's formatter finds the width without shutil (cli._columns): the help must
+    # read exactly as argparse's own formatter, which asks shutil, lays it out.
+    import argparse
+
+    monkeypatch.setenv("COLUMNS", columns)
+    for sub in SUBCOMMANDS:
+        ours = build_parser(sub)
+        theirs = build_parser(sub)
+        theirs.formatter_class = argparse.HelpFormatter
+        assert ours.format_help() == theirs.format_help(), sub
