@@ -1,8 +1,9 @@
 """``entrypoint check``: is everything in place for the app to start? Values never shown.
 
 It validates the config, reaches Vault, logs in and reads every referenced path once,
-then gives one row per step: what, kind, version or TTL, status. Leases obtained by the
-check are revoked right away and its own token at the end: a check leaves nothing behind.
+then gives one row per step: what, kind, version or TTL, what reads it, status. Leases
+obtained by the check are revoked right away and its own token at the end: a check leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from entrypoint.config.model import Config
 from entrypoint.errors import EntrypointError
@@ -28,6 +29,26 @@ class CheckRow:
     status: str  # "ok", or what is wrong
     ok: bool = True
     code: int = 0  # the exit status of the error, for the command's own exit status
+    # What reads the path ("variable NAME", "template DEST", "env_template NAME", "bulk
+    # export"):
+    # a failed row says what to fix, as run names the variables of a missing path.
+    used_by: tuple[str, ...] = ()
+
+
+# Who reads each path, by the key they name (None: the whole path): a missing key fails
+# only those that name it.
+Readers = dict[SourceKey, dict[str | None, set[str]]]
+
+# How the ``secrets`` setting is named among the users of a path: as its messages name it.
+BULK_USER = "bulk export"
+# The users named by kind ("variable NAME"); any other is shown as it is.
+NAMED_KINDS = ("variable", "template", "env_template")
+
+
+def users_of(readers: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    """Variables first, as run names them; then the settings and templates."""
+    return tuple(sorted({u for group in readers for u in group},
+                        key=lambda user: (not user.startswith("variable "), user)))
 
 
 def detail_of(fetched: Fetched) -> str:
@@ -77,12 +98,16 @@ def namesake_rows() -> list[CheckRow]:
                      "environment of its own")]
 
 
-def path_rows(source: Source, key: SourceKey, wanted: set[str], issue: bool = False,
-              keep: dict[SourceKey, Fetched] | None = None) -> list[CheckRow]:
+def path_rows(source: Source, key: SourceKey, readers: Mapping[str | None, set[str]],
+              issue: bool = False, keep: dict[SourceKey, Fetched] | None = None
+              ) -> list[CheckRow]:
     """Read one path: its row (a missing key fails it, as it would fail the start), and
     its lease given back at once. A write (``?write&...``) is only validated (would the
     PKI role accept it?) unless ``issue``: ``entrypoint check --issue``. What was read
-    goes into ``keep``, so that the templates' check reads (and issues) nothing twice."""
+    goes into ``keep``, so that the templates' check reads (and issues) nothing twice.
+    ``readers``: the keys of the path its users name, each with its users."""
+    wanted = {k for k in readers if k is not None}
+    users = users_of(readers.values())
     note = ""
     try:
         if not key.params:
@@ -92,7 +117,7 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str], issue: bool = Fa
         else:
             note, fetched = source.check_issue(key.path, key.params)
     except EntrypointError as exc:
-        return [failed(key.ref, "-", exc)]
+        return [replace(failed(key.ref, "-", exc), used_by=users)]
     if keep is not None:
         keep[key] = fetched
     missing = sorted(k for k in wanted if k not in fetched.data)
@@ -100,12 +125,13 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str], issue: bool = Fa
         label = ", ".join(f"{key.path}#{k}" for k in missing)
         present = ", ".join(sorted(fetched.data)) or "none"
         rows = [CheckRow(key.ref, fetched.kind, detail_of(fetched),
-                         f"missing key {label} (keys present: {present})", ok=False, code=78)]
+                         f"missing key {label} (keys present: {present})", ok=False, code=78,
+                         used_by=users_of(readers[k] for k in missing))]
     elif note:
         rows = [CheckRow(key.ref, fetched.kind, note,
-                         "ok (not issued; entrypoint check --issue issues one)")]
+                         "ok (not issued; entrypoint check --issue issues one)", used_by=users)]
     else:
-        rows = [CheckRow(key.ref, fetched.kind, detail_of(fetched), "ok")]
+        rows = [CheckRow(key.ref, fetched.kind, detail_of(fetched), "ok", used_by=users)]
     if fetched.lease_id:
         try:
             source.revoke_lease(fetched.lease_id)
@@ -114,19 +140,23 @@ def path_rows(source: Source, key: SourceKey, wanted: set[str], issue: bool = Fa
     return rows
 
 
-def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[SourceKey],
-              keys: Mapping[SourceKey, Iterable[str]] | None = None,
+def run_check(config: Config, environ: Mapping[str, str],
+              readers: Mapping[SourceKey, Mapping[str | None, Iterable[str]]],
               log: logging.Logger | None = None, issue: bool = False) -> list[CheckRow]:
-    """Rows for config, server, login, every path in ``paths`` plus ``config.secrets``,
+    """Rows for config, server, login, every path of ``readers`` plus ``config.secrets``,
     then every template, rendered in memory (see :mod:`entrypoint.commands.check_templates`).
     Writes are validated, not made, unless ``issue``; the check never uses
     ``issue_cache_dir`` (it neither reuses nor keeps a certificate).
 
-    ``keys`` names the keys each path must hold (from the references); a missing one
-    fails that path's row, as it would fail the start.
+    ``readers`` names, for each path, the keys the references name (None for the whole
+    path) and who names each (``variable NAME``); a missing key fails that path's row, as
+    it would fail the start. Each path row names its users, templates included.
     """
-    wanted = {k: set(v) for k, v in (keys or {}).items()}
-    todo: set[SourceKey] = set(paths) | {bulk_key(p) for p in config.secrets}
+    users: Readers = {k: {name: set(who) for name, who in by.items()}
+                      for k, by in readers.items()}
+    for bulk in config.secrets:
+        users.setdefault(bulk_key(bulk), {}).setdefault(None, set()).add(BULK_USER)
+    todo: set[SourceKey] = set(users)
     rows = [CheckRow("config", "config", config.origins.get("config", "") if
                      config.config else "", "ok"), *namesake_rows()]
     try:
@@ -139,6 +169,7 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
     try:
         usable: dict[str, bool] = {}
         read: dict[SourceKey, Fetched] = {}
+        placed: list[tuple[int, SourceKey]] = []  # each path's row, for its templates
         for key in sorted(todo, key=SourceKey.sort_key):
             try:
                 source = sources.get(key.scheme)
@@ -148,9 +179,11 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
             if key.scheme not in usable:
                 usable[key.scheme] = preflight_rows(source, rows)
             if usable[key.scheme]:
-                rows += path_rows(source, key, wanted.get(key, set()), issue, keep=read)
+                placed.append((len(rows), key))
+                rows += path_rows(source, key, users[key], issue, keep=read)
             else:
-                rows.append(CheckRow(key.ref, "-", "", "skipped (see above)", ok=False))
+                rows.append(CheckRow(key.ref, "-", "", "skipped (see above)", ok=False,
+                                     used_by=users_of(users[key].values())))
         if not all(usable.values()):
             if config.template or config.env_template:
                 rows.append(CheckRow("templates", "template", "", "skipped (see above)",
@@ -160,17 +193,40 @@ def run_check(config: Config, environ: Mapping[str, str], paths: Iterable[Source
 
             rows += template_rows(config, sources, environ,
                                   log or logging.getLogger("entrypoint"), set(todo),
-                                  issue=issue, seed=read)
+                                  issue=issue, seed=read, readers=users)
+            # Templates render after the path rows: only now is it known what they read.
+            # A failed row keeps its own users (the variables of a missing key).
+            for at, key in placed:
+                if rows[at].ok:
+                    rows[at] = replace(rows[at], used_by=users_of(users[key].values()))
     finally:
         sources.close()
     return rows
 
 
+def users_cell(users: Iterable[str]) -> str:
+    """``variables A, B; template /etc/app.conf``: each kind of user named as run names
+    variables (a long list counted, not spelt out: the JSON has it whole)."""
+    from entrypoint.plan.resolve import named_users
+
+    kinds: dict[str, list[str]] = {}
+    for user in users:
+        kind, _, name = user.partition(" ")
+        if kind in NAMED_KINDS and name:
+            kinds.setdefault(kind, []).append(name)
+        else:
+            kinds.setdefault(user, [])
+    return "; ".join(named_users(names, kind) if names else kind
+                     for kind, names in kinds.items())
+
+
 def render_table(rows: list[CheckRow]) -> str:
-    header = ("PATH", "KIND", "VERSION/TTL", "STATUS")
-    table = [header] + [(r.path, r.kind, r.detail, r.status) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(3)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:3])) + "  " + line[3]
+    # STATUS stays last: it is the long cell, and scripts look for "ok" at the end.
+    header = ("PATH", "KIND", "VERSION/TTL", "USED BY", "STATUS")
+    table = [header] + [(r.path, r.kind, r.detail, users_cell(r.used_by), r.status)
+                        for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line[:4])) + "  " + line[4]
              for line in table]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -192,13 +248,12 @@ def main(config: Config, environ: Mapping[str, str] = os.environ,
     except EntrypointError as exc:
         rows = [failed("config", "config", exc)]
     else:
-        keys: dict[SourceKey, set[str]] = {}
-        for parts in plan.references.values():
+        readers: Readers = {}
+        for name, parts in plan.references.items():
             for ref in refs.references(parts):
-                keys.setdefault(ref.source_key, set())
-                if ref.key is not None:
-                    keys[ref.source_key].add(ref.key)
-        rows = run_check(config, environ, keys, keys, log, issue=issue)
+                readers.setdefault(ref.source_key, {}).setdefault(
+                    ref.key, set()).add(f"variable {name}")
+        rows = run_check(config, environ, readers, log, issue=issue)
     print(render_json(rows) if fmt == "json" else render_table(rows))
     return exit_code(rows)
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from entrypoint.commands.check import CheckRow, detail_of, failed
+from entrypoint.commands.check import CheckRow, Readers, detail_of, failed, users_of
 from entrypoint.config.model import Config
 from entrypoint.errors import ConfigError, EntrypointError
 from entrypoint.plan.keys import SourceKey
@@ -23,12 +23,15 @@ from entrypoint.sources.registry import Sources
 
 def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                   log: logging.Logger, checked: set[SourceKey], issue: bool = False,
-                  seed: Mapping[SourceKey, Fetched] | None = None) -> list[CheckRow]:
-    """One row per env template and file template, then one per path only they read.
-    Without ``issue`` a write in a template is validated and answered by placeholders.
-    ``seed``: what the path rows read already (with --issue, a certificate issued once)."""
+                  seed: Mapping[SourceKey, Fetched] | None = None,
+                  readers: Readers | None = None) -> list[CheckRow]:
+    """One row per env template and file template, then one per path only they read
+    (found, or missing). Without ``issue`` a write in a template is validated and answered
+    by placeholders. ``seed``: what the path rows read already (with --issue, a
+    certificate issued once). Each template is added to the ``readers`` of what it read."""
     if not (config.template or config.env_template):
         return []
+    users: Readers = {} if readers is None else readers
     from entrypoint.plan.resolution import Runtime
     from entrypoint.render.templates import render_env, render_files
 
@@ -49,12 +52,14 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
             # still sees the earlier ones through resolution.managed, as in render.
             one = dataclasses.replace(config, env_template=[spec], template=[])
             label = f"env_template {spec.name}"
+            generation.used.clear()
             try:
                 render_env(one, runtime, resolution, allowed=allowed)
             except EntrypointError as exc:
                 rows.append(failed(label, "env-template", exc))
             else:
                 rows.append(CheckRow(label, "env-template", "", "ok"))
+            _add_reader(users, generation.used, label)
         seen: dict[Path, str] = {}
         for file_spec in config.template:
             label = f"template {file_spec.destination}"
@@ -66,6 +71,7 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                 continue
             seen[file_spec.destination] = file_spec.name
             one = dataclasses.replace(config, template=[file_spec], env_template=[])
+            generation.used.clear()
             try:
                 rendered = render_files(one, runtime, resolution, allowed=allowed)
             except EntrypointError as exc:
@@ -73,15 +79,32 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
             else:
                 size = sum(len(item.content) for item in rendered)
                 rows.append(CheckRow(label, "template", f"{size} bytes", "ok"))
+            _add_reader(users, generation.used, label)
         for key, fetched in sorted(generation.fetched.items(),
                                    key=lambda kv: kv[0].sort_key()):
             if key not in checked:
                 rows.append(CheckRow(key.ref, fetched.kind, detail_of(fetched),
-                                     "ok (read by a template)"))
+                                     "ok (read by a template)",
+                                     used_by=users_of(users.get(key, {}).values())))
+        for key, missing in sorted(generation.missing.items(),
+                                   key=lambda kv: kv[0].sort_key()):
+            # Its template's row has the error; this row lists the path with the others,
+            # and names every template that reads it.
+            if key not in checked:
+                rows.append(CheckRow(key.ref, "-", "", str(missing), ok=False,
+                                     code=missing.exit_code,
+                                     used_by=users_of(users.get(key, {}).values())))
     finally:  # the seeded ones were given back by their path rows
         _revoke([(k, f) for k, f in generation.fetched.items() if k not in generation.seeded],
                 sources, rows)
     return rows
+
+
+def _add_reader(readers: Readers, keys: Iterable[SourceKey], label: str) -> None:
+    # The check's own generation: what it "used" since the last clear() is what this one
+    # template read (the variables' reads were done before).
+    for key in keys:
+        readers.setdefault(key, {}).setdefault(None, set()).add(label)
 
 
 def _revoke(fetched: Iterable[tuple[SourceKey, Fetched]], sources: Sources,

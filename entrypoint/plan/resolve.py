@@ -11,7 +11,7 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -179,6 +179,16 @@ def resolve_parts(parts: list[Part], generation: Generation, where: str) -> Secr
 NAMED_USERS = 3
 
 
+def named_users(names: Sequence[str], noun: str = "variable") -> str:
+    """``variable A``, ``variables A, B, C``, or ``variable A and 3 more``: how messages
+    and ``entrypoint check`` name the users of a path."""
+    if len(names) == 1:
+        return f"{noun} {names[0]}"
+    if len(names) <= NAMED_USERS:
+        return f"{noun}s {', '.join(names)}"
+    return f"{noun} {names[0]} and {len(names) - 1} more"
+
+
 def named_after_users(plan: EnvPlan, key: SourceKey, exc: SecretNotFound) -> SecretNotFound:
     """``exc`` (a path of ``key`` not found) prefixed with the variables that use the
     path, as :meth:`Generation.value` names one: ``variable DB_PASSWORD:
@@ -192,10 +202,8 @@ def named_after_users(plan: EnvPlan, key: SourceKey, exc: SecretNotFound) -> Sec
         first = next(r for r in refs.references(plan.references[users[0]])
                      if r.source_key == key)
         where = f"variable {users[0]}: {first.format(hide_params=True)}"
-    elif len(users) <= NAMED_USERS:
-        where = f"variables {', '.join(users)}: {key.ref}"
     else:
-        where = f"variable {users[0]} and {len(users) - 1} more: {key.ref}"
+        where = f"{named_users(users)}: {key.ref}"
     return SecretNotFound(f"{where}: {exc.message}", hint=exc.hint)
 
 

@@ -35,7 +35,8 @@ def test_a_collision_in_a_folder_is_exit_78_and_check_lists_the_folder(
     result = run_cli(["check"], local_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert ["vault:secret/app/", "local", "folder", "2", "secrets", "ok"] in rows
+    assert ["vault:secret/app/", "local", "folder", "2", "secrets", "bulk", "export",
+            "ok"] in rows
     put(tmp_path, "secret/app/more/db.json", {"PASSWORD": "pw-other-0123"})
     result = run_cli(["--", sys.executable, "-c", "pass"], local_env(tmp_path))
     assert result.returncode == 78, result.stderr

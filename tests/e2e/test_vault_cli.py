@@ -105,12 +105,13 @@ def test_check_reads_everything_and_leaves_nothing(db_vault: Any, postgres: Any)
     assert rows["vault:database/creds/app"]["detail"].startswith("ttl 300s")
     assert rows["vault:secret/app/api"]["kind"] == "kv2"
     assert rows["vault:secret/app/api"]["detail"] == "v1"
+    assert rows["vault:database/creds/app"]["used_by"] == ["variable DATABASE_URL"]
     assert db_vault.leases() == [], "check revokes what it read"
     assert "api-key-value" not in result.stdout + result.stderr
     table = run_cli(["check"], env)
     assert table.returncode == 0
     header, *lines = table.stdout.splitlines()
-    assert header.split() == ["PATH", "KIND", "VERSION/TTL", "STATUS"]
+    assert header.split() == ["PATH", "KIND", "VERSION/TTL", "USED", "BY", "STATUS"]
     assert all(line.endswith("ok") for line in lines)
     # Columns line up: every line has its kind where the KIND header starts.
     column = header.index("KIND")

@@ -136,8 +136,9 @@ def test_check_lists_a_folder_row(vault_server: Any) -> None:
                                  "ENTRYPOINT_SECRETS": "secret/app/,secret/app/db"})
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
-    assert ["vault:secret/app/", "kv2", "folder", "2", "secrets", "ok"] in rows
-    assert ["vault:secret/app/db", "kv2", "v1", "ok"] in rows
+    assert ["vault:secret/app/", "kv2", "folder", "2", "secrets", "bulk", "export",
+            "ok"] in rows
+    assert ["vault:secret/app/db", "kv2", "v1", "bulk", "export", "ok"] in rows
 
 
 def test_a_secret_added_to_a_folder_is_one_restart_at_the_next_poll(
