@@ -7,8 +7,6 @@ read once and never watched, so its later changes never reached the app."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,22 +46,6 @@ def watch_threads(key: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == f"consul-watch:{key}"]
 
 
-def connections_to(port: int) -> int:
-    """This process's established TCP connections to ``port`` (the agent's)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # closed since the listing
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:["):-1])
-    count = 0
-    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote, state, inode = fields[2], fields[3], fields[9]
-        count += state == "01" and int(remote.split(":")[1], 16) == port and inode in inodes
-    return count
-
-
 @pytest.mark.parametrize("first", ["{{ consul('config/a') }}\n", "nothing read\n"],
                          ids=["another-consul-key-at-start", "no-consul-at-start"])
 def test_a_consul_key_first_read_after_the_start_is_watched(
@@ -99,12 +81,11 @@ def test_a_consul_key_no_longer_read_is_no_longer_watched(
     config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
     resident = resident_for(config, consul_agent.env())
     resident.prepare()
-    port = int(consul_agent.addr.rsplit(":", 1)[1])
     replace_text(template, "{{ consul('config/b') }}\n")
     next_restart(posted)
     wait_for(lambda: not watch_threads("config/a"), "config/a's watch thread ended")
     assert consul_watching(resident) == {SourceKey("consul", "config/b")}
-    steady = connections_to(port)
+    steady = consul_agent.connections_from_here()
     consul_agent.put("config/a", "a2")  # not watched now: nothing reaches the app
     for n in range(2):
         replace_text(template, "{{ consul('config/a') }}\n")
@@ -118,5 +99,6 @@ def test_a_consul_key_no_longer_read_is_no_longer_watched(
         wait_for(lambda: out.read_text() == "b1\n", "b1 rendered")
         wait_for(lambda: not watch_threads("config/a"), "config/a's watch thread ended")
         assert consul_watching(resident) == {SourceKey("consul", "config/b")}
-        wait_for(lambda: connections_to(port) <= steady, "no connection left to consul")
+        wait_for(lambda: consul_agent.connections_from_here() <= steady,
+                 "no connection left to consul")
     assert len(watch_threads("config/b")) == 1

@@ -351,6 +351,24 @@ def test_interrupt_cuts_a_parked_watch_at_once(request: pytest.FixtureRequest,
     source.close()
 
 
+def test_a_thread_that_ended_leaves_no_connection(consul_agent: ConsulAgent) -> None:
+    """Each generation's reads run in threads of their own (plan/resolve.py): the client
+    of a thread that ended is closed when another is made, so that rotations do not pile
+    up connections to the agent (it allows 200 from one address)."""
+    consul_agent.put("k", VALUE)
+    source = source_for(consul_agent)
+    before = consul_agent.connections_from_here()
+    for _ in range(5):
+        reader = threading.Thread(target=source.fetch, args=("k",))
+        reader.start()
+        reader.join(10)
+    assert consul_agent.connections_from_here() > before
+    source.fetch("k")
+    assert consul_agent.connections_from_here() == before + 1
+    source.close()
+    assert consul_agent.connections_from_here() == before
+
+
 # -- settings ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("environ", "addr"), [

@@ -185,15 +185,22 @@ class ConsulSource(Source):
         cutter = held.cutter if held is not None else Cutter()
         cutter.install(client.http.session)
         with self._guard:
+            # Each generation's reads run in threads of their own: a client of a thread
+            # that ended would keep its connection open to the agent for good.
+            gone = [t for t in self._clients if not t.is_alive()]
+            ended = [self._clients.pop(t) for t in gone]
             self._clients[thread] = _Client(client, cutter)
             warn, self._warned = not self._warned, True
+        for old in ended:
+            old.close()
         if warn and s.verify is False and s.scheme == "https":
             self._warn_unverified()
         return client
 
     def interrupt(self, thread: threading.Thread) -> None:
         """Cut short the request ``thread`` has in flight (a parked blocking query), and
-        any it makes later: it fails at once, as if the agent had gone."""
+        any it makes later: it fails at once, as if the agent had gone. ``thread`` has
+        been started: the clients of threads not alive are closed as others are made."""
         with self._guard:
             held = self._clients.get(thread)
             if held is None:
