@@ -102,3 +102,29 @@ def test_a_consul_key_no_longer_read_is_no_longer_watched(
         wait_for(lambda: consul_agent.connections_from_here() <= steady,
                  "no connection left to consul")
     assert len(watch_threads("config/b")) == 1
+
+
+def test_a_consul_key_a_changed_condition_reads_is_watched(
+        consul_agent: ConsulAgent, tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    """No edit at all: config/mode's change turns the template's condition, and the next
+    render reads config/b for the first time; then config/b's own change reaches the app,
+    and config/a, read no more, is no longer watched."""
+    consul_agent.put("config/mode", "old")
+    consul_agent.put("config/a", "a1")
+    consul_agent.put("config/b", "b1")
+    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    template.write_text("{% if consul('config/mode') == 'new' %}{{ consul('config/b') }}"
+                        "{% else %}{{ consul('config/a') }}{% endif %}\n")
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    resident = resident_for(config, consul_agent.env())
+    resident.prepare()
+    assert out.read_text() == "a1\n"
+    consul_agent.wait_for_blocked_queries(2)
+    consul_agent.put("config/mode", "new")
+    assert "consul:config/mode changed" in next_restart(posted).reason
+    assert out.read_text() == "b1\n"
+    consul_agent.put("config/b", "b2")  # from its read in that render: no race with its query
+    assert "consul:config/b changed" in next_restart(posted).reason
+    wait_for(lambda: out.read_text() == "b2\n", "b2 rendered")
+    mode, b = SourceKey("consul", "config/mode"), SourceKey("consul", "config/b")
+    wait_for(lambda: consul_watching(resident) == {mode, b}, "config/mode and config/b watched")
