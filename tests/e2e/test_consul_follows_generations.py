@@ -85,6 +85,9 @@ def test_a_consul_key_no_longer_read_is_no_longer_watched(
     next_restart(posted)
     wait_for(lambda: not watch_threads("config/a"), "config/a's watch thread ended")
     assert consul_watching(resident) == {SourceKey("consul", "config/b")}
+    # Counted once config/b's query is parked (its connection made): Consul keeps the
+    # side of config/a's query that was cut until its wait ends, hence two.
+    consul_agent.wait_for_blocked_queries(2)
     steady = consul_agent.connections_from_here()
     consul_agent.put("config/a", "a2")  # not watched now: nothing reaches the app
     for n in range(2):
