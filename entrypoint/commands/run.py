@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from entrypoint.plan.keys import SourceKey
     from entrypoint.process.events import Post
     from entrypoint.rotation.engine import Engine
-    from entrypoint.sources.base import Fetched, Source, Watcher
+    from entrypoint.rotation.file_watch import FileWatch
+    from entrypoint.rotation.source_watches import SourceWatches
+    from entrypoint.sources.base import Fetched, Source
 
 
 def render_outputs(config: Config, runtime: Runtime, resolution: Resolution) -> list[OnChange]:
@@ -140,11 +142,12 @@ class Rotation:
     """The engine and everything that feeds it, stopped together."""
 
     engine: Engine
-    watchers: list[Watcher] = field(default_factory=list)
+    files: FileWatch
+    sources: SourceWatches  # the sources' own watches (Consul's blocking queries)
 
     def stop(self) -> None:
-        for watcher in self.watchers:
-            watcher.stop()
+        self.files.stop()
+        self.sources.stop()
         self.engine.stop()
 
 
@@ -167,6 +170,7 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     template files' contents as the first render read them (:func:`template_marks`)."""
     from entrypoint.rotation.engine import Engine
     from entrypoint.rotation.file_watch import FileWatch
+    from entrypoint.rotation.source_watches import SourceWatches
 
     render: Callable[[Resolution], list[OnChange]] = lambda _: []  # noqa: E731
     template_files: list[Path] = []
@@ -184,39 +188,40 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
 
     # A watched value is covered by its files if the source names any, else by the
     # source's own watch (Consul's blocking queries).
+    source = runtime.sources.get  # a source first used after the start is there too
     files = FileWatch(notify, log)
-    by_source: dict[str, list[tuple[SourceKey, Fetched]]] = {}
-    sources = runtime.sources.built()
-    files.watch_keys(watched_files(resolution, sources))
-    for key, fetched in resolution.generation.fetched.items():
-        if fetched.refresh is Refresh.WATCH and key not in files.key_paths:
-            by_source.setdefault(key.scheme, []).append((key, fetched))
-    for path in template_files:
-        files.add_template(path)
+    watches = SourceWatches(source, notify, log)
 
-    def follow(adopted: Resolution) -> None:
-        """Each generation the engine adopts: watch the files of what it reads now (a
-        secret first read by a template edited since), and no longer of what it does not.
-        A file watched anew is read again, as at the start: an edit since its read in the
-        generation had no event."""
-        added = files.watch_keys(watched_files(adopted, sources))
+    def follow(adopted: Resolution) -> set[SourceKey]:
+        """Watch what ``adopted``'s outputs read (a secret or key first read by a template
+        edited since is watched too), and no longer what they do not. Answers the keys
+        whose files are watched anew."""
+        covered = watched_files(adopted, source)
+        added = files.watch_keys(covered)
+        watches.follow(adopted.generation, covered)
+        return added
+
+    def follow_later(adopted: Resolution) -> None:
+        """Each generation the engine adopts. A file watched anew is read again, as at the
+        start: an edit since its read in the generation had no event. (A Consul key
+        watched anew needs no such read: its query starts from the generation's index.)"""
+        added = follow(adopted)
         read = adopted.generation.fetched
-        files.catch_up(lambda key: _answers_otherwise(sources[key.scheme], key, read[key]),
+        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, read[key]),
                        {}, only=added)
 
-    rotation = Rotation(engine, [files])
+    rotation = Rotation(engine, files, watches)
     try:
-        for scheme, keys in by_source.items():
-            watcher = sources[scheme].start_watch(keys, notify, log)
-            if watcher is not None:
-                rotation.watchers.append(watcher)
+        follow(resolution)
+        for path in template_files:
+            files.add_template(path)
         # Started before the engine's thread, which may then change what is watched.
         files.start()
-        engine.on_adopt = follow
+        engine.on_adopt = follow_later
         engine.start(resolution)
         # An edit between the first read and the watch's start has no event: read again.
         first = resolution.generation.fetched
-        files.catch_up(lambda key: _answers_otherwise(sources[key.scheme], key, first[key]),
+        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, first[key]),
                        template_marks or {})
     except BaseException:
         rotation.stop()  # what did start (Consul's watches, the engine) does not run on
@@ -224,17 +229,18 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
     return rotation
 
 
-def watched_files(resolution: Resolution, sources: Mapping[str, Source]
+def watched_files(resolution: Resolution, source: Callable[[str], Source]
                   ) -> dict[SourceKey, Sequence[Path]]:
     """The files to watch for each value ``resolution``'s outputs read that a file
     answers (a source's :meth:`~Source.watched_files`)."""
+    from entrypoint.rotation.source_watches import in_use
+
     generation = resolution.generation
     wanted: dict[SourceKey, Sequence[Path]] = {}
     for key, fetched in generation.fetched.items():
-        if fetched.refresh is not Refresh.WATCH or (
-                key in generation.seeded and key not in generation.used):
+        if fetched.refresh is not Refresh.WATCH or not in_use(generation, key):
             continue  # not watched, or carried over though nothing reads it any more
-        paths = sources[key.scheme].watched_files(key.path, key.version)
+        paths = source(key.scheme).watched_files(key.path, key.version)
         if paths:
             wanted[key] = paths
     return wanted

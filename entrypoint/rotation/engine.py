@@ -105,8 +105,9 @@ class Engine(Tasks, FailingOutputs):
         self._checking = False  # a lease check is scheduled
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        # Told each generation adopted (in this thread), so that what watches files
-        # follows what the outputs read now: a secret first read later is watched too.
+        # Told each generation adopted (in this thread), so that what watches files and
+        # Consul keys follows what the outputs read now: a value first read later is
+        # watched too.
         self.on_adopt: Callable[[Resolution], None] | None = None
 
     # -- entry points, safe from any thread -------------------------------------------
@@ -257,7 +258,8 @@ class Engine(Tasks, FailingOutputs):
                 self.on_adopt(resolution)
             except Exception:  # the generation is adopted all the same; its action follows
                 self.log.exception("rotation engine error while updating the file watch; "
-                                   "files first read by this generation may not be watched")
+                                   "files or Consul keys first read by this generation may "
+                                   "not be watched")
 
     def _track(self, key: SourceKey, item: Fetched, now: float) -> None:
         """Schedule what keeps ``item`` current, by its ``refresh`` (sources/base.py)."""

@@ -104,7 +104,11 @@ Notify = Callable[[str, Iterable["SourceKey"], bool], None]
 
 
 class Watcher(Protocol):
-    """A thread that calls ``notify`` when a watched key changes."""
+    """Threads that call ``notify`` when a watched key changes."""
+
+    def watch_keys(self, keys: Sequence[tuple[SourceKey, Fetched]]) -> None:
+        """Watch exactly ``keys`` from now on (each generation's), each from its read
+        there if new; stop watching the others."""
 
     def stop(self) -> None: ...
 
@@ -186,7 +190,8 @@ class Source:
     def start_watch(self, keys: Sequence[tuple[SourceKey, Fetched]], notify: Notify,
                     log: logging.Logger) -> Watcher | None:
         """Start watching ``keys`` that have no :meth:`watched_files` (a server's own
-        change feed); None when there is nothing to watch."""
+        change feed); None when there is nothing to watch. What the watcher watches then
+        follows each generation (:meth:`Watcher.watch_keys`)."""
         return None
 
     # -- closing ------------------------------------------------------------------------

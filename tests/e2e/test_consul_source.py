@@ -315,6 +315,60 @@ def test_watch_survives_a_crash_as_an_error_then_recovers(consul_agent: ConsulAg
     assert source.watch("feature", index, 1)[1] == Secret("on")
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_interrupt_cuts_a_parked_watch_at_once(request: pytest.FixtureRequest,
+                                               tls: bool) -> None:
+    """A key no longer watched: its parked query (30 s here, 5 minutes in use) fails at
+    once, over TLS too; a thread cut before its first request never parks."""
+    agent: ConsulAgent = request.getfixturevalue("consul_tls_agent" if tls else
+                                                 "consul_agent")
+    index = agent.put("feature", "off")
+    source = source_for(agent, **(agent.tls_env() if tls else {}))
+    go = threading.Event()
+    errors: list[UnavailableError] = []
+
+    def watch() -> None:
+        go.wait(10)
+        try:
+            source.watch("feature", index, 30)
+        except UnavailableError as exc:
+            errors.append(exc)
+        finally:
+            source.release()
+
+    parked, early = threading.Thread(target=watch), threading.Thread(target=watch)
+    parked.start()
+    go.set()
+    agent.wait_for_blocked_queries(1)
+    source.interrupt(parked)
+    parked.join(5)
+    assert not parked.is_alive() and len(errors) == 1
+    source.interrupt(early)  # before it has a client, or a connection
+    started = time.monotonic()
+    early.start()
+    early.join(5)
+    assert not early.is_alive() and len(errors) == 2 and time.monotonic() - started < 5
+    source.close()
+
+
+def test_a_thread_that_ended_leaves_no_connection(consul_agent: ConsulAgent) -> None:
+    """Each generation's reads run in threads of their own (plan/resolve.py): the client
+    of a thread that ended is closed when another is made, so that rotations do not pile
+    up connections to the agent (it allows 200 from one address)."""
+    consul_agent.put("k", VALUE)
+    source = source_for(consul_agent)
+    before = consul_agent.connections_from_here()
+    for _ in range(5):
+        reader = threading.Thread(target=source.fetch, args=("k",))
+        reader.start()
+        reader.join(10)
+    assert consul_agent.connections_from_here() > before
+    source.fetch("k")
+    assert consul_agent.connections_from_here() == before + 1
+    source.close()
+    assert consul_agent.connections_from_here() == before
+
+
 # -- settings ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("environ", "addr"), [

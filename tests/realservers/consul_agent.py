@@ -23,7 +23,9 @@ Every ACL token the agent hands out is seeded into the suite's secrecy check.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import os
 import re
 import secrets
 import shlex
@@ -384,6 +386,23 @@ ports {{
         them, rather than being seen by a query that had not started yet."""
         wait_until(lambda: self.blocked_queries() >= count, timeout=timeout,
                    what=f"{count} blocking queries parked in consul")
+
+    def connections_from_here(self) -> int:
+        """This process's established TCP connections to the agent's HTTP port."""
+        port = int(self.addr.rsplit(":", 1)[1])
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # closed since the listing
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+        count = 0
+        for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()  # local, remote (hex ip:port), state (01: established), inode
+            remote, state, inode = fields[2], fields[3], fields[9]
+            if state == "01" and int(remote.split(":")[1], 16) == port and inode in inodes:
+                count += 1
+        return count
 
     def requests(self) -> list[AgentRequest]:
         """The requests this incarnation of the agent logged having served, oldest first

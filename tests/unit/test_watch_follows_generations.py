@@ -47,9 +47,7 @@ def replace_text(file: Path, text: str) -> None:
 
 def file_watch(resident: Resident) -> FileWatch:
     assert resident.rotation is not None
-    watch = resident.rotation.watchers[0]
-    assert isinstance(watch, FileWatch)
-    return watch
+    return resident.rotation.files
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

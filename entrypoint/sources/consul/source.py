@@ -37,6 +37,7 @@ from entrypoint.errors import (
 )
 from entrypoint.secret import Secret
 from entrypoint.sources.base import Fetched, Notify, Refresh, Source, Watcher
+from entrypoint.sources.consul.interrupt import Cutter
 
 if TYPE_CHECKING:
     from entrypoint.plan.keys import SourceKey
@@ -157,9 +158,9 @@ class ConsulSource(Source):
         self.settings = settings
         # One client per thread: a watcher's blocking query holds its connection for the
         # whole wait, and fetches from other threads must not queue behind it.
-        self._local = threading.local()
-        self._clients: list[Any] = []
+        self._clients: dict[threading.Thread, _Client] = {}
         self._guard = threading.Lock()
+        self._warned = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> ConsulSource:
@@ -169,22 +170,50 @@ class ConsulSource(Source):
         return f"consul at {self.settings.addr}"
 
     def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            import consul
+        thread = threading.current_thread()
+        with self._guard:
+            held = self._clients.get(thread)
+        if held is not None and held.consul is not None:
+            return held.consul
+        import consul
 
-            s = self.settings
-            client = consul.Consul(host=s.host, port=s.port, scheme=s.scheme, verify=s.verify,
-                                   cert=s.cert, connections_timeout=CONNECT_TIMEOUT)
-            # py-consul prefers os.environ's CONSUL_HTTP_TOKEN to the one it is given.
-            client.token = s.token.reveal() if s.token is not None else None
-            self._local.client = client
-            with self._guard:
-                first = not self._clients
-                self._clients.append(client)
-            if first and s.verify is False and s.scheme == "https":
-                self._warn_unverified()
+        s = self.settings
+        client = consul.Consul(host=s.host, port=s.port, scheme=s.scheme, verify=s.verify,
+                               cert=s.cert, connections_timeout=CONNECT_TIMEOUT)
+        # py-consul prefers os.environ's CONSUL_HTTP_TOKEN to the one it is given.
+        client.token = s.token.reveal() if s.token is not None else None
+        cutter = held.cutter if held is not None else Cutter()
+        cutter.install(client.http.session)
+        with self._guard:
+            # Each generation's reads run in threads of their own: a client of a thread
+            # that ended would keep its connection open to the agent for good.
+            gone = [t for t in self._clients if not t.is_alive()]
+            ended = [self._clients.pop(t) for t in gone]
+            self._clients[thread] = _Client(client, cutter)
+            warn, self._warned = not self._warned, True
+        for old in ended:
+            old.close()
+        if warn and s.verify is False and s.scheme == "https":
+            self._warn_unverified()
         return client
+
+    def interrupt(self, thread: threading.Thread) -> None:
+        """Cut short the request ``thread`` has in flight (a parked blocking query), and
+        any it makes later: it fails at once, as if the agent had gone. ``thread`` has
+        been started: the clients of threads not alive are closed as others are made."""
+        with self._guard:
+            held = self._clients.get(thread)
+            if held is None:
+                # Not connected yet: its client, once made, starts cut.
+                held = self._clients[thread] = _Client(None, Cutter())
+        held.cutter.cut()
+
+    def release(self) -> None:
+        """The calling thread is done with Consul: close its connection now."""
+        with self._guard:
+            held = self._clients.pop(threading.current_thread(), None)
+        if held is not None:
+            held.close()
 
     def _warn_unverified(self) -> None:
         import urllib3
@@ -296,8 +325,17 @@ class ConsulSource(Source):
 
     def close(self) -> None:
         with self._guard:
-            clients, self._clients = self._clients, []
+            clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            session = getattr(client.http, "session", None)
-            if session is not None:
-                session.close()
+            client.close()
+
+
+@dataclass
+class _Client:
+    consul: Any  # None: a thread cut before it made its client
+    cutter: Cutter
+
+    def close(self) -> None:
+        session = getattr(getattr(self.consul, "http", None), "session", None)
+        if session is not None:
+            session.close()

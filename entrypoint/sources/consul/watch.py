@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from entrypoint import backoff
@@ -26,9 +27,27 @@ WAIT = 300.0  # Consul's own default for a blocking query
 class Watchable(Protocol):
     def watch(self, key: str, index: int, wait: float) -> tuple[int, Secret | None]: ...
 
+    def interrupt(self, thread: threading.Thread) -> None: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass
+class _Watched:
+    """One key's blocking-query thread, from the read it was started with."""
+
+    index: int
+    last: Secret | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
 
 class ConsulWatch:
-    """Feeds ``notify(reason, [key], False)`` when a watched Consul key's value changes."""
+    """Feeds ``notify(reason, [key], False)`` when a watched Consul key's value changes.
+
+    What it watches follows each generation (:meth:`watch_keys`): a key a template reads
+    only after an edit is watched from then on, and one nothing reads any more is no
+    longer watched, its query cut short (:meth:`Watchable.interrupt`)."""
 
     def __init__(self, source: Watchable, notify: Notify, log: logging.Logger, *,
                  wait: float = WAIT, rng: Callable[[], float] = random.random) -> None:
@@ -37,50 +56,81 @@ class ConsulWatch:
         self.log = log
         self.wait = wait
         self.rng = rng
-        self._keys: dict[SourceKey, tuple[int, Secret | None]] = {}
-        self._threads: dict[SourceKey, threading.Thread] = {}
-        self._stop = threading.Event()
+        self._keys: dict[SourceKey, _Watched] = {}
         self._started = False
+        self._stopped = False
         self._guard = threading.Lock()
 
     def add_key(self, key: SourceKey, fetched: Fetched) -> None:
         """Watch ``key`` from the read in ``fetched``; a key already watched is left alone."""
         with self._guard:
-            if key in self._keys:
-                return
-            self._keys[key] = (fetched.version or 0, fetched.data.get(""))
-            if self._started:
-                self._spawn(key)
+            self._add(key, fetched)
+
+    def watch_keys(self, keys: Sequence[tuple[SourceKey, Fetched]]) -> None:
+        """Watch exactly ``keys`` from now on. A key watched already goes on from where its
+        query is; one new is watched from its read in ``keys``, so that a change made since
+        that read is answered at once; one left out is no longer watched."""
+        wanted = dict(keys)
+        with self._guard:
+            left = [self._keys.pop(key) for key in list(self._keys) if key not in wanted]
+            for key, fetched in wanted.items():
+                self._add(key, fetched)
+        for watched in left:
+            self._end(watched)
 
     def start(self) -> None:
         with self._guard:
             self._started = True
-            for key in self._keys:
-                self._spawn(key)
+            for key, watched in self._keys.items():
+                self._spawn(key, watched)
 
     def stop(self) -> None:
-        """Threads end at their next answer; being daemons, a parked one never holds up exit."""
-        self._stop.set()
+        """End every query now; a thread ends as its request fails."""
+        with self._guard:
+            self._stopped = True
+            ended, self._keys = list(self._keys.values()), {}
+        for watched in ended:
+            self._end(watched)
 
     @property
     def watching(self) -> list[SourceKey]:
         with self._guard:
-            return [k for k, t in self._threads.items() if t.is_alive()]
+            return [k for k, w in self._keys.items()
+                    if w.thread is not None and w.thread.is_alive()]
 
-    def _spawn(self, key: SourceKey) -> None:
-        thread = threading.Thread(target=self._loop, args=(key,), daemon=True,
-                                  name=f"consul-watch:{key[1]}")
-        self._threads[key] = thread
-        thread.start()
+    def _add(self, key: SourceKey, fetched: Fetched) -> None:
+        if key in self._keys or self._stopped:
+            return
+        watched = self._keys[key] = _Watched(fetched.version or 0, fetched.data.get(""))
+        if self._started:
+            self._spawn(key, watched)
 
-    def _loop(self, key: SourceKey) -> None:
-        index, last = self._keys[key]
+    def _end(self, watched: _Watched) -> None:
+        watched.stop.set()
+        if watched.thread is not None:
+            self.source.interrupt(watched.thread)
+
+    def _spawn(self, key: SourceKey, watched: _Watched) -> None:
+        watched.thread = threading.Thread(target=self._run, args=(key, watched), daemon=True,
+                                          name=f"consul-watch:{key[1]}")
+        watched.thread.start()
+
+    def _run(self, key: SourceKey, watched: _Watched) -> None:
+        try:
+            self._loop(key, watched)
+        finally:
+            self.source.release()  # its connection goes with it, not at the process's end
+
+    def _loop(self, key: SourceKey, watched: _Watched) -> None:
+        index, last, stop = watched.index, watched.last, watched.stop
         label = f"consul:{key[1]}"
         failures = 0
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 index, value = self.source.watch(key[1], index, self.wait)
             except EntrypointError as exc:
+                if stop.is_set():
+                    return  # cut short on purpose: not a failure
                 failures += 1
                 delay = backoff.running_delay(failures, self.rng)
                 self.log.warning("watching %s failed: %s; retry in %.1fs", label, exc, delay,
@@ -89,14 +139,14 @@ class ConsulWatch:
                 # index below ours, and a blocking query on ours would wait out its whole
                 # wait (5 minutes) before telling us, a change on the new agent unseen.
                 index = 0
-                if self._stop.wait(delay):
+                if stop.wait(delay):
                     return
                 continue
             if failures:
                 self.log.info("recovered: watching %s after %d failed attempts", label,
                               failures)
                 failures = 0
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             if value != last:
                 last = value
