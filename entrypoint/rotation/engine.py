@@ -117,8 +117,7 @@ class Engine(Tasks, FailingOutputs):
         # Start-up is over once the app has its values: from now on a failed call must
         # come back at once, so that this thread keeps its own schedule (renewals,
         # backoff, expiry) instead of sitting in the client's start-up retries.
-        for source in self.runtime.sources.built().values():
-            source.end_startup()
+        self.runtime.sources.end_startup()
         self._adopt(resolution)
         self._thread = threading.Thread(target=self._run, name="rotation", daemon=True)
         self._thread.start()

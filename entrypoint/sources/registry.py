@@ -30,6 +30,7 @@ class Sources:
         # Re-entrant: a factory may ask for another source (transit: uses vault:'s login).
         self._lock = threading.RLock()
         self._closed = False
+        self._started = False
 
     def get(self, scheme: str) -> Source:
         source = self._built.get(scheme)  # a dict read is atomic: no lock once built
@@ -46,7 +47,20 @@ class Sources:
                     raise UnavailableError(f"{scheme}: shutting down; nothing more is fetched")
                 # Factories only build clients (no request), so holding the lock is brief.
                 source = self._built[scheme] = factory()
+                if self._started:
+                    # First used after start (a template edited to read Vault): its
+                    # failed calls must come back at once, as every other source's.
+                    source.end_startup()
             return source
+
+    def end_startup(self) -> None:
+        """The app has its values: every source, built now or later, fails at once from
+        here on instead of retrying through the start-up window."""
+        with self._lock:
+            self._started = True
+            built = list(self._built.values())
+        for source in built:
+            source.end_startup()
 
     def built(self) -> Mapping[str, Source]:
         with self._lock:
