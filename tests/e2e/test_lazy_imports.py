@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.cli import REPO, clean_env, run_cli, start_cli
+from tests.helpers.cli import REPO, clean_env, run_cli, start_cli, without_site_hooks
 from tests.helpers.journal import wait_for
 from tests.services.ecs_credentials import EcsCredentialsServer, iam_user_credentials
 
@@ -72,14 +72,20 @@ def test_exec_on_the_local_directory_imports_no_heavy_client(secrets: Path) -> N
 
 
 def resident_listing(argv: list[str], env: dict[str, str], tmp_path: Path,
-                     expected: dict[str, str], **run: object) -> str:
+                     expected: dict[str, str], *, site_hooks: bool = True,
+                     **run: object) -> str:
     """Start the resident entrypoint under ``-X importtime``, wait for the app to start on
-    ``expected``, stop it with SIGTERM (exit 0) and return the whole import listing."""
+    ``expected``, stop it with SIGTERM (exit 0) and return the whole import listing.
+    ``site_hooks=False``: under ``-S`` (``without_site_hooks``), for a standard-library
+    module the machine's ``.pth`` files may import first. Not for the aws-iam login: its
+    helper rightly refuses botocore from PYTHONPATH (``helper_path``)."""
     journal = tmp_path / "journal"
     stderr_file = tmp_path / "stderr"
+    flags = ["-X", "importtime"] if site_hooks else ["-S", "-X", "importtime"]
     with stderr_file.open("w") as stderr:
-        proc = start_cli([*argv, "--", sys.executable, PROBE, str(journal), *expected], env,
-                         python_flags=["-X", "importtime"], stdout=subprocess.DEVNULL,
+        proc = start_cli([*argv, "--", sys.executable, PROBE, str(journal), *expected],
+                         env if site_hooks else without_site_hooks(env),
+                         python_flags=flags, stdout=subprocess.DEVNULL,
                          stderr=stderr, text=True, **run)
         try:
             assert wait_for(journal, "start")[0]["env"] == expected
@@ -96,7 +102,7 @@ def resident_listing(argv: list[str], env: dict[str, str], tmp_path: Path,
 def test_resident_run_on_the_local_directory_imports_watchdog_only(
         secrets: Path, tmp_path: Path) -> None:
     listing = resident_listing(["--kill-timeout", "5s"], local_env(secrets), tmp_path,
-                               {"DB_PASSWORD": "local-pw"}, clean=False)
+                               {"DB_PASSWORD": "local-pw"}, site_hooks=False, clean=False)
     names = imported(listing)
     assert "watchdog" in names  # the local directory is watched: that is using it
     assert names.isdisjoint(CLIENTS), sorted(names & set(CLIENTS))

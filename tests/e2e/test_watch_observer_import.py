@@ -6,19 +6,22 @@ checked is what an import leaves in ``sys.modules``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.cli import REPO
+from tests.helpers.cli import REPO, without_site_hooks
 
 SKIPPED = ("ctypes.util", "shutil", "tempfile", "bz2", "lzma", "zlib")
 
 
 def fresh(code: str) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter; what it puts in ``out`` comes back."""
+    """Run ``code`` in a fresh interpreter (``-S``: see ``without_site_hooks``); what it
+    puts in ``out`` comes back."""
     program = f"import json, sys\nout = {{}}\n{code}\nprint(json.dumps(out))"
-    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "-S", "-c", program], cwd=REPO,
+                            env=without_site_hooks(os.environ), capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded: dict[str, object] = json.loads(result.stdout)

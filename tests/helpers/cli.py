@@ -10,6 +10,7 @@ The environment is always ``clean_env(env)`` unless ``clean=False`` passes ``env
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,15 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra or {})
     return env
+
+
+def without_site_hooks(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for an interpreter started with ``-S``, for tests that read what a process
+    imports: the machine's own ``.pth`` files (a sandbox's CA hook, a sitecustomize) may
+    import shutil and the like before the entrypoint runs, which a production venv does not.
+    The site-packages go on PYTHONPATH instead: on the path, without running their hooks."""
+    paths = [str(REPO), *site.getsitepackages()]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def entrypoint_argv(args: Sequence[str] = (), *, python: str = sys.executable,
@@ -91,4 +101,4 @@ def start_cli(args: Sequence[str], env: Mapping[str, str] | None = None, *,
 
 
 __all__ = ["ENTRYPOINT", "REPO", "clean_env", "entrypoint_argv", "run_cli", "start_cli",
-           "wait_until"]
+           "wait_until", "without_site_hooks"]
