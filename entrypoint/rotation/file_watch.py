@@ -6,7 +6,6 @@ watchdog is imported here only, and this module only when something is watched.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -15,20 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.plan.keys import SourceKey
+from entrypoint.rotation.watch_moves import FolderMoves
 from entrypoint.rotation.watch_observer import start_observer
 from entrypoint.rotation.watch_paths import (
     absolute,
     content_mark,
     link_folders,
-    nearest_folder,
     realpath,
 )
+from entrypoint.rotation.watch_schedule import FolderSchedule, Place
 from entrypoint.sources.base import Notify
 
 __all__ = ["FileWatch", "content_mark", "link_folders"]
 
 
-class FileWatch:
+class FileWatch(FolderSchedule):
     """Maps changed files to the source keys they answer and calls ``notify``.
 
     A path reached through symbolic links is watched where it leads and in every folder
@@ -42,8 +42,8 @@ class FileWatch:
     """
 
     def __init__(self, notify: Notify, log: logging.Logger) -> None:
+        super().__init__(log)
         self.notify = notify
-        self.log = log
         self.files: dict[str, set[SourceKey]] = {}   # resolved file -> keys
         self.rerender_files: set[str] = set()        # template sources
         self.trees: dict[str, set[SourceKey]] = {}   # folder -> keys: any change beneath
@@ -54,11 +54,6 @@ class FileWatch:
         self.link_folders: set[str] = set()          # folders holding a link of a path
         # Becomes watchdog's own lock at start(); see there.
         self._lock: Any = threading.RLock()
-        self._observer: Any = None
-        self._handler: Any = None
-        self._scheduled: dict[tuple[str, bool], Any] = {}  # (folder, recursive) -> watch
-        self._lost: set[tuple[str, bool]] = set()  # watched, then removed: read when back
-        self._warned: set[str] = set()
 
     @property
     def folders(self) -> set[str]:
@@ -111,6 +106,7 @@ class FileWatch:
             self._lost &= self._places()  # a folder awaited for a key now dropped
             if self._observer is not None:
                 self._schedule_all()
+        self._read_unread()
         return added
 
     def _follow(self, given: str, kind: str, resolved: str, keys: frozenset[SourceKey]
@@ -161,6 +157,7 @@ class FileWatch:
         # Started first: a folder then fails alone, at its schedule (ENOSPC, removed),
         # instead of at the observer's start, for all of them and the app's start.
         self._observer = start_observer(self.log, self.overflowed)
+        self._moves = FolderMoves(self._observer, lambda _: self.rescan(), self.log)
         # One lock with watchdog's: its dispatch thread holds that lock while it runs the
         # handler, which takes ours, and scheduling takes watchdog's; two locks taken in
         # opposite orders here and there would deadlock the start. Swapped before any
@@ -168,6 +165,7 @@ class FileWatch:
         self._lock = getattr(self._observer, "_lock", self._lock)
         with self._lock:
             self._settle()
+            self._unread.clear()  # everything is read once the watch is up (catch_up)
 
     def seen(self, event: Any) -> None:
         if event.event_type in ("opened", "closed_no_write"):
@@ -183,78 +181,39 @@ class FileWatch:
             self.relinked()
         if event.is_directory and event.event_type in ("created", "deleted", "moved"):
             self.rescan(paths[0] if event.event_type != "created" else None)
+        self._read_unread()  # a folder swapped in while a link's new place was watched
 
-    def _schedule_all(self) -> set[tuple[str, bool]]:
-        """Watch what is wanted now, and no longer what is not (a swapped-out folder:
-        watchdog would reuse its stopped watcher were the name to come back). While a
-        watched folder is removed, the folder that held it is watched: its return (a
-        folder replaced whole) shows there."""
-        anchors = self._anchors()
-        wanted = self._places() | anchors
-        for gone in [place for place in self._scheduled if place not in wanted]:
-            with contextlib.suppress(Exception):  # its folder is gone, or never was watched
-                self._observer.unschedule(self._scheduled[gone])
-            del self._scheduled[gone]
-        for folder, recursive in sorted(wanted - set(self._scheduled)):
-            if not os.path.isdir(folder):
-                if (folder, recursive) in anchors:
-                    continue  # gone since it was chosen: the rescan chooses again
-                if (folder, recursive) not in self._lost:  # a lost one is awaited
-                    self._warn_once(folder, "not a folder")
-                continue
-            if recursive and os.path.islink(folder):
-                continue  # made a link since it was resolved: _settle() follows it
-            try:
-                # Each path is resolved first, so a folder is a link here only if it was
-                # swapped since: watch where it leads (watchdog would watch the link
-                # itself, IN_DONT_FOLLOW). Not for a whole tree, skipped above: links
-                # beneath it would be walked too (a volume's ..data twice).
-                watch = self._observer.schedule(self._handler, folder, recursive=recursive,
-                                                follow_symlink=not recursive)
-            except FileNotFoundError:  # removed since isdir(): awaited from above
-                self._lost.add((folder, recursive))
-                continue
-            except OSError as exc:  # the inotify watch limit, most likely
-                self._warn_once(folder, exc.strerror or str(exc))
-                continue
-            self._warned.discard(folder)
-            self._scheduled[folder, recursive] = watch
-        return wanted
-
-    def _places(self) -> set[tuple[str, bool]]:
-        """(folder, recursive) of every watch the paths need, their removed ones aside."""
+    def _places(self) -> set[Place]:
         places = {(folder, False) for folder in self.folders | self.link_folders}
         return places | {(tree, True) for tree in self.trees}
 
-    def _warn_once(self, folder: str, reason: str) -> None:
-        """Said once per folder, until it is watched again."""
-        if folder not in self._warned:
-            self._warned.add(folder)
-            self.log.warning("cannot watch %s: %s", folder, reason)
-
     def rescan(self, gone: str | None = None) -> None:
-        """A folder was made, removed or moved (``gone``, its old path): a watched one
-        that went stops being watched (watchdog's watcher ended with it, even when a new
-        folder of that name is already there), one that is there is watched, and what it
-        holds then is read again."""
+        """A folder was made, removed or moved (``gone``, its old path; or one watched, or
+        above one, moved away): a watched one that went stops being watched (watchdog's
+        watcher ended with it, or follows it elsewhere, even when a new folder of that
+        name is already there), one that is there is watched, and what it holds then is
+        read again."""
         with self._lock:
             if self._observer is None:
                 return
             # A folder now a link (``rm -rf kv/app && ln -s ../other/app kv/app``): its
             # watcher watched the folder removed; where the link leads is followed below.
-            retired = [p for p in self._scheduled if p[0] == gone
-                       or not os.path.isdir(p[0]) or os.path.islink(p[0])]
-            for place in retired:
-                with contextlib.suppress(Exception):  # its watcher stopped with it
-                    self._observer.unschedule(self._scheduled.pop(place))
-                self._lost.add(place)
+            self._retire([p for p in self._scheduled
+                          if p[0] == gone or self._named_elsewhere(p)])
             wanted = self._settle()
             back = [place for place in self._lost if place in self._scheduled]
             self._lost = {place for place in self._lost - set(back) if place in wanted}
+            self._unread.update(folder for folder, _ in back)
             if back:
                 self._schedule_all()  # their parents need no watch any more
-        # Read again what was beneath: its own events may have gone with its watcher.
-        for folder in sorted({folder for folder, _ in (*retired, *back)}):
+        self._read_unread()
+
+    def _read_unread(self) -> None:
+        """Read again what is beneath each folder retired or watched anew: its own events
+        may have gone with its old watcher, or come before its new one."""
+        with self._lock:
+            folders, self._unread = sorted(self._unread), set()
+        for folder in folders:
             self.changed_beneath(folder)
 
     def _settle(self) -> set[tuple[str, bool]]:
@@ -268,11 +227,6 @@ class FileWatch:
                     os.path.isdir(p[0]) for p in self._lost - set(self._scheduled)):
                 break
         return wanted
-
-    def _anchors(self) -> set[tuple[str, bool]]:
-        """Where the return of each removed folder will show: the nearest folder left."""
-        return {(nearest_folder(os.path.dirname(folder)), False) for folder, _ in self._lost
-                if not os.path.isdir(folder)}
 
     def changed_beneath(self, folder: str) -> None:
         """Everything watched in or beneath ``folder`` may have changed."""

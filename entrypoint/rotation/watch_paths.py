@@ -46,6 +46,20 @@ def nearest_folder(path: str) -> str:
     return path
 
 
+Identity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def identity(path: str) -> Identity | None:
+    """Which folder ``path`` names now (None: none, or a link): inotify watches that
+    folder, not the name, so a watch is on the folder a path names only while this is
+    what it was when the watch was set."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
 def realpath(path: str | Path) -> str:
     """``os.path.realpath``, which on Python 3.11 raises when a link goes between its
     ``lstat`` and its ``readlink`` (the kubelet's ``..data_tmp``): then the path as given."""

@@ -200,3 +200,24 @@ def test_a_secrets_folder_replaced_whole_stays_watched(
     write_secret(secrets, "value-3")
     assert wait_for(journal, "start", 3)[2]["env"]["DB_PASSWORD"] == "value-3"
     finish(proc)
+
+
+def test_a_secrets_folder_moved_away_and_replaced_is_followed(
+        secrets: Path, tmp_path: Path, stop_after: list[subprocess.Popen[str]]) -> None:
+    """``mv secrets secrets.old && mv secrets.new secrets``, a deploy that keeps the old
+    folder: the new one's values are read, and its later edits seen. Before, the watch
+    stayed on the old folder, and nothing was seen until it was removed."""
+    journal = tmp_path / "journal"
+    proc = start(secrets, journal, "--wait-min", "0s", "--wait-max", "0s")
+    stop_after.append(proc)
+    assert wait_for(journal, "start")[0]["env"]["DB_PASSWORD"] == "value-1"
+    staged = tmp_path / "secrets.new"
+    (staged / "kv/app").mkdir(parents=True)
+    (staged / "kv/app/db.json").write_text(json.dumps({"password": "value-2"}))
+    (staged / "kv/app/other.json").write_text(json.dumps({"x": "unchanged"}))
+    secrets.rename(tmp_path / "secrets.old")
+    staged.rename(secrets)
+    assert wait_for(journal, "start", 2)[1]["env"]["DB_PASSWORD"] == "value-2"
+    write_secret(secrets, "value-3")
+    assert wait_for(journal, "start", 3)[2]["env"]["DB_PASSWORD"] == "value-3"
+    assert "value-" not in finish(proc)
