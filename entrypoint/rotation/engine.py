@@ -38,6 +38,7 @@ from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
 from entrypoint.rotation.failing import FailingOutputs
 from entrypoint.rotation.leases import HeldLease, Revoker
+from entrypoint.rotation.source_watches import in_use
 from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
 from entrypoint.rotation.tasks import Tasks
 from entrypoint.sources.base import Fetched, Refresh
@@ -306,7 +307,12 @@ class Engine(Tasks, FailingOutputs):
         assert self.resolution is not None
         old = self.resolution
         dirty = set(self.dirty)
-        seed = {k: v for k, v in old.generation.fetched.items() if k not in dirty}
+        # A watched value carried while nothing read it was not watched: it may be stale,
+        # and is read afresh if an output takes it up again (not rendered old, then new).
+        unwatched = {k for k, v in old.generation.fetched.items()
+                     if v.refresh is Refresh.WATCH and not in_use(old.generation, k)}
+        seed = {k: v for k, v in old.generation.fetched.items()
+                if k not in dirty and k not in unwatched}
         seed.update({k: v for k, v in self.fresh.items() if k in dirty})
         generation = self.runtime.new_generation(seed)
         try:
@@ -352,7 +358,8 @@ class Engine(Tasks, FailingOutputs):
         stale = stale_leases(old.generation, generation)
         reason = "; ".join(reasons)
         self._adopt(resolution, only=[k for k in generation.fetched if k not in held
-                                      and (k in dirty or k not in old.generation.fetched)])
+                                      and (k in dirty or k in unwatched
+                                           or k not in old.generation.fetched)])
         self._report_outputs(failed)
         if plan.restart:
             self.successors += 1

@@ -154,3 +154,26 @@ def test_a_secret_edited_between_its_first_read_and_its_watch_is_read_again(
     next_restart(posted)
     assert "kv/b changed before its watch started" in next_restart(posted).reason
     assert out.read_text() == "b2\n"
+
+
+def test_a_secret_taken_up_again_is_read_afresh_not_rendered_stale_first(
+        tmp_path: Path, resident_for: Make, posted: Posted) -> None:
+    """kv/a, left unwatched while no output read it, is edited then; when the template
+    reads it again, that rotation renders the edit. It used to render the value carried
+    since kv/a was left (a1), then restart a second time once the new watch read a2."""
+    template, out, config = reading_kv_a(tmp_path)
+    resident = resident_for(config, {}, LocalSource(tmp_path / "secrets"))
+    resident.prepare()
+    watch = file_watch(resident)
+    replace_text(template, "{{ secret('kv/b').x }}\n")
+    next_restart(posted)
+    wait_for(lambda: set(watch.key_paths) == {SourceKey("vault", "kv/b")}, "kv/b watched")
+    put(tmp_path, "secrets/kv/a.json", {"x": "a2"})  # not watched: nothing reaches the app
+    replace_text(template, "{{ secret('kv/a').x }}\n")
+    restart = next_restart(posted)
+    assert out.read_text() == "a2\n"
+    assert "app.tmpl changed" in restart.reason and "kv/a" not in restart.reason
+    wait_for(lambda: set(watch.key_paths) == {SourceKey("vault", "kv/a")}, "kv/a watched")
+    put(tmp_path, "secrets/kv/a.json", {"x": "a3"})
+    assert "kv/a.json changed" in next_restart(posted).reason
+    assert out.read_text() == "a3\n"
