@@ -26,9 +26,10 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                   seed: Mapping[SourceKey, Fetched] | None = None,
                   readers: Readers | None = None) -> list[CheckRow]:
     """One row per env template and file template, then one per path only they read
-    (found, or missing). Without ``issue`` a write in a template is validated and answered
-    by placeholders. ``seed``: what the path rows read already (with --issue, a
-    certificate issued once). Each template is added to the ``readers`` of what it read."""
+    (found, missing, refused or unreadable). Without ``issue`` a write in a template is
+    validated and answered by placeholders. ``seed``: what the path rows read already
+    (with --issue, a certificate issued once). Each template is added to the ``readers``
+    of what it read."""
     if not (config.template or config.env_template):
         return []
     users: Readers = {} if readers is None else readers
@@ -86,14 +87,14 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                 rows.append(CheckRow(key.ref, fetched.kind, detail_of(fetched),
                                      "ok (read by a template)",
                                      used_by=users_of(users.get(key, {}).values())))
-        for key, missing in sorted(generation.missing.items(),
-                                   key=lambda kv: kv[0].sort_key()):
-            # Its template's row has the error; this row lists the path with the others,
-            # and names every template that reads it.
+        errors: dict[SourceKey, EntrypointError] = {**generation.missing, **generation.errors}
+        for key, error in sorted(errors.items(), key=lambda kv: kv[0].sort_key()):
+            # Missing, refused or unreadable: its template's row has the error; this row
+            # lists the path with the others, and names every template that reads it.
             if key not in checked:
-                rows.append(CheckRow(key.ref, "-", "", str(missing), ok=False,
-                                     code=missing.exit_code,
-                                     used_by=users_of(users.get(key, {}).values())))
+                rows.append(dataclasses.replace(
+                    failed(key.ref, "-", error),
+                    used_by=users_of(users.get(key, {}).values())))
     finally:  # the seeded ones were given back by their path rows
         _revoke([(k, f) for k, f in generation.fetched.items() if k not in generation.seeded],
                 sources, rows)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from entrypoint.config.bootstrap import is_bootstrap_variable
-from entrypoint.errors import ConfigError, SecretNotFound
+from entrypoint.errors import ConfigError, EntrypointError, SecretNotFound
 from entrypoint.plan import refs
 from entrypoint.plan.keys import SourceKey, bulk_key
 from entrypoint.plan.refs import Part, Ref
@@ -72,6 +72,9 @@ class Generation:
         # Each path found missing, by its key: the source says what is missing, and the
         # caller, who knows which variables asked for it, names them (resolve_environment).
         self.missing: dict[SourceKey, SecretNotFound] = {}
+        # Each path that failed otherwise (refused, unreadable): ``entrypoint check`` lists
+        # it in a row of its own when only a template reads it.
+        self.errors: dict[SourceKey, EntrypointError] = {}
 
     def get(self, key: SourceKey) -> Fetched:
         with self._guard:
@@ -94,6 +97,10 @@ class Generation:
                     with self._guard:
                         self.missing[key] = exc
                     raise
+                except EntrypointError as exc:
+                    with self._guard:
+                        self.errors[key] = exc
+                    raise
                 except RecursionError:
                     # A JSON (or TOML) answer nested thousands deep: the parser gives up.
                     raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "
@@ -103,6 +110,7 @@ class Generation:
                     fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
                 with self._guard:
                     self.fetched[key] = fetched
+                    self.errors.pop(key, None)  # failed once, then read
             return self.fetched[key]
 
     def prefetch(self, keys: Iterable[SourceKey]) -> None:

@@ -84,3 +84,43 @@ def test_templates_on_real_vault_read_creds_and_leave_no_lease(
     bad = run_cli(["check"], env, cwd=tmp_path)
     assert bad.returncode == 78 and "no key 'usernme'" in bad.stdout
     assert database.leases("database/creds/app") == []
+
+
+def test_a_path_only_a_template_reads_that_fails_otherwise_has_its_row(
+        tmp_path: Path) -> None:
+    """Not missing but unreadable: the path gets its row (with the error, its exit code
+    and the template reading it) as a missing one does, not only the template's row."""
+    env = _setup(tmp_path, 'pw={{ secret("kv/app/db").password }}\n',
+                 '{{ secret("kv/app/broken").x }}\n')
+    (tmp_path / "sec/kv/app/broken.json").write_text("not json")
+    check = run_cli(["check", "--format", "json"], env, cwd=tmp_path)
+    assert check.returncode == 78, check.stdout + check.stderr
+    rows = {row["path"]: row for row in json.loads(check.stdout)["rows"]}
+    row = rows["vault:kv/app/broken"]
+    assert not row["ok"] and "is not valid JSON" in row["status"] and row["code"] == 78
+    assert row["used_by"] == ["env_template DSN"]
+    assert rows["vault:kv/app/db"]["ok"]
+
+
+def test_a_path_only_a_template_reads_that_vault_refuses_has_its_row(
+        vault_server: Any, tmp_path: Path) -> None:
+    vault_server.write_kv("secret", "app", {"host": "db.internal"})
+    vault_server.write_kv("secret", "other", {"host": "elsewhere"})
+    vault_server.set_policy("app-only", {"secret/data/app": ["read"]})
+    token = vault_server.create_token(["app-only"], ttl=600)
+    (tmp_path / "app.tmpl").write_text(
+        "{{ secret('secret/app').host }} {{ secret('secret/other').host }}\n")
+    (tmp_path / "entrypoint.toml").write_text(
+        f'[[template]]\nsource = "app.tmpl"\ndestination = "{tmp_path}/out/app"\n')
+    env = {"VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": token,
+           "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
+    check = run_cli(["check", "--format", "json"], env, cwd=tmp_path)
+    render = run_cli(["render"], env, cwd=tmp_path)
+    assert check.returncode == render.returncode != 0, check.stdout + check.stderr
+    rows = {row["path"]: row for row in json.loads(check.stdout)["rows"]}
+    refused = rows["vault:secret/other"]
+    assert not refused["ok"] and "permission denied" in refused["status"]
+    assert refused["code"] == check.returncode
+    assert refused["used_by"] == [f"template {tmp_path}/out/app"]
+    assert rows["vault:secret/app"]["ok"]
+    assert token not in check.stdout + check.stderr
