@@ -14,6 +14,7 @@ import queue
 import select
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,52 @@ def test_an_observer_that_cannot_start_gives_way_to_polling(
     assert result["observer"] == "PollingObserver"
     assert "token changed" in str(result["seen"])
     assert caplog.text.count("cannot watch files with inotify (Too many open files") == 1
+
+
+def test_polling_follows_a_watched_folder_moved_away_and_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Polling looks at paths, not folders: after ``mv app app.old && mv app.new app`` the
+    new folder's file is the one read, and its later edits are seen, as with inotify."""
+    import watchdog.observers
+
+    def refused() -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(watchdog.observers, "Observer", refused)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/token").write_text("a")
+    seen: queue.SimpleQueue[str] = queue.SimpleQueue()
+    watch = FileWatch(lambda reason, keys, rerender: seen.put(reason), LOG)
+    watch.add_key(KEY, [tmp_path / "app/token"])
+    watch.start()
+    try:
+        assert type(watch._observer).__name__ == "PollingObserver"
+        (tmp_path / "app.new").mkdir()
+        (tmp_path / "app.new/token").write_text("b")
+        os.rename(tmp_path / "app", tmp_path / "app.old")
+        os.rename(tmp_path / "app.new", tmp_path / "app")
+        assert "app/token changed" in seen.get(timeout=DEADLINE)
+        # Once the poller's last look holds the new folder's file, and what that look
+        # reported is drained, a report can only come from the edit below.
+        new = os.stat(tmp_path / "app/token").st_ino
+        deadline = time.monotonic() + DEADLINE
+        while not all(_last_look(e, tmp_path / "app/token") == new
+                      for e in watch._observer.emitters):
+            assert time.monotonic() < deadline, "the poller never looked at the new folder"
+            time.sleep(0.02)
+        watch._observer.event_queue.join()
+        while not seen.empty():
+            seen.get()
+        (tmp_path / "app/token").write_text("c")
+        assert "app/token changed" in seen.get(timeout=DEADLINE)
+    finally:
+        watch.stop()
+
+
+def _last_look(emitter: object, file: Path) -> int | None:
+    """The inode the polling emitter's last snapshot has at ``file`` (watchdog's own)."""
+    try:
+        inode: int = emitter._snapshot.inode(str(file))[0]  # type: ignore[attr-defined]
+    except (AttributeError, KeyError):
+        return None
+    return inode
