@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.realservers.vault_fixtures",
     "tests.helpers.fixtures",
     "tests.realservers.consul_fixtures",
+    "tests.helpers.file_notices",
 ]
 
 HERE = Path(__file__).resolve().parent

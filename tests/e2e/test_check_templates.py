@@ -21,6 +21,18 @@ def _setup(tmp_path: Path, template: str, env_template: str) -> dict[str, str]:
             "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
 
 
+def _vault_template(tmp_path: Path, addr: str, token: str, name: str, text: str
+                    ) -> dict[str, str]:
+    """A config with one template, ``name`` holding ``text``, rendered to out/ (stem of
+    ``name``), on the real Vault at ``addr``: the CLI's environment."""
+    (tmp_path / name).write_text(text)
+    (tmp_path / "entrypoint.toml").write_text(
+        f'[[template]]\nsource = "{name}"\n'
+        f'destination = "{tmp_path}/out/{Path(name).stem}"\n')
+    return {"VAULT_ADDR": addr, "VAULT_TOKEN": token,
+            "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
+
+
 def test_typo_key_and_missing_path_fail_check_as_they_fail_render(tmp_path: Path) -> None:
     env = _setup(tmp_path, 'pw={{ secret("kv/app/db").pasword }}\n',
                  '{{ secret("kv/app/nothere").x }}\n')
@@ -67,12 +79,9 @@ def test_templates_on_real_vault_read_creds_and_leave_no_lease(
     database.add_database_role("app", default_ttl=600, max_ttl=3600)
     database.write_kv("secret", "app", {"host": "db.internal"})
     token = database.create_token(["root"], ttl=600)
-    (tmp_path / "pg.tmpl").write_text(
-        "{{ secret('database/creds/app').username }}@{{ secret('secret/app').host }}\n")
-    (tmp_path / "entrypoint.toml").write_text(
-        f'[[template]]\nsource = "pg.tmpl"\ndestination = "{tmp_path}/out/pg"\n')
-    env = {"VAULT_ADDR": database.addr, "VAULT_TOKEN": token,
-           "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
+    env = _vault_template(tmp_path, database.addr, token, "pg.tmpl",
+                          "{{ secret('database/creds/app').username }}@"
+                          "{{ secret('secret/app').host }}\n")
     good = run_cli(["check", "--format", "json"], env, cwd=tmp_path)
     assert good.returncode == 0, good.stdout + good.stderr
     rows = {row["path"]: row for row in json.loads(good.stdout)["rows"]}
@@ -108,12 +117,8 @@ def test_a_path_only_a_template_reads_that_vault_refuses_has_its_row(
     vault_server.write_kv("secret", "other", {"host": "elsewhere"})
     vault_server.set_policy("app-only", {"secret/data/app": ["read"]})
     token = vault_server.create_token(["app-only"], ttl=600)
-    (tmp_path / "app.tmpl").write_text(
-        "{{ secret('secret/app').host }} {{ secret('secret/other').host }}\n")
-    (tmp_path / "entrypoint.toml").write_text(
-        f'[[template]]\nsource = "app.tmpl"\ndestination = "{tmp_path}/out/app"\n')
-    env = {"VAULT_ADDR": vault_server.addr, "VAULT_TOKEN": token,
-           "ENTRYPOINT_CONFIG": str(tmp_path / "entrypoint.toml")}
+    env = _vault_template(tmp_path, vault_server.addr, token, "app.tmpl",
+                          "{{ secret('secret/app').host }} {{ secret('secret/other').host }}\n")
     check = run_cli(["check", "--format", "json"], env, cwd=tmp_path)
     render = run_cli(["render"], env, cwd=tmp_path)
     assert check.returncode == render.returncode != 0, check.stdout + check.stderr

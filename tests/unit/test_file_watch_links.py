@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +18,10 @@ import pytest
 from entrypoint.plan.keys import SourceKey
 from entrypoint.rotation import file_watch, watch_paths
 from entrypoint.rotation.file_watch import FileWatch, link_folders
+from tests.helpers.file_notices import DEADLINE, RELINKED, Seen, drain, next_notice
 from tests.helpers.kube_volume import Volume
 
-LOG = logging.getLogger("test")
-DEADLINE = 10.0
 KEY = SourceKey("file", "token")
-
-Seen = queue.SimpleQueue[tuple[str, frozenset[SourceKey], bool]]
-
-
-@pytest.fixture
-def seen() -> Seen:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def watch(seen: Seen) -> Iterator[FileWatch]:
-    files = FileWatch(lambda reason, keys, rerender: seen.put((reason, frozenset(keys),
-                                                                rerender)), LOG)
-    yield files
-    files.stop()
-
-
-RELINKED = "a link on its way was replaced"
-
-
-def next_notice(seen: Seen, want: frozenset[SourceKey], rerender: bool = False,
-                saying: str = "") -> str:
-    """The next notice for ``want`` whose reason holds ``saying``. The old folder's
-    removal may come first (its file's own event): that one is passed over."""
-    deadline = time.monotonic() + DEADLINE
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            reason, keys, again = seen.get(timeout=left)
-        except queue.Empty:
-            break
-        if keys == want and again == rerender and saying in reason:
-            return reason
-    raise AssertionError(f"no notice for {set(want)} saying {saying!r} within {DEADLINE}s")
-
-
-def drain(seen: Seen) -> None:
-    while not seen.empty():
-        seen.get()
 
 
 def test_link_folders_are_where_each_link_on_the_way_lives(tmp_path: Path) -> None:

@@ -8,12 +8,10 @@ new app was read only once app.old was removed, and app.old's edits were taken f
 from __future__ import annotations
 
 import json
-import logging
 import os
-import queue
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,39 +19,11 @@ import pytest
 from entrypoint.plan.keys import SourceKey
 from entrypoint.rotation.file_watch import FileWatch
 from entrypoint.sources.local.folder import LocalSource
+from tests.helpers.file_notices import DEADLINE, Seen, next_notice
 from tests.helpers.residents import Make, Posted, next_restart, quiet_config
 
-LOG = logging.getLogger("test")
-DEADLINE = 10.0
 TREE = SourceKey("vault", "kv/app/")
 TOKEN = SourceKey("file", "token")
-Seen = queue.SimpleQueue[tuple[str, frozenset[SourceKey]]]
-
-
-@pytest.fixture
-def seen() -> Seen:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def watch(seen: Seen) -> Iterator[FileWatch]:
-    files = FileWatch(lambda reason, keys, rerender: seen.put((reason, frozenset(keys))), LOG)
-    yield files
-    files.stop()
-
-
-def next_notice(seen: Seen, key: SourceKey, saying: str) -> str:
-    """The next notice for ``key`` whose reason holds ``saying``; others are passed over
-    (the old folder's leaving is a change too)."""
-    deadline = time.monotonic() + DEADLINE
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            reason, keys = seen.get(timeout=left)
-        except queue.Empty:
-            break
-        if keys == {key} and saying in reason:
-            return reason
-    raise AssertionError(f"no notice for {key} saying {saying!r} within {DEADLINE}s")
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:

@@ -6,54 +6,15 @@ itself (watchdog's IN_DONT_FOLLOW): the swap and every edit after it went unseen
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
 import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from entrypoint.plan.keys import SourceKey
 from entrypoint.rotation.file_watch import FileWatch
-
-LOG = logging.getLogger("test")
-DEADLINE = 10.0
-RELINKED = "a link on its way was replaced"
-Seen = queue.SimpleQueue[tuple[str, frozenset[SourceKey]]]
-
-
-@pytest.fixture
-def seen() -> Seen:
-    return queue.SimpleQueue()
-
-
-@pytest.fixture
-def watch(seen: Seen) -> Iterator[FileWatch]:
-    files = FileWatch(lambda reason, keys, rerender: seen.put((reason, frozenset(keys))), LOG)
-    yield files
-    files.stop()
-
-
-def next_notice(seen: Seen, key: SourceKey, saying: str) -> str:
-    """The next notice for ``key`` whose reason holds ``saying`` (others are passed over:
-    the removal of what was there is a change too)."""
-    deadline = time.monotonic() + DEADLINE
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            reason, keys = seen.get(timeout=left)
-        except queue.Empty:
-            break
-        if keys == {key} and saying in reason:
-            return reason
-    raise AssertionError(f"no notice for {key} saying {saying!r} within {DEADLINE}s")
-
-
-def drain(seen: Seen) -> None:
-    while not seen.empty():
-        seen.get()
+from tests.helpers.file_notices import RELINKED, Seen, drain, next_notice
 
 
 def test_a_plain_file_replaced_by_a_link_is_followed(
