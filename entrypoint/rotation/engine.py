@@ -38,8 +38,14 @@ from entrypoint.rotation.actions import changed_names, decide
 from entrypoint.rotation.coalesce import Coalescer
 from entrypoint.rotation.failing import FailingOutputs
 from entrypoint.rotation.leases import HeldLease, Revoker
-from entrypoint.rotation.source_watches import in_use
-from entrypoint.rotation.successor import log_replaced, new_leases, post_plan, stale_leases
+from entrypoint.rotation.successor import (
+    log_replaced,
+    new_leases,
+    post_plan,
+    stale_leases,
+    successor_seed,
+    unwatched_carried,
+)
 from entrypoint.rotation.tasks import Tasks
 from entrypoint.sources.base import Fetched, Refresh
 
@@ -307,14 +313,9 @@ class Engine(Tasks, FailingOutputs):
         assert self.resolution is not None
         old = self.resolution
         dirty = set(self.dirty)
-        # A watched value carried while nothing read it was not watched: it may be stale,
-        # and is read afresh if an output takes it up again (not rendered old, then new).
-        unwatched = {k for k, v in old.generation.fetched.items()
-                     if v.refresh is Refresh.WATCH and not in_use(old.generation, k)}
-        seed = {k: v for k, v in old.generation.fetched.items()
-                if k not in dirty and k not in unwatched}
-        seed.update({k: v for k, v in self.fresh.items() if k in dirty})
-        generation = self.runtime.new_generation(seed)
+        unwatched = unwatched_carried(old.generation)
+        generation = self.runtime.new_generation(
+            successor_seed(old.generation, dirty | unwatched, self.fresh))
         try:
             resolution = self.runtime.resolve(generation)
             changed_files = self.render(resolution)

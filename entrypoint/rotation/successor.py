@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 
 from entrypoint.plan.keys import SourceKey
 from entrypoint.plan.resolve import Generation
@@ -10,6 +11,26 @@ from entrypoint.process import events
 from entrypoint.process.events import Post
 from entrypoint.rotation.actions import Plan
 from entrypoint.rotation.leases import HeldLease
+from entrypoint.rotation.source_watches import in_use
+from entrypoint.sources.base import Fetched, Refresh
+
+
+def unwatched_carried(old: Generation) -> set[SourceKey]:
+    """The watched values ``old`` carried while none of its outputs read them: not
+    watched then, so maybe stale."""
+    return {k for k, v in old.fetched.items()
+            if v.refresh is Refresh.WATCH and not in_use(old, k)}
+
+
+def successor_seed(old: Generation, refetch: Collection[SourceKey],
+                   fresh: Mapping[SourceKey, Fetched]) -> dict[SourceKey, Fetched]:
+    """What the successor of ``old`` starts from: what has not changed, with what was read
+    already for a change (``fresh``). A key in ``refetch`` (changed, or carried unwatched)
+    is read afresh if an output reads it: a value taken up again is never rendered old,
+    then new."""
+    seed = {k: v for k, v in old.fetched.items() if k not in refetch}
+    seed.update({k: v for k, v in fresh.items() if k in refetch})
+    return seed
 
 
 def stale_leases(old: Generation, new: Generation) -> list[HeldLease]:
