@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entrypoint.config.model import Config, OnChange
-from entrypoint.errors import EntrypointError, UnavailableError
+from entrypoint.errors import EntrypointError, SecretNotFound, UnavailableError
 from entrypoint.plan.resolution import Resolution, Runtime
 from entrypoint.sources.base import Refresh
 
@@ -207,7 +207,7 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
         watched anew needs no such read: its query starts from the generation's index.)"""
         added = follow(adopted)
         read = adopted.generation.fetched
-        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, read[key]),
+        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, read.get(key)),
                        {}, only=added)
 
     rotation = Rotation(engine, files, watches)
@@ -221,7 +221,7 @@ def start_rotation(config: Config, runtime: Runtime, resolution: Resolution,
         engine.start(resolution)
         # An edit between the first read and the watch's start has no event: read again.
         first = resolution.generation.fetched
-        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, first[key]),
+        files.catch_up(lambda key: _answers_otherwise(source(key.scheme), key, first.get(key)),
                        template_marks or {})
     except BaseException:
         rotation.stop()  # what did start (Consul's watches, the engine) does not run on
@@ -236,18 +236,26 @@ def watched_files(resolution: Resolution, source: Callable[[str], Source]
     from entrypoint.rotation.source_watches import in_use
 
     generation = resolution.generation
+    keys = [key for key, fetched in generation.fetched.items()
+            # not watched, or carried over though nothing reads it any more
+            if fetched.refresh is Refresh.WATCH and in_use(generation, key)]
+    # A path a failing template asked for and did not find: its making is a change, as
+    # consul-template renders once a missing key appears (the retry's backoff is later).
+    keys += [key for key in generation.missing if key not in generation.fetched]
     wanted: dict[SourceKey, Sequence[Path]] = {}
-    for key, fetched in generation.fetched.items():
-        if fetched.refresh is not Refresh.WATCH or not in_use(generation, key):
-            continue  # not watched, or carried over though nothing reads it any more
+    for key in keys:
         paths = source(key.scheme).watched_files(key.path, key.version)
         if paths:
             wanted[key] = paths
     return wanted
 
 
-def _answers_otherwise(source: Source, key: SourceKey, item: Fetched) -> bool:
+def _answers_otherwise(source: Source, key: SourceKey, item: Fetched | None) -> bool:
+    """Whether ``key`` reads otherwise now than ``item`` (None: it was missing)."""
     try:
-        return not source.fetch(key.path, key.version).answers_as(item)
-    except Exception:  # gone or unreadable since its read: the engine's read says why
+        now = source.fetch(key.path, key.version)
+    except SecretNotFound:
+        return item is not None
+    except Exception:  # unreadable since its read: the engine's read says why
         return True
+    return item is None or not now.answers_as(item)

@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from entrypoint import backoff
 from entrypoint.commands.run import Resident
 from entrypoint.config.model import Config, TemplateSpec
 from entrypoint.plan.keys import SourceKey
@@ -177,3 +180,28 @@ def test_a_secret_taken_up_again_is_read_afresh_not_rendered_stale_first(
     put(tmp_path, "secrets/kv/a.json", {"x": "a3"})
     assert "kv/a.json changed" in next_restart(posted).reason
     assert out.read_text() == "a3\n"
+
+
+def test_a_secret_a_failing_template_did_not_find_is_rendered_once_made(
+        tmp_path: Path, resident_for: Make, posted: Posted,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template is edited to read kv/new, which is not there yet: it fails and keeps
+    its last good file. kv/new's files are watched, so making it renders the template at
+    once, as consul-template does; it used to wait for the retry's backoff (up to 30 s).
+    The retry is put an hour away here: only the watch can render it in time."""
+    monkeypatch.setattr(backoff, "RUNNING_BASE", 3600.0)
+    monkeypatch.setattr(backoff, "RUNNING_CAP", 3600.0)
+    template, out, config = reading_kv_a(tmp_path)
+    resident = resident_for(config, {}, LocalSource(tmp_path / "secrets"))
+    resident.prepare()
+    assert resident.rotation is not None
+    resident.rotation.engine.rng = lambda: 0.99
+    watch = file_watch(resident)
+    new = SourceKey("vault", "kv/new")
+    replace_text(template, "{{ secret('kv/new').x }}\n")
+    wait_for(lambda: new in watch.key_paths, "kv/new, not found, watched")
+    assert out.read_text() == "a1\n"  # its last good file
+    put(tmp_path, "secrets/kv/new.json", {"x": "n1"})
+    assert "kv/new.json changed" in next_restart(posted).reason
+    assert out.read_text() == "n1\n"
+    wait_for(lambda: set(watch.key_paths) == {new}, "kv/new watched, kv/a no longer")
