@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # not typing's: the fast --exec path imports this module
 if TYPE_CHECKING:
     import logging
 
+    from entrypoint.sources.base import Fetched
+
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
@@ -62,7 +64,9 @@ class ReferenceSyntaxError(ConfigError):
 
 
 class SecretNotFound(ConfigError):
-    pass
+    # Set by a source that watches on its own (Consul): the read that found nothing, to
+    # watch for the path being made from (a blocking query from its index).
+    absent: Fetched | None = None
 
 
 class TemplateError(ConfigError):

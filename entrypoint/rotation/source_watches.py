@@ -48,6 +48,12 @@ class SourceWatches:
             if (fetched.refresh is Refresh.WATCH and key not in covered
                     and in_use(generation, key)):
                 wanted.setdefault(key.scheme, []).append((key, fetched))
+        # A key a failing template asked for and did not find: watched for being made,
+        # from the read that found nothing, where the source can (consul-template waits so).
+        for key, missing in generation.missing.items():
+            if (missing.absent is not None and key not in covered
+                    and key not in generation.fetched):
+                wanted.setdefault(key.scheme, []).append((key, missing.absent))
         with self._lock:
             if self._stopped:
                 return

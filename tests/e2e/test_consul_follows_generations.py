@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from entrypoint import backoff
 from entrypoint.commands.run import Resident
 from entrypoint.config.model import TemplateSpec
 from entrypoint.plan.keys import SourceKey
@@ -130,3 +131,30 @@ def test_a_consul_key_a_changed_condition_reads_is_watched(
     wait_for(lambda: out.read_text() == "b2\n", "b2 rendered")
     mode, b = SourceKey("consul", "config/mode"), SourceKey("consul", "config/b")
     wait_for(lambda: consul_watching(resident) == {mode, b}, "config/mode and config/b watched")
+
+
+def test_a_consul_key_a_failing_template_did_not_find_is_rendered_once_made(
+        consul_agent: ConsulAgent, tmp_path: Path, resident_for: Make, posted: Posted,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template is edited to read config/new, not there yet: it fails and keeps its
+    last good file, and config/new is watched from the read that found nothing, so
+    putting it renders the template at once (as consul-template waits for a key). It used
+    to wait for the retry's backoff, put an hour away here: only the watch can do it."""
+    monkeypatch.setattr(backoff, "RUNNING_BASE", 3600.0)
+    monkeypatch.setattr(backoff, "RUNNING_CAP", 3600.0)
+    consul_agent.put("config/a", "a1")
+    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    template.write_text("{{ consul('config/a') }}\n")
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    resident = resident_for(config, consul_agent.env())
+    resident.prepare()
+    assert resident.rotation is not None
+    resident.rotation.engine.rng = lambda: 0.99
+    new = SourceKey("consul", "config/new")
+    replace_text(template, "{{ consul('config/new') }}\n")
+    wait_for(lambda: new in consul_watching(resident), "config/new, not found, watched")
+    assert out.read_text() == "a1\n"  # its last good file
+    consul_agent.put("config/new", "n1")
+    assert "consul:config/new changed" in next_restart(posted).reason
+    assert out.read_text() == "n1\n"
+    wait_for(lambda: consul_watching(resident) == {new}, "config/new watched, config/a not")

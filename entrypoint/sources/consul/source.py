@@ -282,10 +282,15 @@ class ConsulSource(Source):
 
     def fetch(self, path: str, version: int | None = None) -> Fetched:
         """Read ``path`` now; ``version`` is ModifyIndex (Consul keeps no old versions)."""
-        _, entry = self._get(path)
+        index, entry = self._get(path)
         if entry is None:
-            raise SecretNotFound(f"consul key {path.strip('/')} not found at "
-                                 f"{self.settings.addr}")
+            missing = SecretNotFound(f"consul key {path.strip('/')} not found at "
+                                     f"{self.settings.addr}")
+            # Consul answers a missing key with an index too: a query from it wakes
+            # when the key is made, even between this read and the watch's start.
+            missing.absent = Fetched(data={}, kind="consul", refresh=Refresh.WATCH,
+                                     version=max(index, 1), fetched_at=time.monotonic())
+            raise missing
         return Fetched(data={"": self._value(path, entry)}, kind="consul",
                        refresh=Refresh.WATCH,
                        version=int(entry.get("ModifyIndex") or 0) or None,
