@@ -95,10 +95,12 @@ STATIC_RECHECK = 0.5
 def static_creds_poll_at(now: float, interval: float, ttl: float | None, rng: Rng) -> float:
     """Re-read a database static role just after Vault rotates it, or at ``interval``.
 
-    The jitter never pushes the read later than a second past the rotation: the old
+    The jitter never pushes the read later than 0.75 s past the ttl Vault announced (a
+    whole number of seconds, so up to about 1.75 s past the rotation itself): the old
     password stops working in the database the moment Vault changes it, so every second
     of delay is a second of failed logins for the app (a percentage of a day-long ttl
-    would be an hour of them).
+    would be an hour of them). A rotation due and not yet made (ttl 0: Vault's queue
+    runs every 5 s) is asked again every ``STATIC_RECHECK``.
     """
     if ttl is not None and ttl <= 0:
         return now + min(interval, STATIC_RECHECK)
