@@ -95,8 +95,8 @@ STATIC_RECHECK = 0.5
 def static_creds_poll_at(now: float, interval: float, ttl: float | None, rng: Rng) -> float:
     """Re-read a database static role just after Vault rotates it, or at ``interval``.
 
-    The jitter never pushes the read later than 0.75 s past the ttl Vault announced (a
-    whole number of seconds, so up to about 1.75 s past the rotation itself): the old
+    The jitter never pushes the read later than 0.75 s past the ttl Vault announced (in
+    whole seconds, which can add up to one more: 1.75 s past the rotation at most): the old
     password stops working in the database the moment Vault changes it, so every second
     of delay is a second of failed logins for the app (a percentage of a day-long ttl
     would be an hour of them). A rotation due and not yet made (ttl 0: Vault's queue
