@@ -47,6 +47,18 @@ def watch_threads(key: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == f"consul-watch:{key}"]
 
 
+def rendering(consul_agent: ConsulAgent, resident_for: Make, tmp_path: Path, text: str
+              ) -> tuple[Resident, Path, Path]:
+    """A resident, prepared, whose one template (``text``) renders to app.conf: the
+    resident, the template and its output."""
+    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
+    template.write_text(text)
+    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
+    resident = resident_for(config, consul_agent.env())
+    resident.prepare()
+    return resident, template, out
+
+
 @pytest.mark.parametrize("first", ["{{ consul('config/a') }}\n", "nothing read\n"],
                          ids=["another-consul-key-at-start", "no-consul-at-start"])
 def test_a_consul_key_first_read_after_the_start_is_watched(
@@ -54,11 +66,7 @@ def test_a_consul_key_first_read_after_the_start_is_watched(
         first: str) -> None:
     consul_agent.put("config/a", "a1")
     consul_agent.put("config/b", "b1")
-    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
-    template.write_text(first)
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
-    resident = resident_for(config, consul_agent.env())
-    resident.prepare()
+    _, template, out = rendering(consul_agent, resident_for, tmp_path, first)
     at_start = 1 if "consul" in first else 0
     consul_agent.wait_for_blocked_queries(at_start)
     replace_text(template, "{{ consul('config/b') }}\n")
@@ -77,11 +85,8 @@ def test_a_consul_key_no_longer_read_is_no_longer_watched(
     from that read, so a change made while it was not watched reaches the app at once."""
     consul_agent.put("config/a", "a1")
     consul_agent.put("config/b", "b1")
-    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
-    template.write_text("{{ consul('config/a') }}\n")
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
-    resident = resident_for(config, consul_agent.env())
-    resident.prepare()
+    resident, template, out = rendering(consul_agent, resident_for, tmp_path,
+                                        "{{ consul('config/a') }}\n")
     replace_text(template, "{{ consul('config/b') }}\n")
     next_restart(posted)
     wait_for(lambda: not watch_threads("config/a"), "config/a's watch thread ended")
@@ -115,12 +120,10 @@ def test_a_consul_key_a_changed_condition_reads_is_watched(
     consul_agent.put("config/mode", "old")
     consul_agent.put("config/a", "a1")
     consul_agent.put("config/b", "b1")
-    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
-    template.write_text("{% if consul('config/mode') == 'new' %}{{ consul('config/b') }}"
-                        "{% else %}{{ consul('config/a') }}{% endif %}\n")
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
-    resident = resident_for(config, consul_agent.env())
-    resident.prepare()
+    resident, _, out = rendering(
+        consul_agent, resident_for, tmp_path,
+        "{% if consul('config/mode') == 'new' %}{{ consul('config/b') }}"
+        "{% else %}{{ consul('config/a') }}{% endif %}\n")
     assert out.read_text() == "a1\n"
     consul_agent.wait_for_blocked_queries(2)
     consul_agent.put("config/mode", "new")
@@ -143,11 +146,8 @@ def test_a_consul_key_a_failing_template_did_not_find_is_rendered_once_made(
     monkeypatch.setattr(backoff, "RUNNING_BASE", 3600.0)
     monkeypatch.setattr(backoff, "RUNNING_CAP", 3600.0)
     consul_agent.put("config/a", "a1")
-    template, out = tmp_path / "app.tmpl", tmp_path / "app.conf"
-    template.write_text("{{ consul('config/a') }}\n")
-    config = quiet_config(template=[TemplateSpec(destination=out, source=template)])
-    resident = resident_for(config, consul_agent.env())
-    resident.prepare()
+    resident, template, out = rendering(consul_agent, resident_for, tmp_path,
+                                        "{{ consul('config/a') }}\n")
     assert resident.rotation is not None
     resident.rotation.engine.rng = lambda: 0.99
     new = SourceKey("consul", "config/new")
