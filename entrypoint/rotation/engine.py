@@ -313,9 +313,9 @@ class Engine(Tasks, FailingOutputs):
         assert self.resolution is not None
         old = self.resolution
         dirty = set(self.dirty)
-        unwatched = unwatched_carried(old.generation)
         generation = self.runtime.new_generation(
-            successor_seed(old.generation, dirty | unwatched, self.fresh))
+            successor_seed(old.generation, dirty | unwatched_carried(old.generation),
+                           self.fresh))
         try:
             resolution = self.runtime.resolve(generation)
             changed_files = self.render(resolution)
@@ -359,8 +359,7 @@ class Engine(Tasks, FailingOutputs):
         stale = stale_leases(old.generation, generation)
         reason = "; ".join(reasons)
         self._adopt(resolution, only=[k for k in generation.fetched if k not in held
-                                      and (k in dirty or k in unwatched
-                                           or k not in old.generation.fetched)])
+                                      and (k in dirty or k not in old.generation.fetched)])
         self._report_outputs(failed)
         if plan.restart:
             self.successors += 1
