@@ -87,8 +87,7 @@ def template_rows(config: Config, sources: Sources, environ: Mapping[str, str],
                 rows.append(CheckRow(key.ref, fetched.kind, detail_of(fetched),
                                      "ok (read by a template)",
                                      used_by=users_of(users.get(key, {}).values())))
-        errors: dict[SourceKey, EntrypointError] = {**generation.missing, **generation.errors}
-        for key, error in sorted(errors.items(), key=lambda kv: kv[0].sort_key()):
+        for key, error in sorted(generation.errors.items(), key=lambda kv: kv[0].sort_key()):
             # Missing, refused or unreadable: its template's row has the error; this row
             # lists the path with the others, and names every template that reads it.
             if key not in checked:

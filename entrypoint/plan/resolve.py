@@ -69,12 +69,16 @@ class Generation:
         self._guard = threading.Lock()
         # ``entrypoint check`` without --issue: a write is validated, not made.
         self.dry_issue = False
-        # Each path found missing, by its key: the source says what is missing, and the
-        # caller, who knows which variables asked for it, names them (resolve_environment).
-        self.missing: dict[SourceKey, SecretNotFound] = {}
-        # Each path that failed otherwise (refused, unreadable): ``entrypoint check`` lists
-        # it in a row of its own when only a template reads it.
+        # Each path whose last read failed (missing, refused, unreadable), by its key: the
+        # error says what failed, and the caller, who knows which variables or templates
+        # asked for it, names them (resolve_environment, ``entrypoint check``).
         self.errors: dict[SourceKey, EntrypointError] = {}
+
+    @property
+    def missing(self) -> dict[SourceKey, SecretNotFound]:
+        """The paths found missing, of :attr:`errors`."""
+        with self._guard:
+            return {k: e for k, e in self.errors.items() if isinstance(e, SecretNotFound)}
 
     def get(self, key: SourceKey) -> Fetched:
         with self._guard:
@@ -84,34 +88,35 @@ class Generation:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self.fetched:
-                scheme, path, version = key.scheme, key.path, key.version
                 try:
-                    source = self.sources.get(scheme)
-                    if not key.params:
-                        fetched = source.fetch(path, version)
-                    elif self.dry_issue:
-                        fetched = source.check_issue(path, key.params)[1]
-                    else:  # a write (?write&..., secret(path, name=value)): issue once
-                        fetched = source.issue(path, key.params)
-                except SecretNotFound as exc:
-                    with self._guard:
-                        self.missing[key] = exc
-                    raise
+                    fetched = self._read(key)
                 except EntrypointError as exc:
                     with self._guard:
                         self.errors[key] = exc
                     raise
-                except RecursionError:
-                    # A JSON (or TOML) answer nested thousands deep: the parser gives up.
-                    raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to "
-                                      "be read", hint="expected an object of key/value "
-                                      "pairs, nested at most a few hundred levels") from None
-                if not fetched.fetched_at:
-                    fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
                 with self._guard:
                     self.fetched[key] = fetched
                     self.errors.pop(key, None)  # failed once, then read
             return self.fetched[key]
+
+    def _read(self, key: SourceKey) -> Fetched:
+        scheme, path, version = key.scheme, key.path, key.version
+        try:
+            source = self.sources.get(scheme)
+            if not key.params:
+                fetched = source.fetch(path, version)
+            elif self.dry_issue:
+                fetched = source.check_issue(path, key.params)[1]
+            else:  # a write (?write&..., secret(path, name=value)): issue once
+                fetched = source.issue(path, key.params)
+        except RecursionError:
+            # A JSON (or TOML) answer nested thousands deep: the parser gives up.
+            raise ConfigError(f"{scheme}:{path}: the value is nested too deeply to be read",
+                              hint="expected an object of key/value pairs, nested at most "
+                                   "a few hundred levels") from None
+        if not fetched.fetched_at:
+            fetched = dataclasses.replace(fetched, fetched_at=time.monotonic())
+        return fetched
 
     def prefetch(self, keys: Iterable[SourceKey]) -> None:
         """Fetch ``keys`` with bounded concurrency; the first error wins."""

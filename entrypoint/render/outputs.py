@@ -45,19 +45,15 @@ class _Reads(Generation):
         self.concurrency = inner.concurrency
         self.fetched = inner.fetched
         self.seeded = inner.seeded
-        self.missing = inner.missing
+        self.errors = inner.errors  # recorded by inner.get, for this successor only
+        self._guard = inner._guard
         self.read: set[SourceKey] = set()
-        self.errors: dict[SourceKey, EntrypointError] = {}
 
     def get(self, key: SourceKey) -> Fetched:
         self.read.add(key)
         if key in self.errors:
             raise self.errors[key]
-        try:
-            return self.inner.get(key)
-        except EntrypointError as exc:
-            self.errors[key] = exc
-            raise
+        return self.inner.get(key)
 
     def prefetch(self, keys: Iterable[SourceKey]) -> None:
         for key in keys:
