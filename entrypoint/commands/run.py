@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from entrypoint.config.model import Config, OnChange
 from entrypoint.errors import EntrypointError, SecretNotFound, UnavailableError
 from entrypoint.plan.resolution import Resolution, Runtime
-from entrypoint.sources.base import Refresh
 
 if TYPE_CHECKING:
     from entrypoint.ops.control import ControlServer
@@ -233,17 +232,10 @@ def watched_files(resolution: Resolution, source: Callable[[str], Source]
                   ) -> dict[SourceKey, Sequence[Path]]:
     """The files to watch for each value ``resolution``'s outputs read that a file
     answers (a source's :meth:`~Source.watched_files`)."""
-    from entrypoint.rotation.source_watches import in_use
+    from entrypoint.rotation.source_watches import to_watch
 
-    generation = resolution.generation
-    keys = [key for key, fetched in generation.fetched.items()
-            # not watched, or carried over though nothing reads it any more
-            if fetched.refresh is Refresh.WATCH and in_use(generation, key)]
-    # A path a failing template asked for and did not find: its making is a change, as
-    # consul-template renders once a missing key appears (the retry's backoff is later).
-    keys += [key for key in generation.missing if key not in generation.fetched]
     wanted: dict[SourceKey, Sequence[Path]] = {}
-    for key in keys:
+    for key in to_watch(resolution.generation):
         paths = source(key.scheme).watched_files(key.path, key.version)
         if paths:
             wanted[key] = paths

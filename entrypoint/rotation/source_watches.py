@@ -27,6 +27,21 @@ def in_use(generation: Generation, key: SourceKey) -> bool:
     return key not in generation.seeded or key in generation.used
 
 
+def to_watch(generation: Generation) -> dict[SourceKey, Fetched | None]:
+    """What ``generation``'s outputs read that is to be watched, each from its read: the
+    values watched (not one carried over that nothing reads any more), and the paths a
+    failing template asked for and did not find, whose making is a change (as
+    consul-template renders once a missing key appears), from the read that found
+    nothing where the source can watch from it (None: a file can answer it)."""
+    wanted: dict[SourceKey, Fetched | None] = {
+        key: fetched for key, fetched in generation.fetched.items()
+        if fetched.refresh is Refresh.WATCH and in_use(generation, key)}
+    for key, missing in generation.missing.items():
+        if key not in generation.fetched:
+            wanted[key] = missing.absent
+    return wanted
+
+
 class SourceWatches:
     """One watcher per source that watches on its own, made when its first key comes."""
 
@@ -44,16 +59,9 @@ class SourceWatches:
         """Watch the values ``generation``'s outputs read that are to be watched and that
         no file answers (``covered``: the keys the file watch has), and no others."""
         wanted: dict[str, list[tuple[SourceKey, Fetched]]] = {}
-        for key, fetched in generation.fetched.items():
-            if (fetched.refresh is Refresh.WATCH and key not in covered
-                    and in_use(generation, key)):
+        for key, fetched in to_watch(generation).items():
+            if fetched is not None and key not in covered:
                 wanted.setdefault(key.scheme, []).append((key, fetched))
-        # A key a failing template asked for and did not find: watched for being made,
-        # from the read that found nothing, where the source can (consul-template waits so).
-        for key, missing in generation.missing.items():
-            if (missing.absent is not None and key not in covered
-                    and key not in generation.fetched):
-                wanted.setdefault(key.scheme, []).append((key, missing.absent))
         with self._lock:
             if self._stopped:
                 return
