@@ -1,7 +1,9 @@
 """examples/compose/: the compose file, and bootstrap.sh run for real by ``sh``.
 
-No Docker engine and no ``vault`` binary here, so bootstrap.sh runs with a stand-in
-``vault`` first on PATH (this module, run as a script). The stand-in checks every
+No Docker engine here, so bootstrap.sh runs with a stand-in ``vault`` CLI first on PATH
+(this module, run as a script) against the real Vault server; the stand-in was written
+when no ``vault`` binary could be had, and is not yet replaced by the real binary's CLI
+(tests/realservers/get-binaries.sh builds it now). The stand-in checks every
 command it is given against :data:`CLI`, a table of the documented Vault CLI for the
 subcommands we use, and then either answers as the CLI would without a server
 (``record``) or turns the command into the HTTP call the real CLI makes and sends it to
